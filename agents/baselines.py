@@ -1,0 +1,86 @@
+"""Fixed corruptors behind the agents' surface: ``keep_all``, ``random`` (Bernoulli) and ``cowmask``.
+
+They never learn, but ``learn`` still steps the environment with callbacks (so a fixed baseline has
+TensorBoard curves and returns like any agent), and ``predict``, ``save`` and ``load`` work as for
+PPO. Their masks come from a torch generator seeded by the agent's ``seed``, so runs reproduce.
+``predict(deterministic=True)`` does not change them: a random corruptor's randomness *is* its policy.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import torch
+from stable_baselines3.common.policies import BasePolicy
+
+from agents.policies import mask_geometry
+from agents.rollout import RolloutAgent
+from corruption_env.corruption import bernoulli_mask, cowmask
+
+
+class FixedMaskPolicy(BasePolicy):
+    """Masks that ignore the observation.
+
+    :param kind: ``keep_all``, ``random`` or ``cowmask``.
+    :param keep_prob: keep probability of ``random``.
+    :param keep_range: range of CowMask's keep fraction (drawn per image).
+    :param sigma_range: range of CowMask's smoothing scale in cells (drawn per image).
+    """
+
+    KINDS = ("keep_all", "random", "cowmask")
+
+    def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.MultiBinary,
+                 lr_schedule: Any = None, kind: str = "keep_all", keep_prob: float = 0.75,
+                 keep_range: tuple[float, float] = (0.5, 1.0), sigma_range: tuple[float, float] = (0.5, 1.5)) -> None:
+        super().__init__(observation_space, action_space)
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown fixed corruptor {kind!r}; available: {', '.join(self.KINDS)}")
+        if not 0 <= keep_prob <= 1 or not 0 <= keep_range[0] <= keep_range[1] <= 1:
+            raise ValueError(f"keep_prob ({keep_prob}) and keep_range {keep_range} must lie in [0, 1]")
+        self.kind, self.keep_prob = kind, keep_prob
+        self.keep_range, self.sigma_range = tuple(keep_range), tuple(sigma_range)
+        self.batch, _, _, self.grid = mask_geometry(observation_space, action_space)
+        self.generator = torch.Generator()
+
+    def seed_masks(self, seed: int | None) -> None:
+        self.generator.manual_seed(0 if seed is None else seed)
+
+    def _predict(self, observation: dict[str, torch.Tensor], deterministic: bool = False) -> torch.Tensor:
+        n = observation["images"].shape[0] * self.batch
+        if self.kind == "keep_all":
+            masks = torch.ones(n, self.grid, self.grid)
+        elif self.kind == "random":
+            masks = bernoulli_mask(n, self.grid, self.keep_prob, self.generator)
+        else:
+            lo, hi = self.keep_range
+            keep = lo + (hi - lo) * torch.rand(n, generator=self.generator)
+            s_lo, s_hi = self.sigma_range
+            sigma = s_lo + (s_hi - s_lo) * torch.rand(n, generator=self.generator)
+            masks = cowmask(n, self.grid, keep, sigma, self.generator)
+        return masks.reshape(observation["images"].shape[0], -1)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(kind=self.kind, keep_prob=self.keep_prob, keep_range=self.keep_range, sigma_range=self.sigma_range)
+        return data
+
+
+class FixedCorruptor(RolloutAgent):
+    """An agent that applies a :class:`FixedMaskPolicy` and never updates.
+
+    :param env: a CorruptionEnv (or a VecEnv of them).
+    :param kind, keep_prob, keep_range, sigma_range: see :class:`FixedMaskPolicy`.
+    :param n_steps: steps between log dumps.
+    """
+
+    def __init__(self, env: Any, kind: str = "keep_all", keep_prob: float = 0.75,
+                 keep_range: tuple[float, float] = (0.5, 1.0), sigma_range: tuple[float, float] = (0.5, 1.5),
+                 n_steps: int = 16, policy: Any = FixedMaskPolicy, policy_kwargs: dict[str, Any] | None = None,
+                 **kwargs: Any) -> None:
+        policy_kwargs = {"kind": kind, "keep_prob": keep_prob, "keep_range": keep_range, "sigma_range": sigma_range,
+                         **(policy_kwargs or {})}
+        super().__init__(policy, env, n_steps=n_steps, policy_kwargs=policy_kwargs, **kwargs)
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        self.policy.seed_masks(self.seed)

@@ -1,0 +1,131 @@
+"""Judge a corruptor the way a researcher would: by the encoder it trains.
+
+For each row a fresh encoder (the same initialisation for every row of a seed) is trained for
+``steps`` SimCLR updates in a CorruptionEnv whose masks come from that row's corruptor, then scored
+by kNN and linear-probe accuracy on the test split. The rows: the agent, ``keep_all``, ``random``
+at the agent's mean keep fraction, and two references: ``untrained`` (no updates) and ``simclr_aug``
+(plain SimCLR augmentations of the original images, no CAM-Net). ``is_readable`` is the floor check:
+if ``keep_all`` does not beat ``untrained``, no comparison in the table means anything yet.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from agents import make_agent
+from corruption_env import CorruptionEnv, EnvConfig
+from corruption_env.data import load_dataset
+from corruption_env.evaluation import encoder_accuracies, train_encoder
+from corruption_env.views import ViewMaker
+
+Act = Callable[[dict[str, np.ndarray]], np.ndarray]
+READABLE_MARGIN = 0.05  # keep_all must beat untrained by this much kNN accuracy
+
+
+@dataclass
+class RowResult:
+    """One row of an evaluation table."""
+
+    name: str
+    knn: float
+    linear: float
+    keep_fraction: float | None = None
+    seconds: float = 0.0
+    returns: dict[str, float] = field(default_factory=dict)  # summed reward terms over the run
+
+
+class CorruptorEvaluation:
+    """Trains fresh encoders with different corruptors on one shared environment (CAM-Net loaded once).
+
+    :param config: the environment configuration the agent was trained in.
+    :param steps: SimCLR updates per row.
+    :param seed: seed of the encoder initialisation, batches, codes and augmentations.
+    :param progress: show a tqdm bar per row.
+    """
+
+    def __init__(self, config: EnvConfig, steps: int, seed: int = 0, progress: bool = True) -> None:
+        self.config = config.replace(episode_length=max(steps, 1), record_timings=False, track_rewards="free")
+        self.steps, self.seed, self.progress = steps, seed, progress
+        self.env = CorruptionEnv(self.config)
+        kw = dict(root=config.data_root, image_size=config.image_size, channels=3, **config.dataset_kwargs)
+        self.train = load_dataset(config.dataset, split="train", **kw)
+        self.test = load_dataset(config.dataset, split="test", **kw)
+
+    def run_policy(self, name: str, act: Act) -> RowResult:
+        """Train an encoder in the env with masks from ``act(observation)``; score it."""
+        start = time.time()
+        obs, _ = self.env.reset(seed=self.seed)
+        keeps, returns = [], {}
+        for _ in tqdm(range(self.steps), desc=f"eval {name}", leave=False, disable=not self.progress):
+            obs, _, _, truncated, info = self.env.step(act(obs))
+            keeps.append(info["keep_fraction"])
+            for term, value in info["reward_terms"].items():
+                returns[term] = returns.get(term, 0.0) + value
+            if info["diverged"]:
+                break
+        acc = encoder_accuracies(self.env.learner, self.train, self.test)
+        return RowResult(name, acc["knn"], acc["linear"], float(np.mean(keeps)) if keeps else None,
+                         round(time.time() - start, 1), returns)
+
+    def untrained(self) -> RowResult:
+        self.env.reset(seed=self.seed)
+        acc = encoder_accuracies(self.env.learner, self.train, self.test)
+        return RowResult("untrained", acc["knn"], acc["linear"])
+
+    def simclr_aug(self) -> RowResult:
+        """Plain SimCLR augmentations of the original images, same encoder initialisation."""
+        start = time.time()
+        self.env.reset(seed=self.seed)
+        views = ViewMaker(None, self.config.task, self.config.scale, "simclr", self.config.image_size)
+        run = train_encoder(views, self.env.learner, self.train, self.test, self.steps, self.config.batch_size,
+                            seed=self.seed, progress="eval simclr_aug" if self.progress else None)
+        return RowResult("simclr_aug", run.final["knn"], run.final["linear"], None, round(time.time() - start, 1))
+
+
+def agent_act(agent: Any, deterministic: bool = False) -> Act:
+    """A single-env act function from anything with SB3's ``predict``."""
+    return lambda obs: agent.predict(obs, deterministic=deterministic)[0]
+
+
+def evaluate_agent(agent: Any, name: str, config: EnvConfig, steps: int, seed: int = 0,
+                   deterministic: bool = False, progress: bool = True) -> list[RowResult]:
+    """The full table for one agent: agent, keep_all, random at its keep fraction, untrained, simclr_aug."""
+    evaluation = CorruptorEvaluation(config, steps, seed, progress)
+    env = evaluation.env
+    rows = [evaluation.run_policy(name, agent_act(agent, deterministic))]
+    keep = rows[0].keep_fraction if rows[0].keep_fraction is not None else 1.0
+    rows.append(evaluation.run_policy("keep_all", agent_act(make_agent("keep_all", env, seed=seed))))
+    rows.append(evaluation.run_policy(f"random(p={keep:.2f})",
+                                      agent_act(make_agent("random", env, keep_prob=keep, seed=seed))))
+    rows.append(evaluation.untrained())
+    rows.append(evaluation.simclr_aug())
+    return rows
+
+
+def is_readable(rows: list[RowResult]) -> bool:
+    """The floor check: keep_all beats the untrained encoder by at least READABLE_MARGIN kNN accuracy."""
+    by_name = {r.name: r for r in rows}
+    return by_name["keep_all"].knn >= by_name["untrained"].knn + READABLE_MARGIN
+
+
+def format_rows(rows: list[RowResult], steps: int) -> str:
+    """A Markdown table, with the floor check under it."""
+    lines = [f"| corruptor ({steps} SimCLR updates) | kNN | linear probe | keep fraction | seconds |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        keep = "" if r.keep_fraction is None else f"{r.keep_fraction:.2f}"
+        lines.append(f"| {r.name} | {r.knn:.3f} | {r.linear:.3f} | {keep} | {r.seconds:.0f} |")
+    if is_readable(rows):
+        lines.append("\nfloor check: keep_all beats the untrained encoder; the comparison is readable.")
+    else:
+        lines.append(f"\nfloor check FAILED: keep_all does not beat the untrained encoder by {READABLE_MARGIN}; "
+                     "the comparison is not yet readable (raise --eval-steps).")
+    return "\n".join(lines)
+
+
+def rows_to_json(rows: list[RowResult]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in rows]

@@ -1,0 +1,137 @@
+"""The per-image mask network shared by every learning agent (SB3's PPO/A2C/TRPO and REINFORCE).
+
+The same small CNN looks at each low-resolution image of the batch on its own (plus an embedding of
+the ``learner`` state vector and a learned per-cell bias) and outputs g x g keep-logits for that image, so the policy is the
+same for every image slot and its size does not depend on the batch size. A value head pools the
+per-image features over the batch and reads the learner vector. Observations reach it flattened by
+:class:`MaskObservationExtractor` (images scaled to [0, 1], then the learner vector), which is what
+lets it sit inside SB3's ``ActorCriticPolicy`` as the "mlp_extractor": ``latent_pi`` are the
+Bernoulli logits themselves (the action net is the identity), ``latent_vf`` feeds SB3's value net.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import gymnasium as gym
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+
+def mask_geometry(observation_space: gym.spaces.Dict, action_space: gym.spaces.MultiBinary
+                  ) -> tuple[int, int, int, int]:
+    """(batch B, channels C, side h, grid g) of a CorruptionEnv's spaces, with a clear error otherwise."""
+    if not isinstance(observation_space, gym.spaces.Dict) or set(observation_space.spaces) != {"images", "learner"}:
+        raise ValueError(f"the mask policy needs CorruptionEnv's Dict observation (images, learner), got {observation_space}")
+    b, c, h, w = observation_space["images"].shape
+    n = int(action_space.n) if isinstance(action_space, gym.spaces.MultiBinary) else -1
+    g = math.isqrt(max(n // b, 0)) if n > 0 else 0
+    if n <= 0 or g * g * b != n or h % g:
+        raise ValueError(f"the mask policy needs a MultiBinary(B * g * g) action space matching the images {(b, c, h, w)}, "
+                         f"got {action_space}")
+    return b, c, h, g
+
+
+class MaskObservationExtractor(BaseFeaturesExtractor):
+    """Flattens CorruptionEnv observations: images / 255 (B*C*h*w values), then the learner vector."""
+
+    def __init__(self, observation_space: gym.spaces.Dict) -> None:
+        dims = int(math.prod(observation_space["images"].shape)) + int(observation_space["learner"].shape[0])
+        super().__init__(observation_space, features_dim=dims)
+
+    def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
+        images = observations["images"].float().flatten(1) / 255.0
+        return torch.cat([images, observations["learner"].float()], dim=1)
+
+
+class MaskNetwork(nn.Module):
+    """Per-image CNN -> g x g keep-logits; pooled features + learner vector -> value latent.
+
+    :param observation_space: CorruptionEnv's Dict space.
+    :param action_space: its MultiBinary(B * g * g) space.
+    :param channels: widths of the per-image convolutions.
+    :param value_dim: size of the value latent.
+    :param initial_keep_prob: keep probability of the untrained policy (sets the logit bias).
+    """
+
+    def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.MultiBinary,
+                 channels: tuple[int, ...] = (16, 32, 32), value_dim: int = 64, initial_keep_prob: float = 0.5) -> None:
+        super().__init__()
+        self.batch, self.in_channels, self.side, self.grid = mask_geometry(observation_space, action_space)
+        self.learner_dim = int(observation_space["learner"].shape[0])
+        layers: list[nn.Module] = []
+        width = self.in_channels
+        for i, out in enumerate(channels):
+            layers += [nn.Conv2d(width, out, 3, stride=1 if i == 0 else 2, padding=1), nn.ReLU()]
+            width = out
+        self.cnn = nn.Sequential(*layers)
+        self.learner_embed = nn.Linear(self.learner_dim, width)
+        self.logit_head = nn.Conv2d(width, 1, 1)
+        nn.init.zeros_(self.logit_head.weight)  # start from the same keep probability everywhere
+        nn.init.constant_(self.logit_head.bias, math.log(initial_keep_prob / (1 - initial_keep_prob)))
+        # convolutions are translation-equivariant; a per-cell bias lets the policy prefer places
+        self.cell_bias = nn.Parameter(torch.zeros(self.grid, self.grid))
+        self.value_mlp = nn.Sequential(nn.Linear(width + self.learner_dim, value_dim), nn.Tanh())
+        self.latent_dim_pi = self.batch * self.grid * self.grid
+        self.latent_dim_vf = value_dim
+
+    def _split(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = features.shape[0]
+        images = features[:, :-self.learner_dim].reshape(n * self.batch, self.in_channels, self.side, self.side)
+        return images, features[:, -self.learner_dim:]
+
+    def _cells(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-cell features (N, B, width, g, g) and the learner vector (N, k)."""
+        images, learner = self._split(features)
+        cells = F.adaptive_avg_pool2d(self.cnn(images), self.grid)
+        return cells.unflatten(0, (features.shape[0], self.batch)), learner
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cells, learner = self._cells(features)
+        return self._logits(cells, learner), self._value(cells, learner)
+
+    def forward_actor(self, features: torch.Tensor) -> torch.Tensor:
+        return self._logits(*self._cells(features))
+
+    def forward_critic(self, features: torch.Tensor) -> torch.Tensor:
+        return self._value(*self._cells(features))
+
+    def _logits(self, cells: torch.Tensor, learner: torch.Tensor) -> torch.Tensor:
+        conditioned = F.relu(cells + self.learner_embed(learner)[:, None, :, None, None])
+        logits = self.logit_head(conditioned.flatten(0, 1)) + self.cell_bias  # (N*B, 1, g, g)
+        return logits.reshape(cells.shape[0], self.latent_dim_pi)  # row-major over (B, g, g)
+
+    def _value(self, cells: torch.Tensor, learner: torch.Tensor) -> torch.Tensor:
+        pooled = cells.mean(dim=(1, 3, 4))
+        return self.value_mlp(torch.cat([pooled, learner], dim=1))
+
+
+class MaskActorCriticPolicy(ActorCriticPolicy):
+    """SB3 actor-critic policy (Bernoulli over MultiBinary) built on :class:`MaskNetwork`.
+
+    Works with every SB3 on-policy algorithm that uses ``ActorCriticPolicy`` (PPO, A2C, sb3-contrib's
+    TRPO). :param mask_net_kwargs: options of :class:`MaskNetwork`. Other parameters are SB3's.
+    """
+
+    def __init__(self, observation_space: gym.spaces.Space, action_space: gym.spaces.Space, lr_schedule: Any,
+                 mask_net_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self.mask_net_kwargs = mask_net_kwargs or {}
+        kwargs.setdefault("features_extractor_class", MaskObservationExtractor)
+        kwargs.setdefault("ortho_init", False)  # keep MaskNetwork's own initialisation
+        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+
+    def _build_mlp_extractor(self) -> None:
+        self.mlp_extractor = MaskNetwork(self.observation_space, self.action_space, **self.mask_net_kwargs)
+
+    def _build(self, lr_schedule: Any) -> None:
+        super()._build(lr_schedule)
+        self.action_net = nn.Identity()  # MaskNetwork's latent_pi already are the per-cell logits
+        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data["mask_net_kwargs"] = self.mask_net_kwargs
+        return data

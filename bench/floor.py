@@ -1,0 +1,121 @@
+"""The learnability floor: does the CPU-default encoder visibly learn within its budget?
+
+Trains the default encoder for ``--steps`` SimCLR updates with three view sources, for several seeds,
+and prints kNN accuracy on the test split at 0/250/500/1000 updates beside an untrained encoder's
+and raw pixels':
+
+  (a)  simclr_aug     plain SimCLR augmentations of the original images, no CAM-Net
+  (b1) camnet_crop    CAM-Net keep-all views (two latent codes) + crop/flip only
+  (b2) camnet_simclr  CAM-Net keep-all views + the full SimCLR augmentation set
+
+Nothing downstream can be read unless (a) clears the untrained encoder by 15 points. (b) is the
+project's premise in one number: do CAM-Net's views add to hand-made augmentations?
+
+    python bench/floor.py                    # 3 seeds x 1000 updates (about an hour on 2 cores)
+    python bench/floor.py --steps 200 --seeds 1 --rows simclr_aug   # a quick look
+
+The last line reads ``floor: simclr_aug=<kNN> untrained=<kNN> margin=<difference>``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from corruption_env.data import load_dataset
+from corruption_env.evaluation import pixel_accuracies, train_encoder
+from corruption_env.simclr import SimCLRLearner
+from corruption_env.views import ViewMaker, build_decorruptor
+
+ROWS = {  # name: (decorruptor or None, augmentation)
+    "simclr_aug": (None, "simclr"),
+    "camnet_crop": ("camnet", "crop_flip"),
+    "camnet_simclr": ("camnet", "simclr"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {', '.join(ROWS)}")
+    parser.add_argument("--dataset", default="shapes")
+    parser.add_argument("--task", default="sr_colorize")
+    parser.add_argument("--scale", type=int, default=2)
+    parser.add_argument("--encoder", default="small_cnn")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=Path("results/floor.json"))
+    args = parser.parse_args(argv)
+    rows = [r for r in args.rows.split(",") if r]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        parser.error(f"unknown rows {unknown}; available: {', '.join(ROWS)}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    train = load_dataset(args.dataset, split="train", channels=3)
+    test = load_dataset(args.dataset, split="test", channels=3)
+    size = train.images.shape[-1]
+    eval_at = tuple(sorted({0, args.steps // 4, args.steps // 2, args.steps}))
+    results: dict = {"config": vars(args) | {"out": str(args.out)}, "eval_at": eval_at,
+                     "pixels": pixel_accuracies(train, test), "rows": {}}
+    decorruptor = None
+    for row in rows:
+        kind, augmentation = ROWS[row]
+        if kind is not None and decorruptor is None:
+            decorruptor = build_decorruptor(kind, args.task, args.scale, size, dataset=args.dataset)
+        views = ViewMaker(decorruptor if kind else None, args.task, args.scale, augmentation, size)
+        for seed in range(args.seeds):
+            learner = SimCLRLearner(args.encoder, seed=seed)
+            start = time.time()
+            run = train_encoder(views, learner, train, test, args.steps, args.batch_size, eval_at=eval_at,
+                                seed=1000 + seed, progress=f"{row} seed {seed}")
+            results["rows"].setdefault(row, []).append(
+                {"seed": seed, "accuracy": {str(k): v for k, v in run.accuracy.items()},
+                 "final_loss": float(np.mean(run.losses[-20:])), "seconds": round(time.time() - start, 1)})
+            print(f"{row} seed {seed}: " + " ".join(f"{k}:{v['knn']:.3f}" for k, v in run.accuracy.items())
+                  + f" ({time.time() - start:.0f} s)", file=sys.stderr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(format_table(results))
+    return 0
+
+
+def _mean_std(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}"
+
+
+def format_table(results: dict) -> str:
+    """Markdown table: kNN per row at each update count (mean ± std over seeds), linear probe at the end."""
+    eval_at = [str(k) for k in results["eval_at"]]
+    last = eval_at[-1]
+    head = "| views | " + " | ".join(f"kNN @{k}" for k in eval_at) + f" | linear @{last} | s/run |"
+    lines = [head, "|" + "---|" * (len(eval_at) + 3)]
+    first = next(iter(results["rows"].values()))  # a seed's untrained encoder is the same in every row
+    untrained = [r["accuracy"]["0"]["knn"] for r in first]
+    pixels = results["pixels"]
+    lines.append(f"| untrained encoder | {_mean_std(untrained)} |" + " |" * (len(eval_at) - 1)
+                 + f" {_mean_std([r['accuracy']['0']['linear'] for r in first])} | |")
+    lines.append(f"| raw pixels | {pixels['knn']:.3f} |" + " |" * (len(eval_at) - 1) + f" {pixels['linear']:.3f} | |")
+    for row, runs in results["rows"].items():
+        cells = [_mean_std([r["accuracy"][k]["knn"] for r in runs]) for k in eval_at]
+        lin = _mean_std([r["accuracy"][last]["linear"] for r in runs])
+        lines.append(f"| {row} ({len(runs)} seeds) | " + " | ".join(cells) + f" | {lin} | "
+                     f"{np.mean([r['seconds'] for r in runs]):.0f} |")
+    if "simclr_aug" in results["rows"]:
+        aug = float(np.mean([r["accuracy"][last]["knn"] for r in results["rows"]["simclr_aug"]]))
+        base = float(np.mean(untrained))
+        lines.append("")
+        lines.append(f"floor: simclr_aug={aug:.3f} untrained={base:.3f} margin={aug - base:+.3f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

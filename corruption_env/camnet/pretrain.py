@@ -1,0 +1,337 @@
+"""Pretrain CAM-Net with conditional IMLE, evaluate it, and write its model card.
+
+Conditional IMLE (Li & Malik 2019; CAM-Net's training rule): for every image in a pool, draw
+``samples`` latent codes, keep the one whose output is nearest the ground truth, then take gradient
+steps pulling the kept outputs toward their targets. Selection is level by level as in CAM-Net: the
+first level's code is chosen by its own output's distance, the next level's code given the chosen
+first, and so on. The distance is per-pixel MSE (CAM-Net uses LPIPS, whose VGG weights cannot be
+downloaded here). Inputs are corrupted with random masks (half Bernoulli, half CowMask, keep
+fraction ~ U(0.25, 1)) so the net learns to fill dropped cells; the pool is redrawn every
+``epochs_per_pool`` epochs. Every pool's data, masks and codes derive from (seed, pool index), so a
+resumed run reproduces an uninterrupted one.
+
+    python -m corruption_env.camnet.pretrain --dataset shapes --task sr_colorize --out PATH.pt
+
+writes PATH.pt (the weights), PATH.json (the model card: config, steps, wall time, held-out
+nearest-of-S distance against bicubic, diversity over kept and dropped cells), PATH.png (a sample
+grid) and, while training, PATH.ckpt (resumable state; Ctrl-C saves it).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+
+import kornia
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from tqdm import tqdm
+
+from corruption_env.camnet.checkpoint import atomic_save, save_camnet
+from corruption_env.camnet.model import CAMNet, CAMNetConfig, count_parameters, level_targets
+from corruption_env.corruption import apply_mask, degrade, random_training_masks
+from corruption_env.data import ImageDataset, available_datasets, load_dataset
+from corruption_env.views import comparison_grid
+
+
+@dataclass
+class PretrainConfig:
+    """Conditional-IMLE pretraining settings (the model's own are in CAMNetConfig).
+
+    :param dataset: registry name of the training images.
+    :param data_root: directory for file-based datasets.
+    :param mask_grid: side g of the g x g mask grid used to corrupt inputs.
+    :param steps: gradient steps in total.
+    :param batch_size: images per gradient step.
+    :param pool_size: images whose codes are selected together; redrawn every ``epochs_per_pool``.
+    :param epochs_per_pool: passes over a pool before new codes are drawn.
+    :param samples: latent codes drawn per image and level (the S of nearest-of-S).
+    :param lr: Adam learning rate, cosine-decayed to 10 % of it over ``steps``.
+    :param seed: seed of data order, masks and codes.
+    :param checkpoint_every_s: seconds between resumable checkpoints.
+    :param eval_images: held-out images for the model card.
+    """
+
+    dataset: str = "shapes"
+    data_root: str | None = None
+    mask_grid: int = 4
+    steps: int = 20000
+    batch_size: int = 32
+    pool_size: int = 1024
+    epochs_per_pool: int = 10
+    samples: int = 20
+    lr: float = 2e-4
+    seed: int = 0
+    checkpoint_every_s: float = 120.0
+    eval_images: int = 512
+
+
+def to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float in [0, 1]."""
+    return torch.tensor(np.asarray(images)).float() / 255.0
+
+
+def corrupt(model: CAMNet, target: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Degrade RGB targets for the model's task and apply the cell mask: (x_c, pixel mask)."""
+    return apply_mask(degrade(target, model.cfg.scale, model.cfg.task), mask)
+
+
+@torch.no_grad()
+def select_codes(model: CAMNet, x_c: torch.Tensor, pixel_mask: torch.Tensor, targets: list[torch.Tensor],
+                 samples: int, generator: torch.Generator, chunk: int = 6) -> torch.Tensor:
+    """Nearest-of-``samples`` codes, chosen level by level (CAM-Net's hierarchical selection)."""
+    chosen_all = []
+    for start in range(0, x_c.shape[0], chunk):
+        xs, ms = x_c[start:start + chunk], pixel_mask[start:start + chunk]
+        n, prev, chosen = xs.shape[0], None, []
+        for level, size in enumerate(model.code_sizes):
+            candidates = torch.randn(n, samples, size, generator=generator)
+            rep = (lambda t: t.repeat_interleave(samples, dim=0))
+            prev_rep = None if prev is None else (rep(prev[0]), rep(prev[1]))
+            out, _ = model.run_level(level, rep(xs), rep(ms), prev_rep, candidates.reshape(n * samples, size))
+            target = rep(targets[level][start:start + chunk])
+            dist = (out - target).pow(2).flatten(1).mean(1).reshape(n, samples)
+            best = candidates[torch.arange(n), dist.argmin(1)]
+            chosen.append(best)
+            prev = model.run_level(level, xs, ms, prev, best)
+        chosen_all.append(torch.cat(chosen, dim=1))
+    return torch.cat(chosen_all)
+
+
+def imle_loss(model: CAMNet, x_c: torch.Tensor, pixel_mask: torch.Tensor, codes: torch.Tensor,
+              targets: list[torch.Tensor]) -> torch.Tensor:
+    """Sum over levels of the MSE between each level's output (with the chosen codes) and its target."""
+    outs = model.forward_levels(x_c, pixel_mask, codes)
+    return sum(F.mse_loss(o, t) for o, t in zip(outs, targets))
+
+
+def _pool(data: ImageDataset, model: CAMNet, cfg: PretrainConfig, index: int
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    """Pool ``index``: images (randomly flipped), masks, corrupted inputs, level targets, codes."""
+    rng = np.random.default_rng([cfg.seed, index])
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    target = to_float(data.images[rng.choice(len(data), cfg.pool_size, replace=len(data) < cfg.pool_size)])
+    flip = torch.from_numpy(rng.random(cfg.pool_size) < 0.5)
+    target = torch.where(flip[:, None, None, None], target.flip(-1), target)
+    mask = random_training_masks(cfg.pool_size, cfg.mask_grid, gen)
+    x_c, pixel_mask = corrupt(model, target, mask)
+    targets = level_targets(model, target)
+    codes = select_codes(model, x_c, pixel_mask, targets, cfg.samples, gen)
+    order = torch.from_numpy(np.concatenate([rng.permutation(cfg.pool_size) for _ in range(cfg.epochs_per_pool)]))
+    return x_c, pixel_mask, codes, targets, order
+
+
+def _lr_at(cfg: PretrainConfig, step: int) -> float:
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / max(cfg.steps, 1), 1.0))))
+
+
+def train(model: CAMNet, cfg: PretrainConfig, out: Path, quiet: bool = False) -> dict:
+    """Train ``model`` in place, resuming from ``out``.ckpt if present; return the run's bookkeeping."""
+    data = load_dataset(cfg.dataset, root=cfg.data_root, image_size=model.cfg.image_size, split="train", channels=3)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
+    ckpt_path = out.with_suffix(".ckpt")
+    step, elapsed = 0, 0.0
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if state["camnet"] != model.cfg.to_dict() or state["pretrain"]["seed"] != cfg.seed:
+            raise ValueError(f"{ckpt_path} was written by a run with other settings; delete it or pass the same ones")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, elapsed = state["step"], state["elapsed_s"]
+        if not quiet:
+            print(f"resuming from {ckpt_path} at step {step}")
+
+    def checkpoint() -> None:
+        atomic_save({"camnet": model.cfg.to_dict(), "pretrain": asdict(cfg), "model": model.state_dict(),
+                     "optimizer": opt.state_dict(), "step": step, "elapsed_s": elapsed + time.time() - t0}, ckpt_path)
+        save_camnet(model, out)
+
+    steps_per_pool = cfg.pool_size * cfg.epochs_per_pool // cfg.batch_size
+    t0, last_save = time.time(), time.time()
+    bar = tqdm(total=cfg.steps, initial=step, desc="cIMLE", unit="step", disable=quiet, dynamic_ncols=True)
+    loss_ema = None
+    try:
+        while step < cfg.steps:
+            pool_index, offset = divmod(step, steps_per_pool)
+            x_c, pixel_mask, codes, targets, order = _pool(data, model, cfg, pool_index)
+            for k in range(offset, steps_per_pool):
+                if step >= cfg.steps:
+                    break
+                idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+                for group in opt.param_groups:
+                    group["lr"] = _lr_at(cfg, step)
+                loss = imle_loss(model, x_c[idx], pixel_mask[idx], codes[idx], [t[idx] for t in targets])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_ema:.4f}", pool=pool_index)
+                if time.time() - last_save > cfg.checkpoint_every_s:
+                    checkpoint()
+                    last_save = time.time()
+    except KeyboardInterrupt:
+        checkpoint()
+        bar.close()
+        print(f"\ninterrupted at step {step}; state saved to {ckpt_path}. Run the same command again to resume.")
+        raise
+    bar.close()
+    checkpoint()
+    return {"steps": step, "wall_time_s": round(elapsed + time.time() - t0, 1), "final_loss_ema": loss_ema}
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+def _pairwise_diversity(views: torch.Tensor, region: torch.Tensor) -> float:
+    """Mean over pairs of views and over ``region`` pixels of the channel-mean absolute difference.
+
+    :param views: (K, N, C, H, W); :param region: (N, 1, H, W) weights (1 = pixel counts).
+    """
+    total, count = 0.0, 0.0
+    for i, j in itertools.combinations(range(views.shape[0]), 2):
+        diff = (views[i] - views[j]).abs().mean(1, keepdim=True)
+        total += float((diff * region).sum())
+        count += float(region.sum())
+    return total / max(count, 1e-12)
+
+
+def bicubic_restoration(x_c: torch.Tensor, scale: int) -> torch.Tensor:
+    """The non-learned reference: bicubic upsampling of the corrupted input, gray repeated to RGB."""
+    up = x_c if scale == 1 else F.interpolate(x_c, scale_factor=scale, mode="bicubic", align_corners=False)
+    up = up.clamp(0, 1)
+    return up.repeat(1, 3, 1, 1) if up.shape[1] == 1 else up
+
+
+@torch.no_grad()
+def evaluate_camnet(model: CAMNet, data: ImageDataset, n_images: int = 512, samples: int = 24,
+                    diversity_codes: int = 6, mask_grid: int = 4, seed: int = 1234) -> dict:
+    """Held-out numbers for the model card, for keep-all and for randomly masked inputs.
+
+    ``nearest_of_s_mse``: per-pixel MSE (RGB in [0, 1]) of the best of ``samples`` outputs;
+    ``bicubic_mse``: the same for bicubic upsampling of the corrupted input; ``mean_z_mse``: the
+    average over codes. ``diversity_kept`` / ``diversity_dropped``: mean pairwise absolute
+    difference between outputs for different codes over pixels whose cell was kept / dropped.
+    For colorization tasks, ``colour_diversity_*`` is the same in Lab's ab plane (Lab units).
+    """
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    n_images = min(n_images, len(data))
+    target = to_float(data.images[:n_images])
+    report: dict = {"images": n_images, "samples": samples}
+    all_kept = torch.ones(n_images, mask_grid, mask_grid)
+    masked = random_training_masks(n_images, mask_grid, gen)
+    for name, mask in (("keep_all", all_kept), ("masked", masked)):
+        x_c, pixel_mask = corrupt(model, target, mask)
+        hi_mask = F.interpolate(pixel_mask, size=target.shape[-2:], mode="nearest")
+        best = torch.full((n_images,), float("inf"))
+        mean_mse = torch.zeros(n_images)
+        views = []
+        for s in range(samples):
+            out = model(x_c, pixel_mask, model.sample_code(n_images, gen)).clamp(0, 1)
+            mse = (out - target).pow(2).flatten(1).mean(1)
+            best, mean_mse = torch.minimum(best, mse), mean_mse + mse / samples
+            if s < diversity_codes:
+                views.append(out)
+        views_t = torch.stack(views)
+        row = {"nearest_of_s_mse": float(best.mean()), "mean_z_mse": float(mean_mse.mean()),
+               "bicubic_mse": float((bicubic_restoration(x_c, model.cfg.scale) - target).pow(2).mean()),
+               "kept_fraction": float(mask.mean()),
+               "diversity_kept": _pairwise_diversity(views_t, hi_mask)}
+        if name == "masked":
+            row["diversity_dropped"] = _pairwise_diversity(views_t, 1 - hi_mask)
+        if model.cfg.task in ("colorize", "sr_colorize"):
+            ab = kornia.color.rgb_to_lab(views_t.flatten(0, 1))[:, 1:].unflatten(0, views_t.shape[:2])
+            row["colour_diversity_kept"] = _pairwise_diversity(ab, hi_mask)
+            if name == "masked":
+                row["colour_diversity_dropped"] = _pairwise_diversity(ab, 1 - hi_mask)
+        report[name] = {k: round(v, 5) if isinstance(v, float) else v for k, v in row.items()}
+    return report
+
+
+@torch.no_grad()
+def sample_grid(model: CAMNet, data: ImageDataset, path: Path, rows: int = 8, codes: int = 5,
+                mask_grid: int = 4, seed: int = 7) -> None:
+    """PNG: per row, target | degraded input | masked input | ``codes`` restorations (different z)."""
+    gen = torch.Generator().manual_seed(seed)
+    target = to_float(data.images[:rows])
+    x_lr = degrade(target, model.cfg.scale, model.cfg.task)
+    mask = random_training_masks(rows, mask_grid, gen, keep_range=(0.5, 0.8))
+    x_c, pixel_mask = apply_mask(x_lr, mask)
+    columns = [target, x_lr, x_c] + [model(x_c, pixel_mask, model.sample_code(rows, gen)) for _ in range(codes)]
+    grid = comparison_grid(columns, size=2 * target.shape[-1], max_images=rows, images_as_rows=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torchvision.utils.save_image(grid, path)
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], str)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=f"(default {f.default})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m corruption_env.camnet.pretrain",
+        description="Pretrain CAM-Net with conditional IMLE on masked, degraded images and write "
+                    "weights, a model card (.json) and a sample grid (.png) next to --out.")
+    parser.add_argument("--out", type=Path, required=True, help="weights file to write (PATH.pt)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--eval-only", action="store_true", help="only evaluate --out and rewrite its card and grid")
+    _add_dataclass_args(parser, CAMNetConfig)
+    _add_dataclass_args(parser, PretrainConfig, skip=("data_root",))
+    parser.add_argument("--data-root", default=None, help="directory for file-based datasets")
+    args = parser.parse_args(argv)
+    if args.dataset not in available_datasets():
+        parser.error(f"unknown dataset {args.dataset!r}; available: {', '.join(available_datasets())}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    camnet_cfg = CAMNetConfig(**{f.name: getattr(args, f.name) for f in fields(CAMNetConfig)})
+    cfg = PretrainConfig(**{f.name: getattr(args, f.name) for f in fields(PretrainConfig)})
+    torch.manual_seed(cfg.seed)
+    model = CAMNet(camnet_cfg).to(args.device)
+    out: Path = args.out
+    card_path = out.with_suffix(".json")
+    if args.eval_only:
+        model.load_state_dict(torch.load(out, map_location="cpu", weights_only=True)["state_dict"])
+        run = json.loads(card_path.read_text())["training"] if card_path.is_file() else {}
+    else:
+        try:
+            run = train(model, cfg, out)
+        except KeyboardInterrupt:
+            return 130
+    model.eval()
+    test = load_dataset(cfg.dataset, root=cfg.data_root, image_size=camnet_cfg.image_size, split="test", channels=3)
+    print("evaluating on held-out images ...", file=sys.stderr)
+    card = {
+        "model": "CAM-Net (small re-implementation, corruption_env.camnet)",
+        "dataset": cfg.dataset, "task": camnet_cfg.task, "scale": camnet_cfg.scale,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python -m corruption_env.camnet.pretrain " + " ".join(sys.argv[1:] if argv is None else argv),
+        "parameters": count_parameters(model), "code_dim": model.code_dim,
+        "camnet_config": camnet_cfg.to_dict(), "pretrain_config": asdict(cfg),
+        "training": run, "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "heldout": evaluate_camnet(model, test, n_images=cfg.eval_images, samples=cfg.samples, mask_grid=cfg.mask_grid),
+    }
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    sample_grid(model, test, out.with_suffix(".png"), mask_grid=cfg.mask_grid)
+    print(json.dumps(card["heldout"], indent=2))
+    print(f"wrote {out}, {card_path}, {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,150 @@
+"""Every knob of the environment in one dataclass, with presets and a JSON round trip.
+
+``EnvConfig`` is what ``CorruptionEnv`` is built from and what every run saves next to its results,
+so a run can be reproduced from its folder. ``EnvConfig.preset("cpu")`` is the default (sized for
+two CPU cores); ``"gpu"`` is sized for real experiments. ``config.replace(**overrides)`` and
+``EnvConfig.from_dict`` reject unknown keys with the list of valid ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from corruption_env.corruption import check_task
+
+
+@dataclass
+class EnvConfig:
+    """Configuration of :class:`corruption_env.env.CorruptionEnv`.
+
+    :param dataset: image source, a name from ``corruption_env.data.available_datasets()``.
+    :param data_root: directory holding a file-based dataset (unused by ``shapes``).
+    :param dataset_kwargs: extra loader options (e.g. ``{"classes": 3}`` for shapes).
+    :param image_size: side of the full-resolution images (views have this size).
+    :param scale: downsampling factor of the degradation; observations are image_size / scale.
+    :param task: ``sr_colorize`` (default: grayscale low-res in, colour high-res out), ``sr`` or ``colorize``.
+    :param batch_size: images per step, B (the agent masks all of them).
+    :param mask_grid: side g of the g x g mask grid over each low-resolution image.
+    :param episode_length: SimCLR updates per episode (the episode is truncated after it).
+    :param decorruptor: ``camnet`` (the frozen generator) or ``bicubic`` (cheap, for tests/ablations).
+    :param camnet_checkpoint: a CAM-Net checkpoint; None uses the one shipped for (dataset, task, scale).
+    :param encoder: SimCLR encoder, ``small_cnn`` or ``resnet18``.
+    :param temperature: NT-Xent temperature.
+    :param lr: SimCLR learning rate.
+    :param optimizer: ``adam``, ``adamw`` or ``sgd``.
+    :param view_augmentation: augmentation applied on top of the decorruptor's views:
+        ``simclr`` (crop, flip, colour jitter, grayscale), ``crop_flip`` or ``none``.
+    :param reward: reward definition, a name from ``corruption_env.rewards.available_rewards()``.
+    :param reward_kwargs: options of the reward (e.g. ``{"beta": 0.9}``; ``rescale`` and ``keep_penalty``
+        wrap any reward, see ``corruption_env.rewards.make_reward``).
+    :param track_rewards: reward definitions also evaluated every step and reported in
+        ``info["reward_terms"]`` (not paid): ``"free"`` (default) those needing no statistic beyond
+        the loss, ``"all"`` every registered one (adds their measurement costs), or a list of names.
+    :param heldout_size: training-split images set aside (never drawn for batches) for the held-out
+        rewards; capped at a quarter of the split.
+    :param record_timings: add ``info["seconds"]`` (wall-clock seconds per stage). Off by default
+        because timings differ between runs, and Gymnasium's ``check_env`` requires identical infos
+        for identical seeds; ``train_agent.py`` and the benchmarks turn it on.
+    :param divergence_penalty: reward given on the step whose loss is not finite.
+    :param device: torch device of CAM-Net and the learner (``cpu``, ``cuda``, ``cuda:1``).
+    :param num_threads: torch CPU threads in this process; None leaves torch's default.
+    :param seed: seed of the first ``reset()`` called without one (None: fresh entropy).
+    """
+
+    dataset: str = "shapes"
+    data_root: str | None = None
+    dataset_kwargs: dict[str, Any] = field(default_factory=dict)
+    image_size: int = 32
+    scale: int = 2
+    task: str = "sr_colorize"
+    batch_size: int = 64
+    mask_grid: int = 4
+    episode_length: int = 200
+    decorruptor: str = "camnet"
+    camnet_checkpoint: str | None = None
+    encoder: str = "small_cnn"
+    temperature: float = 0.5
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    view_augmentation: str = "simclr"
+    reward: str = "ma_neg_loss_derivative"
+    reward_kwargs: dict[str, Any] = field(default_factory=dict)
+    track_rewards: str | list[str] = "free"
+    heldout_size: int = 512
+    record_timings: bool = False
+    divergence_penalty: float = -1.0
+    device: str = "cpu"
+    num_threads: int | None = None
+    seed: int | None = None
+
+    PRESETS = ("cpu", "gpu")
+
+    def __post_init__(self) -> None:
+        positive = ("image_size", "scale", "batch_size", "mask_grid", "episode_length")
+        bad = [f"{k}={getattr(self, k)!r}" for k in positive if not isinstance(getattr(self, k), int) or getattr(self, k) < 1]
+        if bad:
+            raise ValueError(f"EnvConfig: {', '.join(bad)} must be positive integers")
+        if self.batch_size < 2:
+            raise ValueError("EnvConfig: batch_size must be >= 2 (NT-Xent needs negatives)")
+        low = self.image_size // self.scale
+        if self.image_size % self.scale or low % self.mask_grid:
+            raise ValueError(f"EnvConfig: image_size ({self.image_size}) / scale ({self.scale}) = {low} must be a "
+                             f"whole multiple of mask_grid ({self.mask_grid}); change one of them")
+        check_task(self.task, self.scale)
+        if self.temperature <= 0 or self.lr <= 0:
+            raise ValueError(f"EnvConfig: temperature ({self.temperature}) and lr ({self.lr}) must be > 0")
+
+    @property
+    def input_size(self) -> int:
+        """Side of the low-resolution observation."""
+        return self.image_size // self.scale
+
+    @classmethod
+    def preset(cls, name: str = "cpu", **overrides: Any) -> "EnvConfig":
+        """``cpu``: the defaults (2 cores, minutes). ``gpu``: batch 256, ResNet-18, 1000-step episodes."""
+        if name == "cpu":
+            base = cls()
+        elif name == "gpu":
+            base = cls(batch_size=256, encoder="resnet18", episode_length=1000, device="cuda")
+        else:
+            raise ValueError(f"unknown preset {name!r}; available: {', '.join(cls.PRESETS)}")
+        return base.replace(**overrides)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    def replace(self, **overrides: Any) -> "EnvConfig":
+        """A copy with some fields changed; unknown names raise a ValueError listing the valid ones."""
+        unknown = sorted(set(overrides) - set(self.field_names()))
+        if unknown:
+            raise ValueError(f"unknown EnvConfig key(s) {', '.join(unknown)}; valid keys: {', '.join(self.field_names())}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "EnvConfig":
+        return cls().replace(**values)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """The config as JSON; also written to ``path`` if given."""
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_json(cls, source: str | Path) -> "EnvConfig":
+        """Read a config from a JSON file path or a JSON string."""
+        text = str(source)
+        if not text.lstrip().startswith("{"):
+            path = Path(source)
+            if not path.is_file():
+                raise FileNotFoundError(f"config file {path} does not exist")
+            text = path.read_text()
+        return cls.from_dict(json.loads(text))

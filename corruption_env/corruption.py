@@ -1,0 +1,113 @@
+"""The corruption side of the pipeline: degrade an image, then drop cells of a mask grid.
+
+``degrade`` turns a full-resolution RGB batch into what the agent sees and CAM-Net restores
+(downsampled by ``scale``; the L channel of Lab for the colorization tasks). A mask is a
+(B, g, g) grid of {0, 1} (1 = keep the cell); ``upsample_mask`` spreads it to pixels (nearest) and
+``apply_mask`` zeroes the dropped cells. ``bernoulli_mask`` and ``cowmask`` (French et al. 2020,
+"Milking CowMask for semi-supervised image classification") draw masks from a torch generator so
+that fixed corruptors are reproducible. All images here are float tensors in [0, 1].
+"""
+from __future__ import annotations
+
+import math
+
+import kornia
+import torch
+import torch.nn.functional as F
+
+TASKS = ("sr", "colorize", "sr_colorize")
+_COLOR_TASKS = ("colorize", "sr_colorize")
+
+
+def check_task(task: str, scale: int) -> None:
+    """Raise a ValueError naming the valid choices if (task, scale) is not a supported pair."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+    if scale < 1 or scale & (scale - 1):
+        raise ValueError(f"scale must be a power of two >= 1, got {scale}")
+    if task == "colorize" and scale != 1:
+        raise ValueError("task 'colorize' keeps the resolution: use scale=1 (or task 'sr_colorize')")
+    if task == "sr" and scale == 1:
+        raise ValueError("task 'sr' needs scale >= 2")
+
+
+def input_channels(task: str) -> int:
+    """Channels of a degraded image: 1 (L) for the colorization tasks, 3 (RGB) for ``sr``."""
+    return 1 if task in _COLOR_TASKS else 3
+
+
+def to_luminance(rgb: torch.Tensor) -> torch.Tensor:
+    """The L channel of CIE Lab, scaled to [0, 1]; (B, 3, H, W) -> (B, 1, H, W)."""
+    return kornia.color.rgb_to_lab(rgb.clamp(0, 1))[:, :1] / 100.0
+
+
+def downsample(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """Average-pool by ``scale`` (box filter, the usual SR degradation); identity for scale 1."""
+    return x if scale == 1 else F.avg_pool2d(x, scale)
+
+
+def degrade(x: torch.Tensor, scale: int, task: str) -> torch.Tensor:
+    """Low-resolution observation of RGB images ``x`` (B, 3, H, W) in [0, 1].
+
+    :param scale: downsampling factor (H must be divisible by it).
+    :param task: ``sr`` keeps RGB; ``colorize`` and ``sr_colorize`` keep only Lab's L channel.
+    :return: (B, C', H/scale, W/scale) in [0, 1], C' = :func:`input_channels` (task).
+    """
+    check_task(task, scale)
+    if x.shape[-1] % scale or x.shape[-2] % scale:
+        raise ValueError(f"image size {tuple(x.shape[-2:])} is not divisible by scale {scale}")
+    small = downsample(x, scale)
+    return to_luminance(small) if task in _COLOR_TASKS else small
+
+
+def upsample_mask(mask: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Spread a (B, g, g) cell mask to (B, 1, H, W) pixels by nearest-neighbour upsampling."""
+    if mask.ndim != 3:
+        raise ValueError(f"mask must be shaped (B, g, g), got {tuple(mask.shape)}")
+    return F.interpolate(mask[:, None].float(), size=size, mode="nearest")
+
+
+def apply_mask(x_lr: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero the dropped cells of ``x_lr`` (B, C, h, w); return (masked image, pixel mask (B, 1, h, w))."""
+    pixel_mask = upsample_mask(mask, x_lr.shape[-2:])
+    return x_lr * pixel_mask, pixel_mask
+
+
+def bernoulli_mask(batch: int, grid: int, keep_prob: float | torch.Tensor,
+                   generator: torch.Generator | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Keep each cell independently with probability ``keep_prob`` (a float or a (B,) tensor)."""
+    keep = torch.as_tensor(keep_prob, dtype=torch.float32, device=device).reshape(-1, 1, 1)
+    noise = torch.rand(batch, grid, grid, generator=generator, device=device)
+    return (noise < keep).float()
+
+
+def cowmask(batch: int, grid: int, keep_fraction: float | torch.Tensor, sigma: float | torch.Tensor,
+            generator: torch.Generator | None = None, device: str | torch.device = "cpu") -> torch.Tensor:
+    """CowMask: Gaussian-smoothed noise thresholded so each mask keeps ``keep_fraction`` of its cells.
+
+    :param keep_fraction: fraction of cells to keep, a float or a (B,) tensor, rounded to whole cells.
+    :param sigma: smoothing scale in cells, a float or a (B,) tensor.
+    """
+    noise = torch.randn(batch, 1, grid, grid, generator=generator, device=device)
+    sigma_t = torch.as_tensor(sigma, dtype=torch.float32, device=device).reshape(-1).expand(batch)
+    kernel = 2 * math.ceil(3 * float(sigma_t.max())) + 1
+    smooth = kornia.filters.gaussian_blur2d(noise, (kernel, kernel),
+                                            torch.stack([sigma_t, sigma_t], dim=1).clamp_min(1e-3),
+                                            border_type="replicate")
+    frac = torch.as_tensor(keep_fraction, dtype=torch.float32, device=device).reshape(-1).expand(batch)
+    keep_count = torch.round(frac * grid * grid).long()
+    rank = smooth.reshape(batch, -1).argsort(dim=1, descending=True).argsort(dim=1)
+    return (rank < keep_count[:, None]).float().reshape(batch, grid, grid)
+
+
+def random_training_masks(batch: int, grid: int, generator: torch.Generator,
+                          keep_range: tuple[float, float] = (0.25, 1.0), sigma_range: tuple[float, float] = (0.5, 1.5),
+                          device: str | torch.device = "cpu") -> torch.Tensor:
+    """Half Bernoulli, half CowMask masks with keep fractions ~ U(keep_range): CAM-Net's training corruption."""
+    lo, hi = keep_range
+    keep = lo + (hi - lo) * torch.rand(batch, generator=generator, device=device)
+    sigma = sigma_range[0] + (sigma_range[1] - sigma_range[0]) * torch.rand(batch, generator=generator, device=device)
+    use_cow = torch.rand(batch, generator=generator, device=device) < 0.5
+    masks = bernoulli_mask(batch, grid, keep, generator, device)
+    cow = cowmask(batch, grid, keep, sigma, generator, device)
+    return torch.where(use_cow[:, None, None], cow, masks)

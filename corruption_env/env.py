@@ -1,0 +1,332 @@
+"""CorruptionEnv: one SimCLR run as an episode, one update per step, masks as actions."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import multiprocessing
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from corruption_env.config import EnvConfig
+from corruption_env.corruption import input_channels
+from corruption_env.data import load_dataset
+from corruption_env.evaluation import knn_accuracy, to_unit
+from corruption_env.rewards import OPTIONAL_STATS, Reward, StepStats, available_rewards, make_reward
+from corruption_env.simclr import SimCLRLearner
+from corruption_env.views import ViewMaker, build_decorruptor, comparison_grid
+
+LEARNER_FEATURES = ("progress", "last_loss", "loss_average", "last_reward", "last_keep_fraction", "last_loss_delta")
+STAGES = ("data", "camnet", "augment", "learner", "reward")
+
+
+class CorruptionEnv(gym.Env):
+    """
+    ## Description
+
+    An RL agent learns a **corruption operator** for contrastive learning. Each step it sees a batch
+    of B degraded images (downsampled by ``scale``; grayscale for the colorization tasks) and chooses
+    a keep/drop mask over a g x g grid of cells of every image. The environment zeroes the dropped
+    cells, runs a frozen CAM-Net twice with two latent codes (one batched forward of 2B) to restore
+    two different plausible full-resolution images per input, augments them (SimCLR's crop, flip,
+    colour jitter and grayscale by default), and performs **one SimCLR update** of an encoder on the
+    two views. The reward is a learning-progress signal computed from that update (by default the
+    moving average of the negative loss derivative). An episode is one contrastive-learning run from
+    a freshly initialised encoder.
+
+    ## Action Space
+
+    ``MultiBinary(B * g * g)``: 1 keeps a cell, 0 drops it, row-major over (B, g, g) (SB3 accepts only
+    1-D MultiBinary). ``step`` also accepts an array shaped (B, g, g). Any other shape, a non-numeric
+    dtype, or values other than 0 and 1 raise a ``ValueError`` naming what was expected.
+
+    ## Observation Space
+
+    ``Dict`` with
+
+    - ``"images"``: ``Box(0, 255, (B, C', h, w), uint8)``, the degraded batch the next mask applies to
+      (C' = 1 for ``sr_colorize``/``colorize``, 3 for ``sr``; h = w = image_size / scale).
+    - ``"learner"``: ``Box(-inf, inf, (6,), float32)``, the training state:
+
+    | index | meaning                                                | min | max  |
+    |-------|--------------------------------------------------------|-----|------|
+    | 0     | progress: updates done / episode_length                | 0   | 1    |
+    | 1     | last loss L_{t-1} (ln(2B-1), chance level, at reset)   | 0   | inf  |
+    | 2     | exponential moving average of the loss (0.9)           | 0   | inf  |
+    | 3     | last reward (0 at reset)                               | -inf| inf  |
+    | 4     | keep fraction of the last mask (1 at reset)            | 0   | 1    |
+    | 5     | last loss change L_{t-1} - L_{t-2} (0 at reset)        | -inf| inf  |
+
+    ## Rewards
+
+    ``reward`` names a definition from ``corruption_env.rewards`` (``available_rewards()``); the
+    default ``ma_neg_loss_derivative`` is r_t = beta r_{t-1} + (1 - beta)(-(L_t - L_{t-1})), 0 on the
+    first step. ``info["reward_terms"]`` also reports the definitions in ``track_rewards``, so one run
+    can be scored under several definitions. Statistics no reward needs are not computed.
+
+    ## Starting State
+
+    ``reset(seed=s)`` re-initialises the encoder, projection head, optimizer and reward state, and
+    draws a first batch; the encoder initialisation, batch order, latent codes and augmentations all
+    derive from ``s`` through ``self.np_random``, so a seeded episode reproduces exactly.
+
+    ## Episode End
+
+    - Termination: never (contrastive training has no terminal state).
+    - Truncation: after ``episode_length`` updates; or at once when the loss is not finite, with
+      ``info["diverged"] = True`` and reward ``divergence_penalty`` (no exception; ``reset`` starts clean).
+
+    ## Arguments
+
+    ``CorruptionEnv(config=None, render_mode=None, preset="cpu", **overrides)``: ``config`` is an
+    :class:`~corruption_env.config.EnvConfig` (every knob is documented there); ``overrides`` change
+    single fields, e.g. ``batch_size=32``; ``preset`` picks ``"cpu"`` (default) or ``"gpu"`` defaults
+    when no config is given. ``render_mode="rgb_array"`` makes ``render()`` return a grid of
+    original / corrupted input / view 1 / view 2 for the first 8 images of the last step.
+
+    ``info`` of a step: ``loss``, ``keep_fraction``, ``diverged``, ``reward_terms`` (name -> value)
+    and, with ``record_timings=True``, ``seconds`` (stage -> wall-clock seconds; stages ``data``,
+    ``camnet``, ``augment``, ``learner``, ``reward``).
+
+    ## Example
+
+    >>> import gymnasium as gym, corruption_env
+    >>> env = gym.make("CorruptionEnv-v0", batch_size=8, episode_length=3, decorruptor="bicubic")
+    >>> obs, info = env.reset(seed=0)
+    >>> obs["images"].shape, obs["learner"].shape
+    ((8, 1, 16, 16), (6,))
+    >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    >>> reward  # no previous loss on the first step
+    0.0
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
+    LOSS_AVERAGE_DECAY = 0.9  # smoothing of observation entry 2
+
+    def __init__(self, config: EnvConfig | None = None, render_mode: str | None = None, preset: str = "cpu",
+                 **overrides: Any) -> None:
+        self.config = cfg = (config or EnvConfig.preset(preset)).replace(**overrides)
+        check_names(cfg)
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.render_mode = render_mode
+        if cfg.num_threads is not None:
+            torch.set_num_threads(cfg.num_threads)
+        elif multiprocessing.parent_process() is not None:
+            torch.set_num_threads(1)  # a vector-env worker: one thread each, or workers fight for cores
+        self.device = torch.device(cfg.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device='cuda' but torch sees no CUDA device; use device='cpu' or the 'cpu' preset")
+
+        self.reward_fn = make_reward(cfg.reward, **cfg.reward_kwargs)
+        self.tracked = self._tracked_rewards(cfg.track_rewards)
+        self.needs = set(self.reward_fn.needs).union(*(r.needs for r in self.tracked.values()))
+
+        data = load_dataset(cfg.dataset, root=cfg.data_root, image_size=cfg.image_size, split="train",
+                            channels=3, **cfg.dataset_kwargs)
+        n_heldout = min(cfg.heldout_size, len(data) // 4)
+        self.train_images = torch.from_numpy(np.array(data.images[:len(data) - n_heldout]))
+        self.heldout_images = to_unit(data.images[len(data) - n_heldout:]).to(self.device)
+        self.heldout_labels = torch.tensor(np.asarray(data.labels[len(data) - n_heldout:]))
+        decorruptor = build_decorruptor(cfg.decorruptor, cfg.task, cfg.scale, cfg.image_size, cfg.dataset,
+                                        cfg.camnet_checkpoint, self.device)
+        self.views = ViewMaker(decorruptor, cfg.task, cfg.scale, cfg.view_augmentation, cfg.image_size)
+        self.learner = SimCLRLearner(cfg.encoder, temperature=cfg.temperature, lr=cfg.lr, optimizer=cfg.optimizer,
+                                     device=self.device)
+
+        b, g, c, h = cfg.batch_size, cfg.mask_grid, input_channels(cfg.task), cfg.input_size
+        self.observation_space = spaces.Dict({
+            "images": spaces.Box(0, 255, (b, c, h, h), np.uint8),
+            "learner": spaces.Box(-np.inf, np.inf, (len(LEARNER_FEATURES),), np.float32),
+        })
+        self.action_space = spaces.MultiBinary(b * g * g)
+        self.chance_loss = math.log(2 * b - 1)  # NT-Xent of uninformative projections
+        self._heldout_views: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._batch: torch.Tensor | None = None  # degraded next batch (float), None before reset
+        self._needs_reset = True
+
+    # ------------------------------------------------------------------------------------ gym API
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        if seed is None and self.config.seed is not None and self._np_random is None:
+            seed = self.config.seed
+        super().reset(seed=seed)
+        self.learner.reset(int(self.np_random.integers(2**31)))
+        self.generator = torch.Generator().manual_seed(int(self.np_random.integers(2**62)))
+        self.step_count = 0
+        self.last_loss = self.loss_average = self.chance_loss
+        self.last_reward, self.last_keep, self.last_delta = 0.0, 1.0, 0.0
+        self._last_render: tuple[torch.Tensor, ...] | None = None
+        initial = self._measure(StepStats(step=0, loss=self.chance_loss), self.needs)
+        self.reward_fn.reset(initial)
+        for reward in self.tracked.values():
+            reward.reset(initial)
+        self._batch_full, self._batch = self._draw_batch()
+        self._needs_reset = False
+        return self._observation(), {}
+
+    def step(self, action: Any) -> tuple[dict, float, bool, bool, dict]:
+        if self._needs_reset:
+            raise gym.error.ResetNeeded("call reset() before step() (and after an episode ends)")
+        mask = self._mask_from_action(action)
+        seconds = dict.fromkeys(STAGES, 0.0)
+        clock = time.perf_counter()
+
+        v1, v2, x_c = self.views.restore(self._batch, mask, self.generator)
+        seconds["camnet"], clock = _lap(clock)
+        v1, v2 = self.views.augment_pair(v1, v2, self.generator)
+        seconds["augment"], clock = _lap(clock)
+        update = self.learner.update(v1, v2, loss_after="loss_after" in self.needs, grad_norm="grad_norm" in self.needs)
+        seconds["learner"], clock = _lap(clock)
+
+        self.step_count += 1
+        keep = float(mask.mean())
+        stats = StepStats(step=self.step_count, loss=update.loss, keep_fraction=keep,
+                          loss_after=update.loss_after, grad_norm=update.grad_norm, mask=mask)
+        diverged = not all(math.isfinite(v) for v in (update.loss, update.loss_after or 0.0, update.grad_norm or 0.0))
+        if diverged:
+            reward = float(self.config.divergence_penalty)
+            terms = dict.fromkeys(self.tracked, reward)
+        else:
+            stats = self._measure(stats, self._due(self.step_count))
+            reward = float(self._score(self.reward_fn, stats))
+            terms = {name: float(self._score(r, stats)) for name, r in self.tracked.items()}
+        terms[self.config.reward] = reward
+        seconds["reward"], clock = _lap(clock)
+
+        if self.render_mode == "rgb_array":
+            self._last_render = (self._batch_full, x_c, v1, v2)
+        truncated = diverged or self.step_count >= self.config.episode_length
+        if not diverged:
+            self.last_delta = update.loss - self.last_loss if self.step_count > 1 else 0.0
+            self.last_loss = update.loss
+            self.loss_average = self.LOSS_AVERAGE_DECAY * self.loss_average + (1 - self.LOSS_AVERAGE_DECAY) * update.loss
+        self.last_reward, self.last_keep = reward, keep
+        self._needs_reset = truncated
+        if not truncated:
+            self._batch_full, self._batch = self._draw_batch()
+        seconds["data"], _ = _lap(clock)
+        info = {"loss": update.loss, "keep_fraction": keep, "diverged": diverged, "reward_terms": terms}
+        if self.config.record_timings:
+            info["seconds"] = seconds
+        return self._observation(), reward, False, truncated, info
+
+    def render(self) -> np.ndarray | None:
+        """An (H, W, 3) uint8 grid: original / corrupted input / view 1 / view 2 (first 8 images)."""
+        if self.render_mode is None:
+            gym.logger.warn("render() called without render_mode='rgb_array'; returning None")
+            return None
+        if self._batch is None:
+            raise gym.error.ResetNeeded("call reset() before render()")
+        rows = self._last_render or (self._batch_full,)  # before the first step: the batch alone
+        grid = comparison_grid(list(rows), size=max(self.config.image_size, 64))
+        return (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+
+    # ------------------------------------------------------------------------------------ helpers
+
+    def _tracked_rewards(self, spec: str | list[str]) -> dict[str, Reward]:
+        if spec == "free":
+            names = [n for n in available_rewards() if not make_reward(n).needs]
+        elif spec == "all":
+            names = available_rewards()
+        elif isinstance(spec, (list, tuple)):
+            unknown = [n for n in spec if n not in available_rewards()]
+            if unknown:
+                raise ValueError(f"track_rewards: unknown reward(s) {unknown}; available: {', '.join(available_rewards())}")
+            names = list(spec)
+        else:
+            raise ValueError(f"track_rewards must be 'free', 'all' or a list of reward names, got {spec!r}")
+        return {n: make_reward(n) for n in names if n != self.config.reward}
+
+    def _draw_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.from_numpy(self.np_random.integers(0, len(self.train_images), self.config.batch_size))
+        full = self.train_images[index].to(self.device, non_blocking=True).float().div_(255.0)
+        return full, self.views.degrade(full)
+
+    def _mask_from_action(self, action: Any) -> torch.Tensor:
+        b, g = self.config.batch_size, self.config.mask_grid
+        expected = (f"a MultiBinary action: 0/1 values shaped ({b * g * g},) (row-major over batch {b} x grid "
+                    f"{g} x {g}) or ({b}, {g}, {g}), any int/bool/float dtype")
+        array = np.asarray(action)
+        if array.shape not in ((b * g * g,), (b, g, g)):
+            raise ValueError(f"expected {expected}; got shape {array.shape}")
+        if array.dtype.kind not in "biuf":
+            raise ValueError(f"expected {expected}; got dtype {array.dtype}")
+        if not ((array == 0) | (array == 1)).all():
+            bad = np.unique(array[(array != 0) & (array != 1)])[:5]
+            raise ValueError(f"expected {expected}; got values {bad.tolist()} (threshold or round them first)")
+        return torch.from_numpy(array.reshape(b, g, g).astype(np.float32)).to(self.device)
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        images = (self._batch * 255).round_().to(torch.uint8).cpu().numpy()
+        learner = np.array([self.step_count / self.config.episode_length, self.last_loss, self.loss_average,
+                            self.last_reward, self.last_keep, self.last_delta], dtype=np.float32)
+        return {"images": images, "learner": learner}
+
+    def _due(self, step: int) -> set[str]:
+        """Periodic statistics some reward wants measured at this step."""
+        due = set()
+        for reward in (self.reward_fn, *self.tracked.values()):
+            if step % reward.measure_every == 0:
+                due |= set(reward.needs) & {"heldout_loss", "probe_accuracy"}
+        return due
+
+    def _score(self, reward: Reward, stats: StepStats) -> float:
+        """Call ``reward`` with only the periodic statistics that are due on its own schedule."""
+        if stats.step % reward.measure_every:
+            stats = dataclasses.replace(stats, heldout_loss=None, probe_accuracy=None)
+        return reward(stats)
+
+    def _measure(self, stats: StepStats, wanted: set[str]) -> StepStats:
+        if "heldout_loss" in wanted:
+            stats.heldout_loss = self.heldout_loss()
+        if "probe_accuracy" in wanted:
+            stats.probe_accuracy = self.probe_accuracy()
+        return stats
+
+    def heldout_loss(self) -> float:
+        """NT-Xent of the current encoder on the held-out images under the reference corruption (all
+        cells kept, fixed latent codes and augmentations), averaged over batches of ``batch_size``."""
+        if self._heldout_views is None:
+            gen = torch.Generator().manual_seed(0)  # the reference corruption is the same in every episode
+            pairs = []
+            for chunk in self.heldout_images.split(self.config.batch_size):
+                x_lr = self.views.degrade(chunk)
+                keep_all = torch.ones(chunk.shape[0], self.config.mask_grid, self.config.mask_grid, device=self.device)
+                pairs.append(self.views(chunk, keep_all, gen, x_lr=x_lr))
+            self._heldout_views = (torch.cat([p.v1 for p in pairs]), torch.cat([p.v2 for p in pairs]))
+        v1, v2 = self._heldout_views
+        b = self.config.batch_size
+        losses = [self.learner.loss(v1[i:i + b], v2[i:i + b]) for i in range(0, max(v1.shape[0] - b, 0) + 1, b)]
+        return float(np.mean(losses))
+
+    def probe_accuracy(self) -> float:
+        """kNN accuracy on the held-out images: first half as the labelled bank, second half as queries."""
+        feats = self.learner.encode(self.heldout_images)
+        half = feats.shape[0] // 2
+        labels = self.heldout_labels
+        return knn_accuracy(feats[:half], labels[:half], feats[half:], labels[half:], k=min(50, half))
+
+
+def check_names(cfg: EnvConfig) -> None:
+    """Raise a ValueError listing the valid choices for any unknown name in ``cfg`` (cheap: no loading)."""
+    from corruption_env.data import available_datasets
+    from corruption_env.simclr import SimCLRLearner, available_encoders
+    from corruption_env.views import AUGMENTATIONS, available_decorruptors
+
+    choices = {"dataset": available_datasets(), "encoder": available_encoders(), "decorruptor": available_decorruptors(),
+               "view_augmentation": list(AUGMENTATIONS), "optimizer": list(SimCLRLearner.OPTIMIZERS),
+               "reward": available_rewards()}
+    for key, valid in choices.items():
+        if getattr(cfg, key) not in valid:
+            raise ValueError(f"unknown {key} {getattr(cfg, key)!r}; available: {', '.join(valid)}")
+    make_reward(cfg.reward, **cfg.reward_kwargs)  # rejects bad reward options
+
+
+def _lap(start: float) -> tuple[float, float]:
+    now = time.perf_counter()
+    return now - start, now

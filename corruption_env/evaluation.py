@@ -1,0 +1,139 @@
+"""How good is an encoder? kNN and linear-probe accuracy on frozen features, and the training loop
+that every evaluation of a corruptor shares.
+
+``knn_accuracy`` is the weighted kNN classifier of the SimCLR/InstDisc/lightly benchmarks (cosine
+similarity, the k nearest training features vote with weight exp(sim / T)). ``linear_probe_accuracy``
+fits a multinomial logistic regression on standardised frozen features (full-batch L-BFGS).
+``train_encoder`` runs SimCLR for a number of updates with views from any ``ViewMaker`` and a mask
+policy, measuring both accuracies at chosen update counts: it is the learnability floor's loop, the
+evaluation of a learned corruptor, and the benchmark's, so all of them measure the same thing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from corruption_env.data import ImageDataset
+from corruption_env.simclr import SimCLRLearner
+from corruption_env.views import ViewMaker
+
+MaskPolicy = Callable[[torch.Tensor, torch.Generator], "torch.Tensor | None"]
+
+
+def to_unit(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 in [0, 1] (a copy, safe for read-only arrays)."""
+    return torch.tensor(np.asarray(images), dtype=torch.float32) / 255.0
+
+
+@torch.no_grad()
+def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                 test_labels: torch.Tensor, k: int = 200, temperature: float = 0.1, chunk: int = 1024) -> float:
+    """Weighted kNN accuracy (cosine similarity; votes weighted by exp(sim / temperature))."""
+    train_n = F.normalize(train_features.float(), dim=1)
+    test_n = F.normalize(test_features.float(), dim=1)
+    classes = int(max(train_labels.max(), test_labels.max())) + 1
+    k = min(k, train_n.shape[0])
+    correct = 0
+    for start in range(0, test_n.shape[0], chunk):
+        sim = test_n[start:start + chunk] @ train_n.T
+        top_sim, top_idx = sim.topk(k, dim=1)
+        votes = torch.zeros(sim.shape[0], classes)
+        votes.scatter_add_(1, train_labels[top_idx], (top_sim / temperature).exp())
+        correct += int((votes.argmax(1) == test_labels[start:start + chunk]).sum())
+    return correct / max(test_n.shape[0], 1)
+
+
+def linear_probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                          test_labels: torch.Tensor, weight_decay: float = 1e-4, max_iter: int = 200) -> float:
+    """Test accuracy of a logistic regression fitted on standardised frozen features (L-BFGS)."""
+    mean, std = train_features.mean(0), train_features.std(0).clamp_min(1e-6)
+    xtr, xte = (train_features - mean) / std, (test_features - mean) / std
+    classes = int(max(train_labels.max(), test_labels.max())) + 1
+    probe = torch.nn.Linear(xtr.shape[1], classes)
+    opt = torch.optim.LBFGS(probe.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
+                            line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(probe(xtr), train_labels) + weight_decay * probe.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        return float((probe(xte).argmax(1) == test_labels).float().mean())
+
+
+def feature_accuracies(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                       test_labels: torch.Tensor) -> dict[str, float]:
+    return {"knn": knn_accuracy(train_features, train_labels, test_features, test_labels),
+            "linear": linear_probe_accuracy(train_features, train_labels, test_features, test_labels)}
+
+
+def encoder_accuracies(learner: SimCLRLearner, train: ImageDataset, test: ImageDataset) -> dict[str, float]:
+    """kNN and linear-probe accuracy of the learner's encoder (features of the full-resolution images)."""
+    return feature_accuracies(learner.encode(to_unit(train.images)), torch.tensor(np.asarray(train.labels)),
+                              learner.encode(to_unit(test.images)), torch.tensor(np.asarray(test.labels)))
+
+
+def pixel_accuracies(train: ImageDataset, test: ImageDataset) -> dict[str, float]:
+    """The same classifiers on raw pixels: what an encoder has to beat to have learned anything."""
+    return feature_accuracies(to_unit(train.images).flatten(1), torch.tensor(np.asarray(train.labels)),
+                              to_unit(test.images).flatten(1), torch.tensor(np.asarray(test.labels)))
+
+
+@dataclass
+class EncoderRun:
+    """Accuracies at each evaluated update count, and the training loss curve."""
+
+    accuracy: dict[int, dict[str, float]] = field(default_factory=dict)
+    losses: list[float] = field(default_factory=list)
+    keep_fraction: float = 1.0
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.accuracy[max(self.accuracy)]
+
+
+def train_encoder(views: ViewMaker, learner: SimCLRLearner, train: ImageDataset, test: ImageDataset,
+                  steps: int, batch_size: int = 64, mask_policy: MaskPolicy | None = None,
+                  eval_at: tuple[int, ...] | None = None, seed: int = 0, progress: str | None = None
+                  ) -> EncoderRun:
+    """Train ``learner`` for ``steps`` SimCLR updates on views of random train batches.
+
+    :param views: how views are made (decorruptor, task, augmentation).
+    :param mask_policy: ``policy(x_lr, generator) -> (B, g, g) mask`` chosen from the degraded batch
+        (what an agent observes), or None to keep every cell.
+    :param eval_at: update counts at which to measure accuracy (default: only at ``steps``).
+    :param seed: seed of batch order, latent codes and augmentations (the learner has its own).
+    :param progress: a tqdm description, or None for no bar.
+    """
+    eval_at = tuple(sorted(set(eval_at or ()) | {steps}))
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    run = EncoderRun()
+    kept, total = 0.0, 0
+    bar = tqdm(total=steps, desc=progress, disable=progress is None, leave=False, dynamic_ncols=True)
+    for step in range(steps + 1):
+        if step in eval_at:
+            run.accuracy[step] = encoder_accuracies(learner, train, test)
+        if step == steps:
+            break
+        images = to_unit(train.images[rng.integers(0, len(train), batch_size)]).to(learner.device)
+        x_lr = views.degrade(images)
+        mask = None if mask_policy is None else mask_policy(x_lr, gen)
+        if mask is not None:
+            kept, total = kept + float(mask.float().mean()), total + 1
+        pair = views(images, mask, gen, x_lr=x_lr)
+        run.losses.append(learner.update(pair.v1, pair.v2).loss)
+        bar.update(1)
+        bar.set_postfix(loss=f"{run.losses[-1]:.3f}")
+    bar.close()
+    run.keep_fraction = kept / total if total else 1.0
+    return run

@@ -1,0 +1,332 @@
+"""Reward definitions: what the corruptor is paid for, as pluggable, benchmarkable objects.
+
+A reward sees one :class:`StepStats` per environment step and returns a float. It declares which
+optional statistics it needs (``needs``) so the environment computes only those: ``loss_after`` costs
+one more forward pass, ``heldout_loss`` and ``probe_accuracy`` cost a measurement every
+``measure_every`` steps, and nothing else costs anything. Write your own by subclassing
+:class:`Reward` (override ``__call__``, and ``reset`` if it keeps state) and decorating it with
+``@register_reward("name")``; ``gym.make("CorruptionEnv-v0", reward="name")`` then uses it.
+
+Built-ins follow the curriculum-learning literature's progress signals (Graves et al. 2017,
+"Automated Curriculum Learning for Neural Networks"; Matiisen et al. 2017, "Teacher-Student
+Curriculum Learning"), and ``make_reward`` can wrap any of them in Graves's quantile rescaling or an
+ADIOS-style keep-fraction penalty (Shi et al. 2022).
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+
+OPTIONAL_STATS = ("loss_after", "grad_norm", "heldout_loss", "probe_accuracy")
+
+
+@dataclass
+class StepStats:
+    """What one step measured. Optional entries are None unless some reward needs them (and, for the
+    periodic ones, on steps where they were not measured).
+
+    :param step: 1-based index of the SimCLR update within the episode (0 for the episode start).
+    :param loss: L_t, the NT-Xent loss of this step's update on its own views (before the update).
+    :param keep_fraction: fraction of mask cells the agent kept.
+    :param loss_after: loss on the same views after the update.
+    :param grad_norm: L2 norm of the update's gradient.
+    :param heldout_loss: loss on a fixed held-out set with a fixed reference corruption.
+    :param probe_accuracy: kNN accuracy of the encoder on a small labelled held-out subset.
+    :param mask: the (B, g, g) mask the agent chose (1 = kept), for rewards about where cells are kept.
+    """
+
+    step: int
+    loss: float
+    keep_fraction: float = 1.0
+    loss_after: float | None = None
+    grad_norm: float | None = None
+    heldout_loss: float | None = None
+    probe_accuracy: float | None = None
+    mask: torch.Tensor | None = None
+
+
+class Reward:
+    """Base class of reward definitions.
+
+    :cvar needs: optional statistics (names from ``OPTIONAL_STATS``) this reward reads.
+    :ivar measure_every: for periodic statistics, the interval K in steps at which the env measures them.
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset()
+    measure_every: int = 1
+
+    def reset(self, initial: StepStats | None = None) -> None:
+        """Start of an episode. ``initial`` holds the periodic statistics measured before the first
+        update (for rewards that compare against the episode's start); stateless rewards ignore it."""
+
+    def __call__(self, stats: StepStats) -> float:
+        raise NotImplementedError
+
+
+RewardFactory = Callable[..., Reward]
+_REWARDS: dict[str, RewardFactory] = {}
+
+
+def register_reward(name: str) -> Callable[[RewardFactory], RewardFactory]:
+    """Decorator registering a Reward subclass (or any factory returning a Reward) under ``name``."""
+
+    def decorate(factory: RewardFactory) -> RewardFactory:
+        _REWARDS[name] = factory
+        return factory
+
+    return decorate
+
+
+def available_rewards() -> list[str]:
+    return sorted(_REWARDS)
+
+
+def make_reward(name: str, rescale: bool = False, keep_penalty: float = 0.0, **kwargs: Any) -> Reward:
+    """Build a registered reward.
+
+    :param name: registry name (:func:`available_rewards`).
+    :param rescale: wrap it in :class:`QuantileRescaled` (Graves's 20th/80th-percentile scaling to [-1, 1]).
+    :param keep_penalty: if > 0, subtract :class:`KeepFractionPenalty` with this weight.
+    :param kwargs: the reward's own options (e.g. ``beta`` for ``ma_neg_loss_derivative``).
+    """
+    if name not in _REWARDS:
+        raise ValueError(f"unknown reward {name!r}; available: {', '.join(available_rewards())}")
+    try:
+        reward = _REWARDS[name](**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"reward {name!r} does not accept options {sorted(kwargs)}: {exc}") from exc
+    if rescale:
+        reward = QuantileRescaled(reward)
+    if keep_penalty > 0:
+        reward = KeepFractionPenalty(reward, weight=keep_penalty)
+    return reward
+
+
+@register_reward("neg_loss_delta")
+class NegLossDelta(Reward):
+    """The raw negative loss derivative d_t = -(L_t - L_{t-1}); 0 on the first step (Graves et al.'s
+    loss-driven progress without smoothing)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self, initial: StepStats | None = None) -> None:
+        self.previous_loss: float | None = None
+
+    def __call__(self, stats: StepStats) -> float:
+        delta = 0.0 if self.previous_loss is None else -(stats.loss - self.previous_loss)
+        self.previous_loss = stats.loss
+        return delta
+
+
+@register_reward("ma_neg_loss_derivative")
+class MovingAverageNegLossDerivative(NegLossDelta):
+    """Learning progress as a moving average of the negative loss derivative (the default).
+
+    d_t = -(L_t - L_{t-1}) (d_1 = 0: no previous loss), r_t = beta * r_{t-1} + (1 - beta) * d_t, r_0 = 0.
+
+    Caveat measured in a prototype: summed over an episode, the return telescopes to about
+    (L_1 - L_T), so it ranks policies by how low the *training* loss ends, i.e. by how easy their
+    views are; its per-step noise (~3e-3) dwarfs the differences between keep-probabilities 1.0, 0.75
+    and 0.5 (~2e-5). Maximising it pushes toward easy, nearly identical views (the InfoMin failure).
+    Compare it with ``heldout_gain`` and ``probe_accuracy`` in the benchmark.
+
+    :param beta: smoothing factor in [0, 1).
+    """
+
+    def __init__(self, beta: float = 0.9) -> None:
+        if not 0 <= beta < 1:
+            raise ValueError(f"beta must be in [0, 1), got {beta}")
+        self.beta = beta
+        self.reset()
+
+    def reset(self, initial: StepStats | None = None) -> None:
+        super().reset(initial)
+        self.average = 0.0
+
+    def __call__(self, stats: StepStats) -> float:
+        self.average = self.beta * self.average + (1 - self.beta) * super().__call__(stats)
+        return self.average
+
+
+@register_reward("prediction_gain")
+class PredictionGain(Reward):
+    """Prediction gain (Graves et al. 2017): loss on this step's views before the update minus after it,
+    L(theta_t; v) - L(theta_{t+1}; v). Costs one extra forward pass per step."""
+
+    needs = frozenset({"loss_after"})
+
+    def __call__(self, stats: StepStats) -> float:
+        return stats.loss - stats.loss_after
+
+
+class _Periodic(Reward):
+    """Pays the change of a periodically measured quantity over the interval, 0 in between."""
+
+    stat: ClassVar[str]
+    sign: ClassVar[float]
+
+    def __init__(self, every: int) -> None:
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+        self.measure_every = every
+        self.last: float | None = None
+
+    def reset(self, initial: StepStats | None = None) -> None:
+        self.last = None if initial is None else getattr(initial, self.stat)
+
+    def __call__(self, stats: StepStats) -> float:
+        value = getattr(stats, self.stat)
+        if value is None:
+            return 0.0
+        gain = 0.0 if self.last is None else self.sign * (value - self.last)
+        self.last = value
+        return gain
+
+
+@register_reward("heldout_gain")
+class HeldoutGain(_Periodic):
+    """Target prediction gain (Graves et al. 2017), measured sparsely to beat its noise.
+
+    Every ``every`` steps the env measures the loss of the current encoder on a fixed held-out set
+    (images never drawn for training) under a fixed reference corruption (all cells kept, fixed
+    latent codes and augmentations); the reward is its decrease since the previous measurement (the
+    first is compared with the measurement at the episode's start), and 0 between measurements.
+    The agent cannot game it by making its own batch easy. A prototype measured std ~0.05 against a
+    mean of ~0.01 for a 64-image held-out batch measured every step, hence the larger set and interval.
+
+    :param every: measurement interval K in steps.
+    """
+
+    needs = frozenset({"heldout_loss"})
+    stat, sign = "heldout_loss", -1.0
+
+    def __init__(self, every: int = 25) -> None:
+        super().__init__(every)
+
+
+@register_reward("probe_accuracy")
+class ProbeAccuracy(_Periodic):
+    """Change of kNN accuracy on a small labelled held-out subset, every ``every`` steps (AutoDropout's
+    choice of validation accuracy as reward, Pham & Le 2021). It uses labels, so it is an *upper
+    reference* for the label-free rewards, not a self-supervised reward.
+
+    :param every: measurement interval K in steps.
+    """
+
+    needs = frozenset({"probe_accuracy"})
+    stat, sign = "probe_accuracy", 1.0
+
+    def __init__(self, every: int = 50) -> None:
+        super().__init__(every)
+
+
+@register_reward("tscl_window")
+class TSCLWindow(Reward):
+    """Teacher-Student Curriculum Learning's window signal (Matiisen et al. 2017): the slope of a
+    least-squares line through the last ``window`` values of -L_t (0 until two values exist).
+
+    :param window: number of recent steps in the fit.
+    """
+
+    def __init__(self, window: int = 10) -> None:
+        if window < 2:
+            raise ValueError(f"window must be >= 2, got {window}")
+        self.window = window
+        self.reset()
+
+    def reset(self, initial: StepStats | None = None) -> None:
+        self.history: deque[float] = deque(maxlen=self.window)
+
+    def __call__(self, stats: StepStats) -> float:
+        self.history.append(-stats.loss)
+        if len(self.history) < 2:
+            return 0.0
+        y = np.asarray(self.history)
+        x = np.arange(len(y), dtype=float)
+        x -= x.mean()
+        return float((x * (y - y.mean())).sum() / (x * x).sum())
+
+
+@register_reward("neg_loss")
+class NegLoss(Reward):
+    """-L_t: pays for easy views (the degenerate reference every progress signal should beat)."""
+
+    def __call__(self, stats: StepStats) -> float:
+        return -stats.loss
+
+
+@register_reward("grad_norm")
+class GradNorm(Reward):
+    """Gradient prediction gain (Graves et al. 2017): the squared L2 norm of the update's gradient."""
+
+    needs = frozenset({"grad_norm"})
+
+    def __call__(self, stats: StepStats) -> float:
+        return stats.grad_norm ** 2
+
+
+class RewardWrapper(Reward):
+    """A reward built on another; forwards ``needs``, ``measure_every`` and ``reset``."""
+
+    def __init__(self, inner: Reward) -> None:
+        self.inner = inner
+        self.needs = inner.needs  # type: ignore[misc]  # per-instance: depends on the wrapped reward
+        self.measure_every = inner.measure_every
+
+    def reset(self, initial: StepStats | None = None) -> None:
+        self.inner.reset(initial)
+
+
+class QuantileRescaled(RewardWrapper):
+    """Graves et al.'s rescaling: map the 20th..80th percentiles of a reservoir of past raw rewards to
+    [-1, 1] and clip. The reservoir survives episode resets (it describes the reward's scale, not the
+    episode). Returns 0 until the reservoir has two distinct values.
+
+    :param low, high: the quantiles mapped to -1 and 1.
+    :param capacity: reservoir size (reservoir sampling keeps a uniform sample of all rewards seen).
+    :param seed: seed of the reservoir's sampling.
+    """
+
+    def __init__(self, inner: Reward, low: float = 0.2, high: float = 0.8, capacity: int = 1000, seed: int = 0) -> None:
+        super().__init__(inner)
+        self.low, self.high, self.capacity = low, high, capacity
+        self.reservoir: list[float] = []
+        self.seen = 0
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, stats: StepStats) -> float:
+        raw = self.inner(stats)
+        self.seen += 1
+        if len(self.reservoir) < self.capacity:
+            self.reservoir.append(raw)
+        else:
+            slot = int(self.rng.integers(0, self.seen))
+            if slot < self.capacity:
+                self.reservoir[slot] = raw
+        lo, hi = np.quantile(self.reservoir, [self.low, self.high])
+        if hi <= lo:
+            return 0.0
+        return float(np.clip(2 * (raw - lo) / (hi - lo) - 1, -1, 1))
+
+
+class KeepFractionPenalty(RewardWrapper):
+    """ADIOS-style sparsity penalty (Shi et al. 2022): r - weight * (1 / sin(pi * k) - 1), where k is the
+    keep fraction clipped to [0.01, 0.99]. Zero at k = 0.5, about 30.8 x weight at all-kept or
+    all-dropped, which keeps masks away from both trivial corruptions.
+
+    :param weight: penalty weight.
+    """
+
+    def __init__(self, inner: Reward, weight: float = 1e-3) -> None:
+        super().__init__(inner)
+        self.weight = weight
+
+    def __call__(self, stats: StepStats) -> float:
+        k = min(max(stats.keep_fraction, 0.01), 0.99)
+        return self.inner(stats) - self.weight * (1 / math.sin(math.pi * k) - 1)

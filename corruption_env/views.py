@@ -1,0 +1,195 @@
+"""From a batch and a mask to the two views SimCLR trains on.
+
+This is the part of an environment step between the agent's mask and the learner, shared by the
+environment, the evaluation of corruptors and the benchmarks so that all of them make views the
+same way: degrade -> ``apply_mask`` -> a **decorruptor** restores the masked input twice with two
+latent codes in one batched forward of 2B -> per-sample **view augmentation**. Decorruptors come from
+a registry (``camnet``: a CAM-Net checkpoint, by default the one shipped for the dataset and task;
+``bicubic``: upsampling, no latent code, for tests and ablations). Augmentations are kornia pipelines
+(``simclr``: SimCLR's crop/flip/colour jitter/grayscale; ``crop_flip``; ``none``). Every random draw
+comes from a ``torch.Generator`` the caller owns, so a seeded episode reproduces exactly.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+import kornia.augmentation as K
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from corruption_env.camnet import load_camnet, shipped_checkpoint
+from corruption_env.corruption import apply_mask, check_task, degrade
+
+
+class Decorruptor(Protocol):
+    """Restores masked degraded inputs; a different ``code`` gives a different restoration."""
+
+    code_dim: int
+
+    def __call__(self, x_c: torch.Tensor, pixel_mask: torch.Tensor, code: torch.Tensor) -> torch.Tensor: ...
+
+
+DecorruptorBuilder = Callable[..., Decorruptor]
+_DECORRUPTORS: dict[str, DecorruptorBuilder] = {}
+
+
+def register_decorruptor(name: str) -> Callable[[DecorruptorBuilder], DecorruptorBuilder]:
+    """Decorator: ``builder(task, scale, image_size, dataset, checkpoint, device) -> Decorruptor``."""
+
+    def decorate(builder: DecorruptorBuilder) -> DecorruptorBuilder:
+        _DECORRUPTORS[name] = builder
+        return builder
+
+    return decorate
+
+
+def available_decorruptors() -> list[str]:
+    return sorted(_DECORRUPTORS)
+
+
+def build_decorruptor(name: str, task: str, scale: int, image_size: int, dataset: str = "shapes",
+                      checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> Decorruptor:
+    """Build a registered decorruptor (``checkpoint`` overrides the shipped CAM-Net weights)."""
+    if name not in _DECORRUPTORS:
+        raise ValueError(f"unknown decorruptor {name!r}; available: {', '.join(available_decorruptors())}")
+    return _DECORRUPTORS[name](task=task, scale=scale, image_size=image_size, dataset=dataset,
+                               checkpoint=checkpoint, device=device)
+
+
+@register_decorruptor("camnet")
+def _camnet(task: str, scale: int, image_size: int, dataset: str, checkpoint: str | Path | None,
+            device: str | torch.device) -> Decorruptor:
+    path = Path(checkpoint) if checkpoint else shipped_checkpoint(dataset, task, scale)
+    return load_camnet(path, device, expect_task=task, expect_scale=scale, expect_image_size=image_size)
+
+
+class BicubicDecorruptor(nn.Module):
+    """Bicubic upsampling of the masked input (gray repeated to RGB); ignores the code."""
+
+    code_dim = 0
+
+    def __init__(self, scale: int) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x_c: torch.Tensor, pixel_mask: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        up = x_c if self.scale == 1 else F.interpolate(x_c, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        up = up.clamp(0, 1)
+        return up.expand(-1, 3, -1, -1) if up.shape[1] == 1 else up
+
+
+@register_decorruptor("bicubic")
+def _bicubic(task: str, scale: int, image_size: int, dataset: str, checkpoint: str | Path | None,
+             device: str | torch.device) -> Decorruptor:
+    return BicubicDecorruptor(scale)
+
+
+AUGMENTATIONS = ("simclr", "crop_flip", "none")
+
+
+def build_augmentation(kind: str, image_size: int, crop_scale: tuple[float, float] = (0.5, 1.0)) -> nn.Module:
+    """A per-sample kornia pipeline. ``simclr``: random resized crop (scale ``crop_scale``), flip, colour
+    jitter (0.4, 0.4, 0.4, 0.1; p = 0.8), grayscale (p = 0.2); ``crop_flip``: the first two; ``none``."""
+    if kind not in AUGMENTATIONS:
+        raise ValueError(f"unknown view augmentation {kind!r}; available: {', '.join(AUGMENTATIONS)}")
+    if kind == "none":
+        return nn.Identity()
+    steps: list[nn.Module] = [K.RandomResizedCrop((image_size, image_size), scale=crop_scale),
+                              K.RandomHorizontalFlip()]
+    if kind == "simclr":
+        steps += [K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8), K.RandomGrayscale(p=0.2)]
+    return nn.Sequential(*steps)
+
+
+def seeded(generator: torch.Generator, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Run ``fn`` (which draws from torch's global RNG, like kornia) with a seed taken from ``generator``,
+    leaving the global RNG as it was."""
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return fn(x)
+
+
+@dataclass
+class Views:
+    """Two views of a batch, and what went into them (for rendering and diagnostics)."""
+
+    v1: torch.Tensor
+    v2: torch.Tensor
+    x_lr: torch.Tensor  # degraded input
+    x_c: torch.Tensor  # degraded input with dropped cells zeroed
+
+
+class ViewMaker:
+    """Turns (images, cell mask) into two views: degrade, mask, restore twice, augment.
+
+    :param decorruptor: a :class:`Decorruptor`, or None for the reference without a generator
+        (both views are augmentations of the original images; the mask is ignored).
+    :param task: degradation task (``sr``, ``colorize``, ``sr_colorize``).
+    :param scale: downsampling factor.
+    :param augmentation: ``simclr``, ``crop_flip`` or ``none``.
+    :param image_size: side of the full-resolution images.
+    """
+
+    def __init__(self, decorruptor: Decorruptor | None, task: str, scale: int, augmentation: str,
+                 image_size: int) -> None:
+        check_task(task, scale)
+        self.decorruptor, self.task, self.scale = decorruptor, task, scale
+        self.augment = build_augmentation(augmentation, image_size)
+
+    def degrade(self, images: torch.Tensor) -> torch.Tensor:
+        return degrade(images, self.scale, self.task)
+
+    @torch.no_grad()
+    def restore(self, x_lr: torch.Tensor, mask: torch.Tensor, generator: torch.Generator
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Both restorations of the masked input in one forward of 2B: (v1, v2, x_c), before augmentation."""
+        x_c, pixel_mask = apply_mask(x_lr, mask)
+        b = x_c.shape[0]
+        code = torch.randn(2 * b, self.decorruptor.code_dim, generator=generator).to(x_c.device)
+        both = self.decorruptor(torch.cat([x_c, x_c]), torch.cat([pixel_mask, pixel_mask]), code)
+        return both[:b], both[b:], x_c
+
+    @torch.no_grad()
+    def augment_pair(self, v1: torch.Tensor, v2: torch.Tensor, generator: torch.Generator
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Independent per-sample augmentations of both views (one pass over 2B images)."""
+        both = seeded(generator, self.augment, torch.cat([v1, v2]))
+        return both.chunk(2)
+
+    def __call__(self, images: torch.Tensor, mask: torch.Tensor | None, generator: torch.Generator,
+                 x_lr: torch.Tensor | None = None) -> Views:
+        """Views of float images (B, 3, H, W) in [0, 1] under a (B, g, g) cell mask (None keeps all);
+        pass ``x_lr`` if the degraded batch is already at hand."""
+        x_lr = self.degrade(images) if x_lr is None else x_lr
+        if self.decorruptor is None:
+            v1, v2 = images, images
+            x_c = x_lr
+        else:
+            if mask is None:
+                mask = torch.ones(images.shape[0], 1, 1, device=images.device)
+            v1, v2, x_c = self.restore(x_lr, mask, generator)
+        v1, v2 = self.augment_pair(v1, v2, generator)
+        return Views(v1, v2, x_lr, x_c)
+
+
+def comparison_grid(batches: list[torch.Tensor], size: int, max_images: int = 8, padding: int = 2,
+                    images_as_rows: bool = False) -> torch.Tensor:
+    """One picture of several image batches: batch k is row k (or column k with ``images_as_rows``),
+    showing its first ``max_images``, each resized (nearest) to ``size`` with gray expanded to RGB.
+    Returns (3, H, W) float in [0, 1]."""
+    import torchvision
+
+    tiles = []
+    for batch in batches:
+        batch = batch[:max_images].detach().float().cpu().clamp(0, 1)
+        if batch.shape[-1] != size:
+            batch = F.interpolate(batch, size=(size, size), mode="nearest")
+        tiles.append(batch.expand(-1, 3, -1, -1))
+    grid = torch.stack(tiles)  # (K, N, 3, size, size)
+    if images_as_rows:
+        grid = grid.transpose(0, 1)
+    return torchvision.utils.make_grid(grid.flatten(0, 1), nrow=grid.shape[1], padding=padding, pad_value=1.0)

@@ -1,0 +1,16 @@
+"""Shared fixtures: tiny datasets and a fixed torch thread count so tests are fast and repeatable."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from corruption_env.data import load_dataset
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes():
+    """(train, test) shapes with 512 / 256 images."""
+    kw = dict(train_size=512, test_size=256)
+    return load_dataset("shapes", split="train", **kw), load_dataset("shapes", split="test", **kw)

@@ -1,0 +1,140 @@
+"""Agents: every agent runs, saves, reloads and predicts the same; PPO and REINFORCE learn a planted
+signal that a fixed corruptor cannot; the plugin path loads classes this repo does not register."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import agents
+from agents import available_agents, load_agent, make_agent, register_agent
+from agents.policies import MaskNetwork
+from agents.reinforce import Reinforce
+from corruption_env import CorruptionEnv, EnvConfig, rewards
+
+TINY = dict(image_size=16, scale=2, batch_size=4, mask_grid=4, episode_length=50, decorruptor="bicubic",
+            dataset_kwargs={"train_size": 256, "test_size": 64}, heldout_size=16)
+
+
+@pytest.fixture
+def left_half_reward(monkeypatch):
+    """A planted reward: the fraction of kept cells in the left half of the grid."""
+    monkeypatch.setattr(rewards, "_REWARDS", dict(rewards._REWARDS))
+
+    @rewards.register_reward("left_half_kept")
+    class LeftHalfKept(rewards.Reward):
+        def __call__(self, stats):
+            return float(stats.mask[:, :, : stats.mask.shape[2] // 2].mean())
+
+    return "left_half_kept"
+
+
+def mean_reward(agent, env, steps=40, seed=123):
+    obs, _ = env.reset(seed=seed)
+    total = 0.0
+    for _ in range(steps):
+        obs, reward, *_ = env.step(agent.predict(obs)[0])
+        total += reward
+    return total / steps
+
+
+@pytest.mark.parametrize("name,kwargs", [("ppo", {"n_steps": 8, "batch_size": 8}), ("a2c", {}),
+                                         ("reinforce", {"n_steps": 8}), ("keep_all", {}),
+                                         ("random", {"keep_prob": 0.3}), ("cowmask", {})])
+def test_agent_runs_saves_loads_and_predicts_the_same(tmp_path, name, kwargs):
+    env = CorruptionEnv(EnvConfig(**TINY))
+    agent = make_agent(name, env, seed=0, **kwargs)
+    agent.learn(16)
+    obs, _ = env.reset(seed=0)
+    agent.save(tmp_path / "agent.zip")
+    reloaded = load_agent(name, str(tmp_path / "agent.zip"), env=env)
+    if name in ("random", "cowmask"):  # their masks are a seeded stream: compare fresh streams
+        agent = make_agent(name, env, seed=0, **kwargs)
+    first, _ = agent.predict(obs, deterministic=True)
+    again, _ = reloaded.predict(obs, deterministic=True)
+    assert first.shape == (4 * 4 * 4,) and set(np.unique(first)) <= {0, 1}
+    np.testing.assert_array_equal(first, again)
+    assert reloaded.num_timesteps == 16
+
+
+def test_fixed_corruptors_keep_what_they_promise():
+    env = CorruptionEnv(EnvConfig(**TINY))
+    obs, _ = env.reset(seed=0)
+    assert make_agent("keep_all", env).predict(obs)[0].mean() == 1.0
+    masks = np.stack([make_agent("random", env, keep_prob=0.25, seed=s).predict(obs)[0] for s in range(50)])
+    assert abs(masks.mean() - 0.25) < 0.03
+    cow = make_agent("cowmask", env, keep_range=(0.5, 0.5), seed=0).predict(obs)[0].reshape(4, 16)
+    assert (cow.sum(1) == 8).all()  # exactly half of each image's cells
+
+
+@pytest.mark.parametrize("name", ["ppo", "reinforce"])
+def test_agents_learn_a_planted_signal_that_a_fixed_corruptor_cannot(left_half_reward, name):
+    env = CorruptionEnv(EnvConfig(**TINY, reward=left_half_reward))
+    untrained = make_agent(name, env, seed=0)
+    before = mean_reward(untrained, env)
+    assert abs(before - 0.5) < 0.1  # an untrained policy keeps about half the cells anywhere
+    agent = make_agent(name, env, seed=0).learn(512)
+    assert mean_reward(agent, env) > before + 0.25
+    fixed = make_agent("random", env, keep_prob=0.5, seed=0).learn(512)
+    assert abs(mean_reward(fixed, env) - 0.5) < 0.1
+
+
+def test_mask_network_is_shared_across_images_and_batch_sizes():
+    small = CorruptionEnv(EnvConfig(**{**TINY, "batch_size": 2}))
+    large = CorruptionEnv(EnvConfig(**{**TINY, "batch_size": 6}))
+    net_small = MaskNetwork(small.observation_space, small.action_space)
+    net_large = MaskNetwork(large.observation_space, large.action_space)
+    net_large.load_state_dict(net_small.state_dict())  # same weights serve any batch size
+    image = torch.rand(1, 8, 8)
+    learner = torch.zeros(1, 6)
+    feats_small = torch.cat([image.repeat(2, 1, 1).flatten()[None], learner], 1)
+    feats_large = torch.cat([image.repeat(6, 1, 1).flatten()[None], learner], 1)
+    logits_small, logits_large = net_small.forward_actor(feats_small), net_large.forward_actor(feats_large)
+    assert logits_small.shape == (1, 2 * 16) and logits_large.shape == (1, 6 * 16)
+    torch.testing.assert_close(logits_large[0, :16], logits_small[0, :16])  # identical images, identical logits
+
+
+def test_registry_errors_and_custom_registration(monkeypatch):
+    env = CorruptionEnv(EnvConfig(**TINY))
+    with pytest.raises(ValueError, match="available: .*reinforce"):
+        make_agent("dqn_of_dreams", env)
+    with pytest.raises(ValueError, match="cannot import 'no_such_package.algos'.*No module named"):
+        make_agent("no_such_package.algos:Agent", env)
+    with pytest.raises(ValueError, match="has no attribute 'Nope'"):
+        make_agent("agents.reinforce:Nope", env)
+    with pytest.raises(ValueError, match="rejected its options"):
+        make_agent("ppo", env, n_stepz=3)
+    monkeypatch.setattr(agents, "_AGENTS", dict(agents._AGENTS))
+    register_agent("my_reinforce", Reinforce)
+    assert "my_reinforce" in available_agents()
+    assert isinstance(make_agent("my_reinforce", env, n_steps=4), Reinforce)
+
+
+def test_plugin_path_loads_an_unregistered_sb3_class(tmp_path):
+    """'package.module:Class' for any SB3 on-policy class: here sb3-contrib's TRPO, else SB3's own A2C."""
+    env = CorruptionEnv(EnvConfig(**TINY))
+    path = "stable_baselines3:A2C"
+    try:
+        import sb3_contrib  # noqa: F401
+        path = "sb3_contrib:TRPO"
+    except ImportError:
+        pass
+    agent = make_agent(path, env, n_steps=8, seed=0)
+    agent.learn(16)
+    agent.save(tmp_path / "plugin.zip")
+    assert load_agent(path, str(tmp_path / "plugin.zip"), env=env).num_timesteps == 16
+
+
+def test_trpo_from_sb3_contrib():
+    pytest.importorskip("sb3_contrib", reason="sb3-contrib is not installed (pip install -e '.[contrib]')")
+    env = CorruptionEnv(EnvConfig(**TINY))
+    agent = make_agent("sb3_contrib:TRPO", env, n_steps=8, batch_size=8, seed=0)
+    assert type(agent).__name__ == "TRPO"
+    agent.learn(8)
+
+
+def test_budget_warning_when_no_update_would_happen():
+    env = CorruptionEnv(EnvConfig(**TINY))
+    agent = make_agent("ppo", env)
+    with pytest.warns(UserWarning, match="will not update at all"):
+        agents.check_budget(agent, 10)

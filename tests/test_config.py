@@ -1,0 +1,31 @@
+"""EnvConfig: presets, validation with the valid keys named, JSON round trip."""
+from __future__ import annotations
+
+import pytest
+
+from corruption_env.config import EnvConfig
+
+
+def test_json_round_trip(tmp_path):
+    cfg = EnvConfig(batch_size=16, reward_kwargs={"beta": 0.5}, dataset_kwargs={"classes": 3}, seed=7)
+    path = tmp_path / "env.json"
+    cfg.to_json(path)
+    assert EnvConfig.from_json(path) == cfg
+    assert EnvConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_presets_and_unknown_keys():
+    assert EnvConfig.preset("cpu") == EnvConfig()
+    gpu = EnvConfig.preset("gpu", batch_size=128)
+    assert gpu.device == "cuda" and gpu.encoder == "resnet18" and gpu.batch_size == 128
+    with pytest.raises(ValueError, match="valid keys: .*batch_size"):
+        EnvConfig().replace(batchsize=3)
+    with pytest.raises(ValueError, match="available: cpu, gpu"):
+        EnvConfig.preset("tpu")
+
+
+@pytest.mark.parametrize("kwargs,match", [({"batch_size": 1}, "batch_size"), ({"mask_grid": 5}, "mask_grid"),
+                                          ({"lr": 0.0}, "lr"), ({"scale": 0}, "positive")])
+def test_invalid_values_are_explained(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EnvConfig(**kwargs)

@@ -1,0 +1,119 @@
+"""Datasets: the generated shapes and the three file formats, read from fixtures written here."""
+from __future__ import annotations
+
+import gzip
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from corruption_env.data import available_datasets, generate_shapes, load_dataset
+
+
+def test_shapes_are_deterministic_balanced_uint8():
+    a = generate_shapes(300, seed=3)
+    b = generate_shapes(300, seed=3)
+    c = generate_shapes(300, seed=4)
+    assert a.images.dtype == np.uint8 and a.images.shape == (300, 3, 32, 32)
+    assert a.labels.dtype == np.int64 and a.class_names == ("disk", "square", "triangle", "cross", "ring")
+    np.testing.assert_array_equal(a.images, b.images)
+    assert not np.array_equal(a.images, c.images)
+    counts = np.bincount(a.labels, minlength=5)
+    assert counts.min() > 30  # every class present in roughly equal share
+
+
+def test_shapes_classes_size_and_splits_differ():
+    three = load_dataset("shapes", classes=3, train_size=200, test_size=50, image_size=48)
+    assert three.class_names == ("disk", "square", "triangle") and set(three.labels) <= {0, 1, 2}
+    assert three.images.shape == (200, 3, 48, 48)
+    train = load_dataset("shapes", train_size=50, test_size=50)
+    test = load_dataset("shapes", split="test", train_size=50, test_size=50)
+    assert not np.array_equal(train.images, test.images)
+
+
+def test_shape_stands_out_in_luminance():
+    """The object must be visible in grayscale (the colorization tasks only see L)."""
+    data = generate_shapes(200, seed=0)
+    luma = data.images.astype(float).transpose(0, 2, 3, 1) @ np.array([0.299, 0.587, 0.114])
+    centre = luma[:, 12:20, 12:20].reshape(200, -1)
+    corners = np.concatenate([luma[:, :3, :3].reshape(200, -1), luma[:, -3:, -3:].reshape(200, -1)], 1)
+    spread = np.abs(centre.mean(1) - corners.mean(1))
+    assert np.median(spread) > 25  # in 0..255 units
+
+
+def test_unknown_dataset_and_split_list_the_choices():
+    with pytest.raises(ValueError, match="available: .*shapes"):
+        load_dataset("mnist-from-the-internet")
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_dataset("shapes", split="validation")
+
+
+def _write_idx(path, array, compress):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        raw = gzip.compress(raw)
+    path.write_bytes(raw)
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_reads_mnist_format_and_expands_channels(tmp_path, compress):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 28, 28))
+    labels = np.arange(12) % 10
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte", images, compress)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", labels, compress)
+    data = load_dataset("idx", root=tmp_path, split="test", image_size=28)
+    assert data.images.shape == (12, 1, 28, 28)
+    np.testing.assert_array_equal(data.images[:, 0], images)
+    np.testing.assert_array_equal(data.labels, labels)
+    rgb = load_dataset("idx", root=tmp_path, split="test", image_size=32, channels=3)
+    assert rgb.images.shape == (12, 3, 32, 32)
+    assert np.array_equal(rgb.images[:, 0], rgb.images[:, 2])
+
+
+def test_idx_missing_files_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
+        load_dataset("idx", root=tmp_path, split="train")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_dataset("idx", root=tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="pass root="):
+        load_dataset("idx")
+
+
+def test_cifar10_pickle_batches(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
+    for name in ["test_batch"]:
+        with open(folder / name, "wb") as handle:
+            pickle.dump({b"data": data, b"labels": [0, 1, 2, 9]}, handle)
+    with open(folder / "batches.meta", "wb") as handle:
+        pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, handle)
+    test = load_dataset("cifar10", root=tmp_path, split="test")
+    assert test.images.shape == (4, 3, 32, 32) and test.class_names[9] == "c9"
+    np.testing.assert_array_equal(test.images.reshape(4, -1), data)
+    with pytest.raises(FileNotFoundError, match="data_batch_1"):
+        load_dataset("cifar10", root=tmp_path, split="train")
+
+
+def test_imagefolder_with_and_without_split_folders(tmp_path):
+    for cls, colour in (("cats", (255, 0, 0)), ("dogs", (0, 0, 255))):
+        (tmp_path / "flat" / cls).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (20, 24), colour).save(tmp_path / "flat" / cls / f"{i}.png")
+    train = load_dataset("imagefolder", root=tmp_path / "flat", split="train", image_size=16)
+    test = load_dataset("imagefolder", root=tmp_path / "flat", split="test", image_size=16)
+    assert train.class_names == ("cats", "dogs") and len(train) == 8 and len(test) == 2
+    assert train.images.shape[1:] == (3, 16, 16)
+    assert train.images[train.labels == 0][:, 0].min() == 255  # red cats
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no class subfolders"):
+        load_dataset("imagefolder", root=tmp_path / "empty")
+
+
+def test_registry_lists_builtin_loaders():
+    assert {"shapes", "idx", "cifar10", "imagefolder"} <= set(available_datasets())

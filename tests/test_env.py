@@ -1,0 +1,207 @@
+"""CorruptionEnv: the ecosystem's checkers, seeding, rewards through the env, bad input, divergence,
+rendering and vectorisation. Tiny configs: 8-image batches of a 256-image shapes set."""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import corruption_env
+from corruption_env import CorruptionEnv, EnvConfig, rewards
+from corruption_env.rewards import Reward
+from corruption_env.simclr import UpdateStats
+
+TINY = dict(batch_size=8, episode_length=4, dataset_kwargs={"train_size": 256, "test_size": 64}, heldout_size=32)
+
+
+def make(**overrides) -> CorruptionEnv:
+    return CorruptionEnv(EnvConfig(**{**TINY, **overrides}))
+
+
+def rollout(env, seed, actions):
+    obs, _ = env.reset(seed=seed)
+    trace = [obs]
+    for action in actions:
+        trace.append(env.step(action))
+    return trace
+
+
+def assert_same(a, b):
+    assert gym.utils.env_checker.data_equivalence(a, b)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_gymnasium_and_sb3_checkers_pass():
+    env = make()
+    gym_check_env(env)
+    sb3_check_env(env)
+    env = CorruptionEnv(EnvConfig(**TINY), render_mode="rgb_array")
+    gym_check_env(env)
+
+
+def test_gym_make_passes_overrides_and_registers():
+    env = gym.make(corruption_env.ENV_ID, **TINY, decorruptor="bicubic")
+    obs, _ = env.reset(seed=0)
+    assert obs["images"].shape == (8, 1, 16, 16) and obs["images"].dtype == np.uint8
+    assert env.action_space.n == 8 * 4 * 4
+    with pytest.raises(ValueError, match="valid keys: .*batch_size"):
+        gym.make(corruption_env.ENV_ID, batchsize=8)
+
+
+def test_same_seed_same_episode_other_seed_differs():
+    env_a, env_b = make(), make()
+    actions = [np.random.default_rng(i).integers(0, 2, env_a.action_space.n) for i in range(4)]
+    trace_a, trace_b = rollout(env_a, 3, actions), rollout(env_b, 3, actions)
+    assert_same(trace_a, trace_b)
+    trace_c = rollout(env_a, 4, actions)
+    assert not np.array_equal(trace_a[0]["images"], trace_c[0]["images"])
+    assert trace_a[2][1] != trace_c[2][1]  # rewards differ too
+
+
+def test_reward_in_env_matches_losses_and_first_step_is_zero():
+    env = make(reward_kwargs={"beta": 0.5})
+    env.reset(seed=0)
+    losses, paid = [], []
+    keep = np.ones(env.action_space.n)
+    for _ in range(4):
+        _, reward, terminated, truncated, info = env.step(keep)
+        losses.append(info["loss"])
+        paid.append(reward)
+        assert not terminated
+        assert info["reward_terms"]["ma_neg_loss_derivative"] == reward
+        assert info["reward_terms"]["neg_loss"] == -info["loss"]
+    assert truncated and paid[0] == 0.0
+    expected, avg = [], 0.0
+    for t in range(4):
+        avg = 0.5 * avg + 0.5 * (0.0 if t == 0 else losses[t - 1] - losses[t])
+        expected.append(avg)
+    assert paid == pytest.approx(expected)
+    assert sum(losses[1:]) / 3 < losses[0]  # the learner learns: the loss falls, progress is positive
+
+
+def test_heldout_gain_is_sparse_and_measured():
+    env = make(reward="heldout_gain", reward_kwargs={"every": 2}, record_timings=True)
+    env.reset(seed=0)
+    paid = [env.step(np.ones(env.action_space.n))[1] for _ in range(4)]
+    assert paid[0] == 0.0 and paid[2] == 0.0 and paid[1] != 0.0 and paid[3] != 0.0
+    assert "prediction_gain" not in make().needs and make().needs == set()  # default computes no extras
+
+
+def test_custom_registered_reward_is_used(monkeypatch):
+    monkeypatch.setattr(rewards, "_REWARDS", dict(rewards._REWARDS))
+
+    @rewards.register_reward("left_half_kept")
+    class LeftHalf(Reward):
+        def __call__(self, stats):
+            return 42.0 * stats.keep_fraction
+
+    env = gym.make(corruption_env.ENV_ID, **TINY, reward="left_half_kept", decorruptor="bicubic")
+    env.reset(seed=0)
+    _, reward, *_ = env.step(np.ones(env.unwrapped.action_space.n))
+    assert reward == 42.0
+
+
+def test_dropping_every_cell_changes_views_and_loss():
+    env = make(view_augmentation="none")
+    env.reset(seed=1)
+    batch = env._batch
+    keep_v1, _, _ = env.views.restore(batch, torch.ones(8, 4, 4), torch.Generator().manual_seed(0))
+    drop_v1, _, _ = env.views.restore(batch, torch.zeros(8, 4, 4), torch.Generator().manual_seed(0))
+    assert (keep_v1 - drop_v1).abs().mean() > 0.05
+    # all dropped, the views no longer depend on the images: another batch gives the same views
+    other = batch.flip(0)
+    assert torch.equal(env.views.restore(other, torch.zeros(8, 4, 4), torch.Generator().manual_seed(0))[0], drop_v1)
+    assert not torch.equal(env.views.restore(other, torch.ones(8, 4, 4), torch.Generator().manual_seed(0))[0], keep_v1)
+    losses = {}
+    for name, action in (("keep", np.ones(128)), ("drop", np.zeros(128))):
+        env.reset(seed=1)
+        losses[name] = [env.step(action)[4]["loss"] for _ in range(3)]
+    assert abs(np.mean(losses["keep"]) - np.mean(losses["drop"])) > 0.05
+
+
+@pytest.mark.parametrize("action,match", [
+    (np.ones(127), r"shaped \(128,\).*got shape \(127,\)"),
+    (np.ones((8, 16)), r"or \(8, 4, 4\)"),
+    (np.full(128, 2), r"got values \[2\]"),
+    (np.array(["1"] * 128), "got dtype"),
+])
+def test_bad_actions_are_explained(action, match):
+    env = make(decorruptor="bicubic")
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=match):
+        env.step(action)
+    # nothing was lost: the episode goes on with a valid action
+    assert env.step(np.ones((8, 4, 4), dtype=bool))[4]["keep_fraction"] == 1.0
+
+
+def test_step_before_reset_and_unknown_names():
+    env = make(decorruptor="bicubic")
+    with pytest.raises(gym.error.ResetNeeded, match="reset"):
+        env.step(np.ones(128))
+    for key, value, listed in (("dataset", "imagenet", "shapes"), ("reward", "vibes", "heldout_gain"),
+                               ("encoder", "vit", "small_cnn"), ("decorruptor", "dall-e", "bicubic"),
+                               ("view_augmentation", "mixup", "crop_flip"), ("task", "deblur", "sr_colorize")):
+        with pytest.raises(ValueError, match=f"{listed}"):
+            make(**{key: value})
+
+
+def test_divergence_truncates_with_finite_penalty_then_reset_is_clean(monkeypatch):
+    env = make(decorruptor="bicubic", divergence_penalty=-5.0)
+    env.reset(seed=0)
+    real_update = env.learner.update
+    monkeypatch.setattr(env.learner, "update", lambda *a, **k: UpdateStats(loss=float("nan")))
+    obs, reward, terminated, truncated, info = env.step(np.ones(128))
+    assert (reward, terminated, truncated, info["diverged"]) == (-5.0, False, True, True)
+    assert np.isfinite(obs["learner"]).all()
+    with pytest.raises(gym.error.ResetNeeded):
+        env.step(np.ones(128))
+    monkeypatch.setattr(env.learner, "update", real_update)
+    env.reset(seed=0)
+    _, reward, _, truncated, info = env.step(np.ones(128))
+    assert np.isfinite(reward) and not info["diverged"] and not truncated
+
+
+def test_render_grid_and_timings():
+    env = CorruptionEnv(EnvConfig(**TINY, record_timings=True), render_mode="rgb_array")
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(np.ones(128))
+    frame = env.render()
+    assert frame.dtype == np.uint8 and frame.shape[2] == 3
+    assert frame.shape[0] > 3.5 * 64 and frame.shape[1] > 7.5 * 64  # 4 rows x 8 images of 64 px
+    assert set(info["seconds"]) == {"data", "camnet", "augment", "learner", "reward"}
+    assert all(v >= 0 for v in info["seconds"].values())
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_gymnasium_vector_envs(mode):
+    envs = gym.make_vec(corruption_env.ENV_ID, num_envs=2, vectorization_mode=mode,
+                        vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}
+                        if hasattr(gym.vector, "AutoresetMode") else {},
+                        **TINY, decorruptor="bicubic", num_threads=1)
+    obs, _ = envs.reset(seed=[0, 1])
+    assert obs["images"].shape == (2, 8, 1, 16, 16)
+    for _ in range(5):  # crosses an episode boundary
+        obs, reward, terminated, truncated, info = envs.step(envs.action_space.sample())
+    assert reward.shape == (2,) and np.isfinite(reward).all()
+    envs.close()
+
+
+def test_sb3_vec_envs():
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    for cls in (DummyVecEnv, SubprocVecEnv):
+        # "module:id" makes gymnasium import the package inside spawned workers, where nothing registered it
+        venv = make_vec_env(f"corruption_env:{corruption_env.ENV_ID}", n_envs=2, vec_env_cls=cls, seed=0,
+                            env_kwargs=dict(**TINY, decorruptor="bicubic", num_threads=1))
+        venv.reset()
+        dones = []
+        for _ in range(5):
+            obs, reward, done, infos = venv.step(np.stack([venv.action_space.sample() for _ in range(2)]))
+            dones.append(done)
+        assert [d.all() for d in dones] == [False, False, False, True, False]  # 4-step episodes, auto-reset
+        assert obs["images"].shape == (2, 8, 1, 16, 16) and "loss" in infos[0]
+        venv.close()

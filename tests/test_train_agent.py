@@ -1,0 +1,85 @@
+"""train_agent.py end to end on a tiny config: every file of a run folder, --resume, Ctrl-C, bad input."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import train_agent
+from agents import load_agent
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_ENV = ["--env-kwargs", "image_size:16", "batch_size:4", "episode_length:10", "decorruptor:'bicubic'",
+            "dataset_kwargs:{'train_size': 256, 'test_size': 64}", "heldout_size:16"]
+
+
+def run_folder(log_dir: Path) -> Path:
+    (folder,) = [p for p in log_dir.iterdir() if p.is_dir()]
+    return folder
+
+
+def test_end_to_end_writes_every_file_and_resumes(tmp_path, capsys):
+    args = ["--algo", "ppo", "--total-timesteps", "16", "--eval-steps", "6", "--log-dir", str(tmp_path),
+            "--hyperparams", "n_steps:8", "--image-every", "4", *TINY_ENV]
+    assert train_agent.main(args) == 0
+    folder = run_folder(tmp_path)
+    for name in ("agent.zip", "env_config.json", "args.json", "eval.json"):
+        assert (folder / name).is_file(), name
+    events = list((folder / "tb").rglob("events.out.tfevents*"))
+    assert len(events) == 1
+    report = json.loads((folder / "eval.json").read_text())
+    names = [row["name"] for row in report["rows"]]
+    assert names[0] == "ppo" and names[1] == "keep_all" and names[2].startswith("random(p=")
+    assert names[3:] == ["untrained", "simclr_aug"] and isinstance(report["readable"], bool)
+    assert "| keep_all |" in capsys.readouterr().out
+    assert json.loads((folder / "env_config.json").read_text())["batch_size"] == 4
+
+    assert train_agent.main(["--resume", str(folder), "--total-timesteps", "32", "--eval-steps", "0"]) == 0
+    assert load_agent("ppo", str(folder / "agent.zip")).num_timesteps == 32
+    assert list((folder / "tb").rglob("events.out.tfevents*"))[0].parent == events[0].parent  # same TB run
+
+
+def test_fixed_baseline_trains_through_the_same_cli(tmp_path):
+    assert train_agent.main(["--algo", "random", "--hyperparams", "keep_prob:0.5", "--total-timesteps", "8",
+                             "--eval-steps", "0", "--log-dir", str(tmp_path), *TINY_ENV]) == 0
+    assert load_agent("random", str(run_folder(tmp_path) / "agent.zip")).num_timesteps >= 8
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--algo", "dqn_of_dreams"], "available: a2c, cowmask, keep_all, ppo"),
+    (["--reward", "vibes"], "unknown reward 'vibes'; available"),
+    (["--env-kwargs", "batchsize:3"], "valid keys: .*batch_size"),
+    (["--algo", "not_a_package.sub:Algo"], "cannot import 'not_a_package.sub'"),
+    (["--hyperparams", "n_steps"], "key:value"),
+])
+def test_bad_input_is_explained(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        train_agent.main([*args, "--log-dir", str(tmp_path), "--total-timesteps", "4", "--eval-steps", "0"])
+    import re
+    assert re.search(message, str(exc.value)), str(exc.value)
+
+
+def test_resume_needs_a_run_folder(tmp_path):
+    with pytest.raises(SystemExit, match="not a run folder: expected args.json, env_config.json, agent.zip"):
+        train_agent.main(["--resume", str(tmp_path)])
+
+
+def test_sigint_leaves_a_loadable_agent(tmp_path):
+    cmd = [sys.executable, str(ROOT / "train_agent.py"), "--algo", "reinforce", "--total-timesteps", "100000",
+           "--eval-steps", "0", "--log-dir", str(tmp_path), "--hyperparams", "n_steps:4", *TINY_ENV]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob("*/tb/*/events*")):
+        time.sleep(0.5)  # TensorBoard's file appears once learning has started
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "resume with: python train_agent.py --resume" in output
+    agent = load_agent("reinforce", str(run_folder(tmp_path) / "agent.zip"))
+    assert agent.num_timesteps > 0
