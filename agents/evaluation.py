@@ -45,10 +45,12 @@ class CorruptorEvaluation:
     :param steps: SimCLR updates per row.
     :param seed: seed of the encoder initialisation, batches, codes and augmentations.
     :param progress: show a tqdm bar per row.
+    :param track_rewards: reward definitions whose returns each row records (see EnvConfig.track_rewards).
     """
 
-    def __init__(self, config: EnvConfig, steps: int, seed: int = 0, progress: bool = True) -> None:
-        self.config = config.replace(episode_length=max(steps, 1), record_timings=False, track_rewards="free")
+    def __init__(self, config: EnvConfig, steps: int, seed: int = 0, progress: bool = True,
+                 track_rewards: str | list[str] = "free") -> None:
+        self.config = config.replace(episode_length=max(steps, 1), record_timings=False, track_rewards=track_rewards)
         self.steps, self.seed, self.progress = steps, seed, progress
         self.env = CorruptionEnv(self.config)
         kw = dict(root=config.data_root, image_size=config.image_size, channels=3, **config.dataset_kwargs)
@@ -66,7 +68,7 @@ class CorruptorEvaluation:
             for term, value in info["reward_terms"].items():
                 returns[term] = returns.get(term, 0.0) + value
             if info["diverged"]:
-                break
+                raise FloatingPointError(f"the SimCLR loss diverged after {len(keeps)} updates with {name}'s masks")
         acc = encoder_accuracies(self.env.learner, self.train, self.test)
         return RowResult(name, acc["knn"], acc["linear"], float(np.mean(keeps)) if keeps else None,
                          round(time.time() - start, 1), returns)

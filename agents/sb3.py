@@ -40,7 +40,8 @@ def make_sb3(algo_class: type[OnPolicyAlgorithm], env: Any, **kwargs: Any) -> On
         while rollout % batch:
             batch -= 1
         if batch != params["batch_size"]:
-            warnings.warn(f"batch_size {params['batch_size']} does not divide n_steps * n_envs = {rollout}; using {batch}")
+            warnings.warn(f"batch_size {params['batch_size']} does not divide n_steps * n_envs = {rollout}; using {batch}",
+                          stacklevel=2)
         params["batch_size"] = batch
     return algo_class(MaskActorCriticPolicy, env, **params)
 

@@ -13,6 +13,7 @@ project's premise in one number: do CAM-Net's views add to hand-made augmentatio
 
     python bench/floor.py                    # 3 seeds x 1000 updates (about an hour on 2 cores)
     python bench/floor.py --steps 200 --seeds 1 --rows simclr_aug   # a quick look
+    python bench/floor.py --report results/floor_a.json results/floor_b.json   # one table from parts
 
 The last line reads ``floor: simclr_aug=<kNN> untrained=<kNN> margin=<difference>``.
 """
@@ -52,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("results/floor.json"))
+    parser.add_argument("--report", type=Path, nargs="+", metavar="JSON",
+                        help="print one table from saved results (e.g. rows run in parallel) and exit")
     args = parser.parse_args(argv)
+    if args.report:
+        print(format_table(merge([json.loads(p.read_text()) for p in args.report])))
+        return 0
     rows = [r for r in args.rows.split(",") if r]
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
@@ -86,6 +92,16 @@ def main(argv: list[str] | None = None) -> int:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(format_table(results))
     return 0
+
+
+def merge(results: list[dict]) -> dict:
+    """One result from several runs of this script (same steps; rows and pixels from the first that has them)."""
+    merged = dict(results[0], rows={})
+    for result in results:
+        if result["eval_at"] != merged["eval_at"]:
+            raise SystemExit(f"cannot merge results evaluated at {result['eval_at']} and {merged['eval_at']}")
+        merged["rows"].update(result["rows"])
+    return merged
 
 
 def _mean_std(values: list[float]) -> str:

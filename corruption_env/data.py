@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from corruption_env.registry import Registry
+
 SPLITS = ("train", "test")
 
 
@@ -60,21 +62,9 @@ class ImageDataset:
 
 
 Loader = Callable[..., ImageDataset]
-_DATASETS: dict[str, Loader] = {}
-
-
-def register_dataset(name: str) -> Callable[[Loader], Loader]:
-    """Decorator: make ``loader(root, image_size, split, **kwargs)`` available as ``name``."""
-
-    def decorate(loader: Loader) -> Loader:
-        _DATASETS[name] = loader
-        return loader
-
-    return decorate
-
-
-def available_datasets() -> list[str]:
-    return sorted(_DATASETS)
+DATASETS: Registry[Loader] = Registry("dataset")
+register_dataset = DATASETS.register  # decorator: ``loader(root, image_size, split, **kwargs)`` as ``name``
+available_datasets = DATASETS.names
 
 
 def load_dataset(
@@ -94,8 +84,7 @@ def load_dataset(
     :param channels: if given, convert to this many channels (1 -> 3 repeats grayscale).
     :param kwargs: loader-specific options (e.g. ``classes=3`` or ``seed`` for ``shapes``).
     """
-    if name not in _DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(available_datasets())}")
+    DATASETS[name]  # an unknown name lists the valid ones
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if image_size < 4:
@@ -107,7 +96,7 @@ def load_dataset(
 
 @functools.lru_cache(maxsize=8)
 def _cached_load(name: str, root: str | None, image_size: int, split: str, kwargs: tuple) -> ImageDataset:
-    data = _DATASETS[name](root=root, image_size=image_size, split=split, **dict(kwargs))
+    data = DATASETS[name](root=root, image_size=image_size, split=split, **dict(kwargs))
     data.images.setflags(write=False)
     data.labels.setflags(write=False)
     return data

@@ -125,6 +125,9 @@ class CorruptionEnv(gym.Env):
         self.reward_fn = make_reward(cfg.reward, **cfg.reward_kwargs)
         self.tracked = self._tracked_rewards(cfg.track_rewards)
         self.needs = set(self.reward_fn.needs).union(*(r.needs for r in self.tracked.values()))
+        if not self.needs <= set(OPTIONAL_STATS):
+            raise ValueError(f"a reward needs unknown statistics {sorted(self.needs - set(OPTIONAL_STATS))}; "
+                             f"the environment measures {', '.join(OPTIONAL_STATS)}")
 
         data = load_dataset(cfg.dataset, root=cfg.data_root, image_size=cfg.image_size, split="train",
                             channels=3, **cfg.dataset_kwargs)

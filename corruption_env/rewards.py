@@ -22,6 +22,8 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 import torch
 
+from corruption_env.registry import Registry
+
 OPTIONAL_STATS = ("loss_after", "grad_norm", "heldout_loss", "probe_accuracy")
 
 
@@ -69,21 +71,9 @@ class Reward:
 
 
 RewardFactory = Callable[..., Reward]
-_REWARDS: dict[str, RewardFactory] = {}
-
-
-def register_reward(name: str) -> Callable[[RewardFactory], RewardFactory]:
-    """Decorator registering a Reward subclass (or any factory returning a Reward) under ``name``."""
-
-    def decorate(factory: RewardFactory) -> RewardFactory:
-        _REWARDS[name] = factory
-        return factory
-
-    return decorate
-
-
-def available_rewards() -> list[str]:
-    return sorted(_REWARDS)
+REWARDS: Registry[RewardFactory] = Registry("reward")
+register_reward = REWARDS.register  # decorator for a Reward subclass (or any factory returning a Reward)
+available_rewards = REWARDS.names
 
 
 def make_reward(name: str, rescale: bool = False, keep_penalty: float = 0.0, **kwargs: Any) -> Reward:
@@ -94,10 +84,9 @@ def make_reward(name: str, rescale: bool = False, keep_penalty: float = 0.0, **k
     :param keep_penalty: if > 0, subtract :class:`KeepFractionPenalty` with this weight.
     :param kwargs: the reward's own options (e.g. ``beta`` for ``ma_neg_loss_derivative``).
     """
-    if name not in _REWARDS:
-        raise ValueError(f"unknown reward {name!r}; available: {', '.join(available_rewards())}")
+    factory = REWARDS[name]
     try:
-        reward = _REWARDS[name](**kwargs)
+        reward = factory(**kwargs)
     except TypeError as exc:
         raise ValueError(f"reward {name!r} does not accept options {sorted(kwargs)}: {exc}") from exc
     if rescale:

@@ -19,31 +19,19 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from corruption_env.registry import Registry
+
 # views are normalised inside the learner, so every caller can hand over images in [0, 1]
 _MEAN, _STD = 0.5, 0.25
 
 EncoderBuilder = Callable[[int], tuple[nn.Module, int]]
-_ENCODERS: dict[str, EncoderBuilder] = {}
-
-
-def register_encoder(name: str) -> Callable[[EncoderBuilder], EncoderBuilder]:
-    """Decorator: ``builder(in_channels) -> (module mapping images to (N, D) features, D)``."""
-
-    def decorate(builder: EncoderBuilder) -> EncoderBuilder:
-        _ENCODERS[name] = builder
-        return builder
-
-    return decorate
-
-
-def available_encoders() -> list[str]:
-    return sorted(_ENCODERS)
+ENCODERS: Registry[EncoderBuilder] = Registry("encoder")
+register_encoder = ENCODERS.register  # decorator: ``builder(in_channels) -> (module to (N, D) features, D)``
+available_encoders = ENCODERS.names
 
 
 def build_encoder(name: str, in_channels: int = 3) -> tuple[nn.Module, int]:
-    if name not in _ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; available: {', '.join(available_encoders())}")
-    return _ENCODERS[name](in_channels)
+    return ENCODERS[name](in_channels)
 
 
 @register_encoder("small_cnn")

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from corruption_env.camnet import load_camnet, shipped_checkpoint
 from corruption_env.corruption import apply_mask, check_task, degrade
+from corruption_env.registry import Registry
 
 
 class Decorruptor(Protocol):
@@ -33,29 +34,15 @@ class Decorruptor(Protocol):
 
 
 DecorruptorBuilder = Callable[..., Decorruptor]
-_DECORRUPTORS: dict[str, DecorruptorBuilder] = {}
-
-
-def register_decorruptor(name: str) -> Callable[[DecorruptorBuilder], DecorruptorBuilder]:
-    """Decorator: ``builder(task, scale, image_size, dataset, checkpoint, device) -> Decorruptor``."""
-
-    def decorate(builder: DecorruptorBuilder) -> DecorruptorBuilder:
-        _DECORRUPTORS[name] = builder
-        return builder
-
-    return decorate
-
-
-def available_decorruptors() -> list[str]:
-    return sorted(_DECORRUPTORS)
+DECORRUPTORS: Registry[DecorruptorBuilder] = Registry("decorruptor")
+register_decorruptor = DECORRUPTORS.register  # ``builder(task, scale, image_size, dataset, checkpoint, device)``
+available_decorruptors = DECORRUPTORS.names
 
 
 def build_decorruptor(name: str, task: str, scale: int, image_size: int, dataset: str = "shapes",
                       checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> Decorruptor:
     """Build a registered decorruptor (``checkpoint`` overrides the shipped CAM-Net weights)."""
-    if name not in _DECORRUPTORS:
-        raise ValueError(f"unknown decorruptor {name!r}; available: {', '.join(available_decorruptors())}")
-    return _DECORRUPTORS[name](task=task, scale=scale, image_size=image_size, dataset=dataset,
+    return DECORRUPTORS[name](task=task, scale=scale, image_size=image_size, dataset=dataset,
                                checkpoint=checkpoint, device=device)
 
 

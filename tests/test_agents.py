@@ -19,7 +19,7 @@ TINY = dict(image_size=16, scale=2, batch_size=4, mask_grid=4, episode_length=50
 @pytest.fixture
 def left_half_reward(monkeypatch):
     """A planted reward: the fraction of kept cells in the left half of the grid."""
-    monkeypatch.setattr(rewards, "_REWARDS", dict(rewards._REWARDS))
+    monkeypatch.setattr(rewards.REWARDS, "entries", dict(rewards.REWARDS.entries))
 
     @rewards.register_reward("left_half_kept")
     class LeftHalfKept(rewards.Reward):

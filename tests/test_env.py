@@ -91,7 +91,7 @@ def test_heldout_gain_is_sparse_and_measured():
 
 
 def test_custom_registered_reward_is_used(monkeypatch):
-    monkeypatch.setattr(rewards, "_REWARDS", dict(rewards._REWARDS))
+    monkeypatch.setattr(rewards.REWARDS, "entries", dict(rewards.REWARDS.entries))
 
     @rewards.register_reward("left_half_kept")
     class LeftHalf(Reward):

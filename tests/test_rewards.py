@@ -94,7 +94,7 @@ def test_keep_fraction_penalty_prefers_partial_masks():
 
 
 def test_registry_rejects_unknown_and_accepts_custom(monkeypatch):
-    monkeypatch.setattr(rewards, "_REWARDS", dict(rewards._REWARDS))  # forget the test reward afterwards
+    monkeypatch.setattr(rewards.REWARDS, "entries", dict(rewards.REWARDS.entries))  # forget the test reward afterwards
     assert {"ma_neg_loss_derivative", "neg_loss_delta", "prediction_gain", "heldout_gain", "probe_accuracy",
             "tscl_window", "neg_loss", "grad_norm"} <= set(available_rewards())
     with pytest.raises(ValueError, match="available: .*heldout_gain"):

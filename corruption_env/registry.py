@@ -1,0 +1,42 @@
+"""A name -> object registry with the error message every registry in this package shares.
+
+Datasets, encoders, decorruptors and reward definitions are each a :class:`Registry`; users add
+to them with the matching ``register_*`` decorator, and an unknown name is a ``ValueError`` that
+lists the valid ones.
+"""
+from __future__ import annotations
+
+from typing import Callable, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Named entries of one kind.
+
+    :param kind: what an entry is, for error messages ("dataset", "reward", ...).
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.entries: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator adding the decorated object under ``name`` (a later registration replaces it)."""
+
+        def decorate(entry: T) -> T:
+            self.entries[name] = entry
+            return entry
+
+        return decorate
+
+    def names(self) -> list[str]:
+        return sorted(self.entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.entries
+
+    def __getitem__(self, name: str) -> T:
+        if name not in self.entries:
+            raise ValueError(f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}")
+        return self.entries[name]
