@@ -23,7 +23,7 @@ def read_rows(path):
 def test_tiny_sweep_writes_everything_and_resumes(tmp_path, capsys):
     out = tmp_path / "bench"
     args = ["--rewards", "neg_loss,prediction_gain", "--algos", "reinforce", "--baselines", "keep_all",
-            "--out", str(out), *TINY]
+            "--out", str(out), "--workers", "2", *TINY]  # two spawned worker processes
     assert benchmark.main(args) == 0
     for name in ("runs.csv", "curves.json", "summary.md", "accuracy.png", "learning_curves.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
@@ -67,7 +67,7 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     agents.register_agent("broken", broken, agent_class=type("Broken", (), {}))
     out = tmp_path / "bench"
     assert benchmark.main(["--rewards", "neg_loss", "--algos", "broken", "--baselines", "keep_all",
-                           "--out", str(out), *TINY]) == 0
+                           "--out", str(out), "--workers", "1", *TINY]) == 0  # in-process: sees the registration
     rows = read_rows(out / "runs.csv")
     failed = [r for r in rows if r["status"] == "failed"]
     assert len(failed) == 2 and "this agent always fails" in failed[0]["error"]
