@@ -38,7 +38,7 @@ import numpy as np
 PRESETS: dict[str, dict[str, Any]] = {
     # sized for ~35 minutes on 2 CPU cores; 250 updates clear the learnability floor (README's floor table)
     "quick": dict(rewards="ma_neg_loss_derivative,heldout_gain", algos="ppo", baselines="keep_all,random,cowmask",
-                  seeds=2, train_steps=128, eval_steps=250, env_preset="cpu", workers=2),
+                  seeds=2, train_steps=256, eval_steps=250, env_preset="cpu", workers=2),
     # for a GPU: every built-in reward, both learners, 5 seeds
     "paper": dict(rewards="ma_neg_loss_derivative,neg_loss_delta,prediction_gain,heldout_gain,probe_accuracy,"
                           "tscl_window,neg_loss,grad_norm",

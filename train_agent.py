@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algo", default="ppo",
                         help=f"one of {', '.join(available_agents())}, or package.module:Class (default ppo)")
-    parser.add_argument("--total-timesteps", type=int, default=1280, help="environment steps (default 1280, ~15 min on 2 cores)")
+    parser.add_argument("--total-timesteps", type=int, default=2048, help="environment steps (default 2048, ~15 min on 2 cores)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default=None, help="torch device of env and agent (default: the preset's)")
     parser.add_argument("--preset", default="cpu", choices=EnvConfig.PRESETS)
@@ -62,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-dir", type=Path, default=Path("runs"), help="where run folders go")
     parser.add_argument("--tensorboard-log", type=Path, default=None, help="TensorBoard folder (default RUN/tb)")
     parser.add_argument("--resume", type=Path, default=None, help="a run folder to continue")
-    parser.add_argument("--eval-steps", type=int, default=400,
-                        help="SimCLR updates per evaluated encoder (default 400; the floor is cleared by 250; 0: skip)")
+    parser.add_argument("--eval-steps", type=int, default=500,
+                        help="SimCLR updates per evaluated encoder (default 500; the floor is cleared by 250; 0: skip)")
     parser.add_argument("--eval-deterministic", action="store_true", help="evaluate the policy's most likely masks")
     parser.add_argument("--image-every", type=int, default=200, help="steps between TensorBoard image grids")
     parser.add_argument("--checkpoint-every", type=int, default=256, help="steps between agent checkpoints")
