@@ -150,6 +150,7 @@ class CorruptionEnv(gym.Env):
         self.chance_loss = math.log(2 * b - 1)  # NT-Xent of uninformative projections
         self._heldout_views: tuple[torch.Tensor, torch.Tensor] | None = None
         self._batch: torch.Tensor | None = None  # degraded next batch (float), None before reset
+        self._last_render: tuple[torch.Tensor, ...] | None = None  # kept across resets: render shows the last step
         self._needs_reset = True
 
     # ------------------------------------------------------------------------------------ gym API
@@ -163,7 +164,6 @@ class CorruptionEnv(gym.Env):
         self.step_count = 0
         self.last_loss = self.loss_average = self.chance_loss
         self.last_reward, self.last_keep, self.last_delta = 0.0, 1.0, 0.0
-        self._last_render: tuple[torch.Tensor, ...] | None = None
         initial = self._measure(StepStats(step=0, loss=self.chance_loss), self.needs)
         self.reward_fn.reset(initial)
         for reward in self.tracked.values():
@@ -219,7 +219,8 @@ class CorruptionEnv(gym.Env):
         return self._observation(), reward, False, truncated, info
 
     def render(self) -> np.ndarray | None:
-        """An (H, W, 3) uint8 grid: original / corrupted input / view 1 / view 2 (first 8 images)."""
+        """An (H, W, 3) uint8 grid of the last step: original / corrupted input / view 1 / view 2 (first 8
+        images). Before any step, the first batch alone. After an auto-reset it still shows the last step."""
         if self.render_mode is None:
             gym.logger.warn("render() called without render_mode='rgb_array'; returning None")
             return None

@@ -102,12 +102,10 @@ def seeded(generator: torch.Generator, fn: Callable[[torch.Tensor], torch.Tensor
 
 @dataclass
 class Views:
-    """Two views of a batch, and what went into them (for rendering and diagnostics)."""
+    """The two views of a batch that SimCLR trains on."""
 
     v1: torch.Tensor
     v2: torch.Tensor
-    x_lr: torch.Tensor  # degraded input
-    x_c: torch.Tensor  # degraded input with dropped cells zeroed
 
 
 class ViewMaker:
@@ -151,16 +149,14 @@ class ViewMaker:
                  x_lr: torch.Tensor | None = None) -> Views:
         """Views of float images (B, 3, H, W) in [0, 1] under a (B, g, g) cell mask (None keeps all);
         pass ``x_lr`` if the degraded batch is already at hand."""
-        x_lr = self.degrade(images) if x_lr is None else x_lr
         if self.decorruptor is None:
             v1, v2 = images, images
-            x_c = x_lr
         else:
+            x_lr = self.degrade(images) if x_lr is None else x_lr
             if mask is None:
                 mask = torch.ones(images.shape[0], 1, 1, device=images.device)
-            v1, v2, x_c = self.restore(x_lr, mask, generator)
-        v1, v2 = self.augment_pair(v1, v2, generator)
-        return Views(v1, v2, x_lr, x_c)
+            v1, v2, _ = self.restore(x_lr, mask, generator)
+        return Views(*self.augment_pair(v1, v2, generator))
 
 
 def comparison_grid(batches: list[torch.Tensor], size: int, max_images: int = 8, padding: int = 2,
