@@ -76,8 +76,9 @@ def _vector_steps_per_s(cfg: EnvConfig, workers: int, steps: int, threads_total:
     import gymnasium as gym
 
     threads = max(1, threads_total // workers)
+    # spawned, not forked, workers: a forked worker is held to one thread (see corruption_env.env)
     envs = gym.make_vec(f"corruption_env:{corruption_env.ENV_ID}", num_envs=workers, vectorization_mode="async",
-                        **(cfg.to_dict() | {"num_threads": threads}))
+                        vector_kwargs={"context": "spawn"}, **(cfg.to_dict() | {"num_threads": threads}))
     envs.reset(seed=list(range(workers)))
     envs.step(envs.action_space.sample())  # warm-up
     start = time.perf_counter()

@@ -4,7 +4,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import multiprocessing
+import os
 import time
+import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -114,10 +116,7 @@ class CorruptionEnv(gym.Env):
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.render_mode = render_mode
-        if cfg.num_threads is not None:
-            torch.set_num_threads(cfg.num_threads)
-        elif multiprocessing.parent_process() is not None:
-            torch.set_num_threads(1)  # a vector-env worker: one thread each, or workers fight for cores
+        _set_torch_threads(cfg.num_threads)
         self.device = torch.device(cfg.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' but torch sees no CUDA device; use device='cpu' or the 'cpu' preset")
@@ -314,6 +313,38 @@ class CorruptionEnv(gym.Env):
         half = feats.shape[0] // 2
         labels = self.heldout_labels
         return knn_accuracy(feats[:half], labels[:half], feats[half:], labels[half:], k=min(50, half))
+
+
+_FORKED = False  # True in a process forked (not spawned) from one that imported this module
+
+
+def _mark_forked() -> None:
+    global _FORKED
+    _FORKED = True
+
+
+os.register_at_fork(after_in_child=_mark_forked)
+
+
+def _set_torch_threads(requested: int | None) -> None:
+    """Apply ``EnvConfig.num_threads`` safely in this process.
+
+    A vector-env worker defaults to one thread (workers would otherwise fight for cores). A *forked*
+    worker gets one thread whatever was asked: GNU OpenMP (torch's CPU thread pool) deadlocks in a
+    child forked after its parent ran threaded work, and ``gym.make_vec(..., vectorization_mode="async")``
+    forks by default on Linux.
+    """
+    threads = requested
+    if threads is None and multiprocessing.parent_process() is not None:
+        threads = 1
+    if _FORKED and threads is not None and threads > 1:
+        warnings.warn(f"CorruptionEnv in a forked worker: torch limited to 1 thread instead of num_threads={threads}, "
+                      "because OpenMP deadlocks after fork. For more threads per worker start workers with spawn: "
+                      "gym.make_vec(..., vector_kwargs={'context': 'spawn'}) or "
+                      "SubprocVecEnv(..., start_method='forkserver').", RuntimeWarning, stacklevel=3)
+        threads = 1
+    if threads is not None:
+        torch.set_num_threads(threads)
 
 
 def check_names(cfg: EnvConfig) -> None:

@@ -2,6 +2,9 @@
 rendering and vectorisation. Tiny configs: 8-image batches of a 256-image shapes set."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -188,6 +191,26 @@ def test_gymnasium_vector_envs(mode):
         obs, reward, terminated, truncated, info = envs.step(envs.action_space.sample())
     assert reward.shape == (2,) and np.isfinite(reward).all()
     envs.close()
+
+
+def test_forked_async_worker_asking_for_threads_does_not_deadlock(tmp_path):
+    """OpenMP deadlocks in a child forked after threaded work; the env must hold such a worker to 1 thread."""
+    script = tmp_path / "fork_workers.py"
+    script.write_text(f"""
+import warnings, gymnasium as gym, numpy as np, torch, corruption_env
+torch.set_num_threads(2)
+torch.nn.functional.conv2d(torch.randn(64, 16, 32, 32), torch.randn(16, 16, 3, 3))  # threaded work in the parent
+envs = gym.make_vec(corruption_env.ENV_ID, num_envs=2, vectorization_mode="async", vector_kwargs={{"context": "fork"}},
+                    **{dict(**TINY, decorruptor="bicubic")!r}, num_threads=2)
+envs.reset(seed=[0, 1])
+_, reward, *_ = envs.step(envs.action_space.sample())
+envs.close()
+print("finite" if np.isfinite(reward).all() else "nan")
+""")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("finite")
+    assert "limited to 1 thread" in out.stderr
 
 
 def test_sb3_vec_envs():
