@@ -8,6 +8,7 @@ SB3 does no update at all when ``total_timesteps`` is below one rollout: :func:`
 """
 from __future__ import annotations
 
+import inspect
 import warnings
 from typing import Any
 
@@ -28,22 +29,33 @@ GENERIC_DEFAULTS: dict[str, Any] = dict(n_steps=32, gamma=0.9)
 def make_sb3(algo_class: type[OnPolicyAlgorithm], env: Any, **kwargs: Any) -> OnPolicyAlgorithm:
     """``algo_class("MaskActorCriticPolicy", env, ...)`` with this project's defaults under ``kwargs``.
 
-    ``batch_size`` (where the class has one) is shrunk to divide ``n_steps * n_envs``.
+    A subclass of PPO or A2C inherits its defaults. ``batch_size`` (where the class has one, given or
+    by default) is shrunk to divide ``n_steps * n_envs``, with a warning if you chose it.
     """
     if not (isinstance(algo_class, type) and issubclass(algo_class, OnPolicyAlgorithm)):
         raise TypeError(f"{algo_class!r} is not a stable-baselines3 on-policy algorithm class")
-    params = {**DEFAULTS.get(algo_class, GENERIC_DEFAULTS), **kwargs}
-    n_envs = getattr(env, "num_envs", 1)
-    if "batch_size" in params:
-        rollout = params["n_steps"] * n_envs
-        batch = min(params["batch_size"], rollout)
-        while rollout % batch:
-            batch -= 1
-        if batch != params["batch_size"]:
-            warnings.warn(f"batch_size {params['batch_size']} does not divide n_steps * n_envs = {rollout}; using {batch}",
+    defaults = next((DEFAULTS[c] for c in algo_class.__mro__ if c in DEFAULTS), GENERIC_DEFAULTS)
+    params = {**defaults, **kwargs}
+    batch = params.get("batch_size", _signature_default(algo_class, "batch_size"))
+    if batch is not None:
+        rollout = params["n_steps"] * getattr(env, "num_envs", 1)
+        fitted = min(batch, rollout)
+        while rollout % fitted:
+            fitted -= 1
+        if fitted != batch and "batch_size" in kwargs:
+            warnings.warn(f"batch_size {batch} does not divide n_steps * n_envs = {rollout}; using {fitted}",
                           stacklevel=2)
-        params["batch_size"] = batch
+        params["batch_size"] = fitted
     return algo_class(MaskActorCriticPolicy, env, **params)
+
+
+def _signature_default(algo_class: type, name: str) -> Any:
+    """The default of ``name`` in the first ``__init__`` along the MRO that declares it, else None."""
+    for cls in algo_class.__mro__:
+        param = inspect.signature(cls.__init__).parameters.get(name)
+        if param is not None:
+            return None if param.default is inspect.Parameter.empty else param.default
+    return None
 
 
 def check_budget(agent: BaseAlgorithm, total_timesteps: int) -> None:

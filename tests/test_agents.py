@@ -128,9 +128,25 @@ def test_plugin_path_loads_an_unregistered_sb3_class(tmp_path):
 def test_trpo_from_sb3_contrib():
     pytest.importorskip("sb3_contrib", reason="sb3-contrib is not installed (pip install -e '.[contrib]')")
     env = CorruptionEnv(EnvConfig(**TINY))
-    agent = make_agent("sb3_contrib:TRPO", env, n_steps=8, batch_size=8, seed=0)
+    agent = make_agent("sb3_contrib:TRPO", env, n_steps=8, seed=0)  # batch 128 by default: fitted to 8
     assert type(agent).__name__ == "TRPO"
     agent.learn(8)
+
+
+def test_sb3_subclass_inherits_defaults_and_batch_size_is_fitted_silently(recwarn):
+    from stable_baselines3 import PPO
+
+    from agents.sb3 import DEFAULTS, make_sb3
+
+    class TightPPO(PPO):
+        pass
+
+    env = CorruptionEnv(EnvConfig(**TINY))
+    agent = make_sb3(TightPPO, env, n_steps=6)  # PPO's default batch (32 here) cannot divide 6
+    assert agent.batch_size == 6 and agent.learning_rate == DEFAULTS[PPO]["learning_rate"]
+    assert not [w for w in recwarn if "mini-batch" in str(w.message) or "divide" in str(w.message)]
+    with pytest.warns(UserWarning, match="batch_size 4 does not divide"):  # a batch you chose: say so
+        assert make_sb3(TightPPO, env, n_steps=6, batch_size=4).batch_size == 3
 
 
 def test_budget_warning_when_no_update_would_happen():
