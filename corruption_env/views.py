@@ -43,7 +43,7 @@ def build_decorruptor(name: str, task: str, scale: int, image_size: int, dataset
                       checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> Decorruptor:
     """Build a registered decorruptor (``checkpoint`` overrides the shipped CAM-Net weights)."""
     return DECORRUPTORS[name](task=task, scale=scale, image_size=image_size, dataset=dataset,
-                               checkpoint=checkpoint, device=device)
+                              checkpoint=checkpoint, device=device)
 
 
 @register_decorruptor("camnet")
