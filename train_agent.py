@@ -27,6 +27,7 @@ from agents.callbacks import Checkpoint, CorruptionLogger, ProgressBar, atomic_a
 from agents.evaluation import evaluate_agent, format_rows, is_readable, rows_to_json
 from corruption_env import CorruptionEnv, EnvConfig, available_rewards
 from corruption_env.env import check_names
+from corruption_env.precision import describe_precision, resolve_precision
 
 RUN_FILES = ("args.json", "env_config.json", "agent.zip")
 
@@ -136,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     tb_dir = args.tensorboard_log or run_dir / "tb"
     saved_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     write_json(run_dir / "args.json", saved_args | {"resume": None})
+    print(describe_precision(cfg.precision, cfg.device))
+    cfg = cfg.replace(precision=resolve_precision(cfg.precision, cfg.device))  # saved resolved: the run reproduces
     cfg.to_json(run_dir / "env_config.json")
 
     venv = make_vec_env(cfg, args.n_envs, args.seed)

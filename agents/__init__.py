@@ -1,7 +1,7 @@
 """Things that choose masks: RL agents and fixed corruptors, behind one registry.
 
 ``make_agent(name, env, **kwargs)`` builds a registered agent (``ppo``, ``a2c``, ``reinforce``,
-``keep_all``, ``random``, ``cowmask``) or, for ``"package.module:Class"``, any class importable at run
+``keep_all``, ``random``, ``cowmask``, ``oracle``) or, for ``"package.module:Class"``, any class importable at run
 time: a stable-baselines3 on-policy algorithm gets the mask policy; any other class is called as
 ``Class(env=env, **kwargs)`` and must offer SB3's surface (learn, predict, save, load).
 ``register_agent(name, builder, agent_class)`` adds your own; ``load_agent`` reloads a saved one.
@@ -58,6 +58,7 @@ register_agent("reinforce", Reinforce)
 register_agent("keep_all", lambda env, **kw: FixedCorruptor(env, kind="keep_all", **kw), FixedCorruptor, learns=False)
 register_agent("random", lambda env, **kw: FixedCorruptor(env, kind="random", **kw), FixedCorruptor, learns=False)
 register_agent("cowmask", lambda env, **kw: FixedCorruptor(env, kind="cowmask", **kw), FixedCorruptor, learns=False)
+register_agent("oracle", lambda env, **kw: FixedCorruptor(env, kind="oracle", **kw), FixedCorruptor, learns=False)
 
 
 def import_class(path: str) -> type:

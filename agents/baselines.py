@@ -1,4 +1,5 @@
-"""Fixed corruptors behind the agents' surface: ``keep_all``, ``random`` (Bernoulli) and ``cowmask``.
+"""Fixed corruptors behind the agents' surface: ``keep_all``, ``random`` (Bernoulli), ``cowmask``, and
+``oracle`` (on a known-answer task, drops exactly the cells that carry the planted shortcut).
 
 They never learn, but ``learn`` still steps the environment with callbacks (so a fixed baseline has
 TensorBoard curves and returns like any agent), and ``predict``, ``save`` and ``load`` work as for
@@ -7,9 +8,10 @@ PPO. Their masks come from a torch generator seeded by the agent's ``seed``, so 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import gymnasium as gym
+import numpy as np
 import torch
 from stable_baselines3.common.policies import BasePolicy
 
@@ -21,13 +23,14 @@ from corruption_env.corruption import bernoulli_mask, cowmask
 class FixedMaskPolicy(BasePolicy):
     """Masks that ignore the observation.
 
-    :param kind: ``keep_all``, ``random`` or ``cowmask``.
+    :param kind: ``keep_all``, ``random``, ``cowmask`` or ``oracle`` (drops the cells the environment
+        reports in its ``shortcut_cells`` attribute: the known answer of a planted-shortcut task).
     :param keep_prob: keep probability of ``random``.
     :param keep_range: range of CowMask's keep fraction (drawn per image).
     :param sigma_range: range of CowMask's smoothing scale in cells (drawn per image).
     """
 
-    KINDS = ("keep_all", "random", "cowmask")
+    KINDS = ("keep_all", "random", "cowmask", "oracle")
 
     def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.MultiBinary,
                  lr_schedule: Any = None, kind: str = "keep_all", keep_prob: float = 0.75,
@@ -41,6 +44,8 @@ class FixedMaskPolicy(BasePolicy):
         self.keep_range, self.sigma_range = tuple(keep_range), tuple(sigma_range)
         self.batch, _, _, self.grid = mask_geometry(observation_space, action_space)
         self.generator = torch.Generator()
+        # the oracle's view of the environment: shortcut cells of the batch(es) being masked, (N, g, g)
+        self.shortcut_cells: Callable[[], np.ndarray] | None = None
 
     def seed_masks(self, seed: int | None) -> None:
         self.generator.manual_seed(0 if seed is None else seed)
@@ -51,6 +56,11 @@ class FixedMaskPolicy(BasePolicy):
             masks = torch.ones(n, self.grid, self.grid)
         elif self.kind == "random":
             masks = bernoulli_mask(n, self.grid, self.keep_prob, self.generator)
+        elif self.kind == "oracle":
+            if self.shortcut_cells is None:
+                raise ValueError("the oracle corruptor needs its environment: build it with make_agent('oracle', env) "
+                                 "or load it with env=...")
+            masks = torch.from_numpy(~self.shortcut_cells().reshape(n, self.grid, self.grid)).float()
         else:
             lo, hi = self.keep_range
             keep = lo + (hi - lo) * torch.rand(n, generator=self.generator)
@@ -84,3 +94,14 @@ class FixedCorruptor(RolloutAgent):
     def _setup_model(self) -> None:
         super()._setup_model()
         self.policy.seed_masks(self.seed)
+        self.policy.shortcut_cells = self._env_shortcut_cells
+
+    def _env_shortcut_cells(self) -> np.ndarray:
+        """The planted-shortcut cells of every environment's current batch, (n_envs * B, g, g)."""
+        if self.env is None:
+            raise ValueError("the oracle corruptor needs its environment: load it with env=...")
+        cells = self.env.get_attr("shortcut_cells")
+        if any(c is None for c in cells):
+            raise ValueError("the oracle corruptor needs a known-answer task: the environment's dataset has no planted "
+                             "shortcut (set dataset_kwargs={'shortcut': 'fixed'} or 'random')")
+        return np.concatenate(cells)

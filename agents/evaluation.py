@@ -2,8 +2,9 @@
 
 For each row a fresh encoder (the same initialisation for every row of a seed) is trained for
 ``steps`` SimCLR updates in a CorruptionEnv whose masks come from that row's corruptor, then scored
-by kNN and linear-probe accuracy on the test split. The rows: the agent, ``keep_all``, ``random``
-at the agent's mean keep fraction, and two references: ``untrained`` (no updates) and ``simclr_aug``
+by kNN and linear-probe accuracy on the test split. The rows: the agent, ``keep_all``, ``oracle``
+on a known-answer task (it drops exactly the planted shortcut's cells), ``random`` at the agent's
+mean keep fraction, and two references: ``untrained`` (no updates) and ``simclr_aug``
 (plain SimCLR augmentations of the original images, no CAM-Net). ``is_readable`` is the floor check:
 if ``keep_all`` does not beat ``untrained``, no comparison in the table means anything yet.
 """
@@ -36,6 +37,8 @@ class RowResult:
     keep_fraction: float | None = None
     seconds: float = 0.0
     returns: dict[str, float] = field(default_factory=dict)  # summed reward terms over the run
+    keep_shortcut: float | None = None  # known-answer tasks: keep rate on the planted shortcut's cells
+    keep_other: float | None = None  # ... and on every other cell
 
 
 class CorruptorEvaluation:
@@ -53,7 +56,7 @@ class CorruptorEvaluation:
         self.config = config.replace(episode_length=max(steps, 1), record_timings=False, track_rewards=track_rewards)
         self.steps, self.seed, self.progress = steps, seed, progress
         self.env = CorruptionEnv(self.config)
-        kw = dict(root=config.data_root, image_size=config.image_size, channels=3, **config.dataset_kwargs)
+        kw = dict(root=config.data_root, image_size=config.image_size, channels=3, **config.dataset_options())
         self.train = load_dataset(config.dataset, split="train", **kw)
         self.test = load_dataset(config.dataset, split="test", **kw)
 
@@ -61,17 +64,21 @@ class CorruptorEvaluation:
         """Train an encoder in the env with masks from ``act(observation)``; score it."""
         start = time.time()
         obs, _ = self.env.reset(seed=self.seed)
-        keeps, returns = [], {}
+        keeps, returns, shortcut_keeps = [], {}, []
         for _ in tqdm(range(self.steps), desc=f"eval {name}", leave=False, disable=not self.progress):
             obs, _, _, truncated, info = self.env.step(act(obs))
             keeps.append(info["keep_fraction"])
+            if "keep_shortcut" in info:
+                shortcut_keeps.append((info["keep_shortcut"], info["keep_other"]))
             for term, value in info["reward_terms"].items():
                 returns[term] = returns.get(term, 0.0) + value
             if info["diverged"]:
                 raise FloatingPointError(f"the SimCLR loss diverged after {len(keeps)} updates with {name}'s masks")
         acc = encoder_accuracies(self.env.learner, self.train, self.test)
+        on_shortcut, on_other = np.mean(shortcut_keeps, axis=0) if shortcut_keeps else (None, None)
         return RowResult(name, acc["knn"], acc["linear"], float(np.mean(keeps)) if keeps else None,
-                         round(time.time() - start, 1), returns)
+                         round(time.time() - start, 1), returns,
+                         None if on_shortcut is None else float(on_shortcut), None if on_other is None else float(on_other))
 
     def untrained(self) -> RowResult:
         self.env.reset(seed=self.seed)
@@ -95,12 +102,14 @@ def agent_act(agent: Any, deterministic: bool = False) -> Act:
 
 def evaluate_agent(agent: Any, name: str, config: EnvConfig, steps: int, seed: int = 0,
                    deterministic: bool = False, progress: bool = True) -> list[RowResult]:
-    """The full table for one agent: agent, keep_all, random at its keep fraction, untrained, simclr_aug."""
+    """The full table for one agent: agent, keep_all, (oracle,) random at its keep fraction, untrained, simclr_aug."""
     evaluation = CorruptorEvaluation(config, steps, seed, progress)
     env = evaluation.env
     rows = [evaluation.run_policy(name, agent_act(agent, deterministic))]
     keep = rows[0].keep_fraction if rows[0].keep_fraction is not None else 1.0
     rows.append(evaluation.run_policy("keep_all", agent_act(make_agent("keep_all", env, seed=seed))))
+    if env.train_shortcut_cells is not None:  # a known-answer task: the known answer too
+        rows.append(evaluation.run_policy("oracle", agent_act(make_agent("oracle", env, seed=seed))))
     rows.append(evaluation.run_policy(f"random(p={keep:.2f})",
                                       agent_act(make_agent("random", env, keep_prob=keep, seed=seed))))
     rows.append(evaluation.untrained())
@@ -116,11 +125,17 @@ def is_readable(rows: list[RowResult]) -> bool:
 
 def format_rows(rows: list[RowResult], steps: int) -> str:
     """A Markdown table, with the floor check under it."""
-    lines = [f"| corruptor ({steps} SimCLR updates) | kNN | linear probe | keep fraction | seconds |",
-             "|---|---|---|---|---|"]
+    shortcut = any(r.keep_shortcut is not None for r in rows)  # a known-answer task
+    extra = " keep on shortcut cells | keep on other cells |" if shortcut else ""
+    lines = [f"| corruptor ({steps} SimCLR updates) | kNN | linear probe | keep fraction |{extra} seconds |",
+             "|---|---|---|---|" + ("---|---|" if shortcut else "") + "---|"]
+
+    def cell(value: float | None) -> str:
+        return "" if value is None else f"{value:.2f}"
+
     for r in rows:
-        keep = "" if r.keep_fraction is None else f"{r.keep_fraction:.2f}"
-        lines.append(f"| {r.name} | {r.knn:.3f} | {r.linear:.3f} | {keep} | {r.seconds:.0f} |")
+        rates = f" {cell(r.keep_shortcut)} | {cell(r.keep_other)} |" if shortcut else ""
+        lines.append(f"| {r.name} | {r.knn:.3f} | {r.linear:.3f} | {cell(r.keep_fraction)} |{rates} {r.seconds:.0f} |")
     if is_readable(rows):
         lines.append("\nfloor check: keep_all beats the untrained encoder; the comparison is readable.")
     else:

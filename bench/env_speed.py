@@ -7,17 +7,17 @@ Measures, interleaved in rounds on the same config so that machine drift hits bo
   (b)  env.step with the default reward (ma_neg_loss_derivative)
   (b') env.step with heldout_gain (its held-out measurement amortised over its interval)
 
-and prints the ratios (b)/(a), (b)/(a'), (b')/(a), the env's per-stage times, steps/s, the peak RSS
-of a process running the default env, and how total steps/s scale with ``gym.make_vec`` async
-workers (torch threads split between them).
+for fp32 and bf16 autocast side by side (each round times both), and prints the ratios (b)/(a),
+(b)/(a'), (b')/(a), the env's per-stage times, steps/s, the bf16/fp32 step ratio, the peak RSS of a
+process running the default env, and how total steps/s scale with ``gym.make_vec`` async workers
+(torch threads split between them).
 
-    python bench/env_speed.py                 # the CPU preset, about 5 minutes on 2 cores
+    python bench/env_speed.py                 # the CPU preset, both precisions, about 5 minutes on 2 cores
     python bench/env_speed.py --preset gpu --device cuda
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -29,6 +29,8 @@ import torch
 
 import corruption_env
 from corruption_env import CorruptionEnv, EnvConfig
+from corruption_env.files import atomic_write_json
+from corruption_env.precision import describe_precision
 
 
 def _time_core(env: CorruptionEnv, rounds_steps: int, augment: bool) -> float:
@@ -89,69 +91,89 @@ def _vector_steps_per_s(cfg: EnvConfig, workers: int, steps: int, threads_total:
     return workers * steps / elapsed
 
 
+PRECISION_SET = ("fp32", "bf16")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="cpu", choices=EnvConfig.PRESETS)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of (a), (a'), (b), (b')")
+    parser.add_argument("--device", default=None, help="torch device (default: the preset's)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of (a), (a'), (b), (b') per precision")
     parser.add_argument("--steps", type=int, default=10, help="steps per measurement in a round")
-    parser.add_argument("--workers", default="1,2", help="make_vec worker counts to time")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--out", type=Path, default=Path("results/env_speed.json"))
+    parser.add_argument("--precisions", default="fp32,bf16", help="precisions to time side by side (fp32, bf16)")
+    parser.add_argument("--workers", default="1,2", help="make_vec worker counts to time (at the auto precision)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    parser.add_argument("--out", type=Path, default=Path("results/env_speed.json"), help="where the JSON report goes")
     args = parser.parse_args(argv)
+    precisions = [p for p in args.precisions.split(",") if p]
+    if not precisions or set(precisions) - set(PRECISION_SET):
+        parser.error(f"--precisions takes a comma-separated subset of {', '.join(PRECISION_SET)}")
     torch.set_num_threads(args.threads)
     overrides = {"record_timings": True, "episode_length": 10_000}
     if args.device:
         overrides["device"] = args.device
     cfg = EnvConfig.preset(args.preset, **overrides)
-    env = CorruptionEnv(cfg)
-    heldout_env = CorruptionEnv(cfg.replace(reward="heldout_gain"))
-    env.reset(seed=0)
-    heldout_env.reset(seed=0)
-    every = heldout_env.reward_fn.measure_every
+    print(describe_precision(cfg.precision, cfg.device), file=sys.stderr)
+    envs = {p: CorruptionEnv(cfg.replace(precision=p)) for p in precisions}
+    heldout_envs = {p: CorruptionEnv(cfg.replace(reward="heldout_gain", precision=p)) for p in precisions}
+    for env in (*envs.values(), *heldout_envs.values()):
+        env.reset(seed=0)
+    every = next(iter(heldout_envs.values())).reward_fn.measure_every
     heldout_steps = max(args.steps, every)  # cover at least one measurement per round
 
-    times: dict[str, list[float]] = {"core": [], "core_aug": [], "env": [], "env_heldout": []}
-    stages: dict[str, list[float]] = {}
-    _time_core(env, 2, True)  # warm-up
-    _time_env(env, 2, {})
+    kinds = ("core", "core_aug", "env", "env_heldout")
+    times = {p: {k: [] for k in kinds} for p in precisions}
+    stages: dict[str, dict[str, list[float]]] = {p: {} for p in precisions}
+    for p in precisions:  # warm-up
+        _time_core(envs[p], 2, True)
+        _time_env(envs[p], 2, {})
     for r in range(args.rounds):
-        times["core"].append(_time_core(env, args.steps, augment=False))
-        times["core_aug"].append(_time_core(env, args.steps, augment=True))
-        times["env"].append(_time_env(env, args.steps, stages))
-        times["env_heldout"].append(_time_env(heldout_env, heldout_steps, {}))
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1] * 1e3:.0f} ms" for k, v in times.items()),
-              file=sys.stderr)
-    med = {k: float(np.median(v)) for k, v in times.items()}
-    report = {
-        "config": cfg.to_dict(), "threads": args.threads, "device": str(env.device),
-        "ms_per_step": {k: round(v * 1e3, 1) for k, v in med.items()},
-        "ratio_env_over_core": round(med["env"] / med["core"], 3),
-        "ratio_env_over_core_aug": round(med["env"] / med["core_aug"], 3),
-        "ratio_env_heldout_over_core": round(med["env_heldout"] / med["core"], 3),
-        "stage_ms": {k: round(float(np.median(v)) * 1e3, 2) for k, v in stages.items()},
-        "steps_per_s": round(1 / med["env"], 2),
-    }
+        for p in precisions:
+            times[p]["core"].append(_time_core(envs[p], args.steps, augment=False))
+            times[p]["core_aug"].append(_time_core(envs[p], args.steps, augment=True))
+            times[p]["env"].append(_time_env(envs[p], args.steps, stages[p]))
+            times[p]["env_heldout"].append(_time_env(heldout_envs[p], heldout_steps, {}))
+            print(f"round {r + 1}/{args.rounds} {p}: " + ", ".join(f"{k} {v[-1] * 1e3:.0f} ms" for k, v in times[p].items()),
+                  file=sys.stderr)
+    report: dict = {"config": cfg.to_dict(), "threads": args.threads, "device": str(cfg.device), "precision": {}}
+    for p in precisions:
+        med = {k: float(np.median(v)) for k, v in times[p].items()}
+        report["precision"][p] = {
+            "ms_per_step": {k: round(v * 1e3, 1) for k, v in med.items()},
+            "ratio_env_over_core": round(med["env"] / med["core"], 3),
+            "ratio_env_over_core_aug": round(med["env"] / med["core_aug"], 3),
+            "ratio_env_heldout_over_core": round(med["env_heldout"] / med["core"], 3),
+            "stage_ms": {k: round(float(np.median(v)) * 1e3, 2) for k, v in stages[p].items()},
+            "steps_per_s": round(1 / med["env"], 2),
+        }
+    if {"fp32", "bf16"} <= set(precisions):
+        report["bf16_over_fp32_step_ratio"] = round(report["precision"]["bf16"]["ms_per_step"]["env"]
+                                                    / report["precision"]["fp32"]["ms_per_step"]["env"], 3)
+    del envs, heldout_envs
     report["peak_rss_mb"] = round(_peak_rss_mb(cfg.replace(record_timings=False), 5), 0)
     report["vector_steps_per_s"] = {}
     for workers in [int(w) for w in args.workers.split(",") if w]:
         report["vector_steps_per_s"][workers] = round(_vector_steps_per_s(cfg, workers, args.steps, args.threads), 2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_json(args.out, report)
 
     print(f"config: preset {args.preset}, batch {cfg.batch_size}, {cfg.task} x{cfg.scale}, {cfg.encoder}, "
-          f"{args.threads} threads, device {env.device}; medians of {args.rounds} interleaved rounds")
-    print("| measurement | ms/step |\n|---|---|")
+          f"{args.threads} threads, device {cfg.device}; medians of {args.rounds} interleaved rounds")
     names = {"core": "(a) CAM-Net 2B forward + SimCLR update", "core_aug": "(a') (a) + view augmentation",
              "env": "(b) env.step, default reward", "env_heldout": f"(b') env.step, heldout_gain (every {every})"}
+    print("| measurement | " + " | ".join(f"{p} ms/step" for p in precisions) + " |")
+    print("|---|" + "---|" * len(precisions))
     for k, label in names.items():
-        print(f"| {label} | {report['ms_per_step'][k]} |")
-    print(f"\nratio (b)/(a) = {report['ratio_env_over_core']}   (b)/(a') = {report['ratio_env_over_core_aug']}   "
-          f"(b')/(a) = {report['ratio_env_heldout_over_core']}   target (b)/(a) <= 1.10")
-    print("env stages (ms): " + ", ".join(f"{k} {v}" for k, v in report["stage_ms"].items()))
-    print(f"steps/s: {report['steps_per_s']}   peak RSS of a default env process: {report['peak_rss_mb']:.0f} MB "
-          f"(target < 2048)")
-    print("make_vec async, total steps/s by workers: " +
+        print(f"| {label} | " + " | ".join(str(report["precision"][p]["ms_per_step"][k]) for p in precisions) + " |")
+    for p in precisions:
+        rp = report["precision"][p]
+        print(f"\n{p}: ratio (b)/(a) = {rp['ratio_env_over_core']}   (b)/(a') = {rp['ratio_env_over_core_aug']}   "
+              f"(b')/(a) = {rp['ratio_env_heldout_over_core']}   target (b)/(a') <= 1.10")
+        print(f"{p}: env stages (ms): " + ", ".join(f"{k} {v}" for k, v in rp["stage_ms"].items()) +
+              f"   steps/s: {rp['steps_per_s']}")
+    if "bf16_over_fp32_step_ratio" in report:
+        print(f"\nprecision: bf16/fp32 step ratio={report['bf16_over_fp32_step_ratio']} (target <= 0.5 on a CPU with AMX-BF16)")
+    print(f"peak RSS of a default env process: {report['peak_rss_mb']:.0f} MB (target < 2048)")
+    print("make_vec async (auto precision), total steps/s by workers: " +
           ", ".join(f"{w}: {s}" for w, s in report["vector_steps_per_s"].items()))
     return 0
 

@@ -14,6 +14,7 @@ project's premise in one number: do CAM-Net's views add to hand-made augmentatio
     python bench/floor.py                    # 3 seeds x 1000 updates (about an hour on 2 cores)
     python bench/floor.py --steps 200 --seeds 1 --rows simclr_aug   # a quick look
     python bench/floor.py --report results/floor_a.json results/floor_b.json   # one table from parts
+    python bench/floor.py --precision fp32 --out results/floor_fp32.json      # rows named "simclr_aug [fp32]"
 
 The last line reads ``floor: simclr_aug=<kNN> untrained=<kNN> margin=<difference>``.
 """
@@ -30,6 +31,8 @@ import torch
 
 from corruption_env.data import load_dataset
 from corruption_env.evaluation import pixel_accuracies, train_encoder
+from corruption_env.files import atomic_write_json
+from corruption_env.precision import PRECISIONS, resolve_precision
 from corruption_env.simclr import SimCLRLearner
 from corruption_env.views import ViewMaker, build_decorruptor
 
@@ -51,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=int, default=2)
     parser.add_argument("--encoder", default="small_cnn")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="bf16 autocast, fp32, or auto (bf16 where native); rows are named with it")
     parser.add_argument("--out", type=Path, default=Path("results/floor.json"))
     parser.add_argument("--report", type=Path, nargs="+", metavar="JSON",
                         help="print one table from saved results (e.g. rows run in parallel) and exit")
@@ -69,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     train = load_dataset(args.dataset, split="train", channels=3)
     test = load_dataset(args.dataset, split="test", channels=3)
     size = train.images.shape[-1]
+    precision = resolve_precision(args.precision)
     eval_at = tuple(sorted({0, args.steps // 4, args.steps // 2, args.steps}))
     results: dict = {"config": vars(args) | {"out": str(args.out)}, "eval_at": eval_at,
                      "pixels": pixel_accuracies(train, test), "rows": {}}
@@ -77,19 +83,18 @@ def main(argv: list[str] | None = None) -> int:
         kind, augmentation = ROWS[row]
         if kind is not None and decorruptor is None:
             decorruptor = build_decorruptor(kind, args.task, args.scale, size, dataset=args.dataset)
-        views = ViewMaker(decorruptor if kind else None, args.task, args.scale, augmentation, size)
+        views = ViewMaker(decorruptor if kind else None, args.task, args.scale, augmentation, size, precision)
         for seed in range(args.seeds):
-            learner = SimCLRLearner(args.encoder, seed=seed)
+            learner = SimCLRLearner(args.encoder, seed=seed, precision=precision)
             start = time.time()
             run = train_encoder(views, learner, train, test, args.steps, args.batch_size, eval_at=eval_at,
                                 seed=1000 + seed, progress=f"{row} seed {seed}")
-            results["rows"].setdefault(row, []).append(
+            results["rows"].setdefault(f"{row} [{precision}]", []).append(
                 {"seed": seed, "accuracy": {str(k): v for k, v in run.accuracy.items()},
                  "final_loss": float(np.mean(run.losses[-20:])), "seconds": round(time.time() - start, 1)})
             print(f"{row} seed {seed}: " + " ".join(f"{k}:{v['knn']:.3f}" for k, v in run.accuracy.items())
                   + f" ({time.time() - start:.0f} s)", file=sys.stderr)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    atomic_write_json(args.out, results)
     print(format_table(results))
     return 0
 
@@ -125,8 +130,9 @@ def format_table(results: dict) -> str:
         lin = _mean_std([r["accuracy"][last]["linear"] for r in runs])
         lines.append(f"| {row} ({len(runs)} seeds) | " + " | ".join(cells) + f" | {lin} | "
                      f"{np.mean([r['seconds'] for r in runs]):.0f} |")
-    if "simclr_aug" in results["rows"]:
-        aug = float(np.mean([r["accuracy"][last]["knn"] for r in results["rows"]["simclr_aug"]]))
+    aug_rows = [runs for row, runs in results["rows"].items() if row.split(" [")[0] == "simclr_aug"]
+    if aug_rows:
+        aug = float(np.mean([r["accuracy"][last]["knn"] for r in aug_rows[0]]))
         base = float(np.mean(untrained))
         lines.append("")
         lines.append(f"floor: simclr_aug={aug:.3f} untrained={base:.3f} margin={aug - base:+.3f}")

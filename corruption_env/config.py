@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from corruption_env.corruption import check_task
+from corruption_env.precision import PRECISIONS
 
 
 @dataclass
@@ -50,6 +51,10 @@ class EnvConfig:
         for identical seeds; ``train_agent.py`` and the benchmarks turn it on.
     :param divergence_penalty: reward given on the step whose loss is not finite.
     :param device: torch device of CAM-Net and the learner (``cpu``, ``cuda``, ``cuda:1``).
+    :param precision: ``auto`` (default: bf16 autocast where the hardware has native bf16, i.e. a CPU
+        with AMX-BF16 or AVX512-BF16 or a CUDA device that supports it; fp32 elsewhere), ``bf16`` or
+        ``fp32``. Covers CAM-Net's forward, the SimCLR forward/backward and feature extraction;
+        weights, optimizer state and loss reductions stay fp32 (see ``corruption_env.precision``).
     :param num_threads: torch CPU threads in this process; None leaves torch's default.
     :param seed: seed of the first ``reset()`` called without one (None: fresh entropy).
     """
@@ -77,6 +82,7 @@ class EnvConfig:
     record_timings: bool = False
     divergence_penalty: float = -1.0
     device: str = "cpu"
+    precision: str = "auto"
     num_threads: int | None = None
     seed: int | None = None
 
@@ -94,6 +100,8 @@ class EnvConfig:
             raise ValueError(f"EnvConfig: image_size ({self.image_size}) / scale ({self.scale}) = {low} must be a "
                              f"whole multiple of mask_grid ({self.mask_grid}); change one of them")
         check_task(self.task, self.scale)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"EnvConfig: unknown precision {self.precision!r}; available: {', '.join(PRECISIONS)}")
         if self.temperature <= 0 or self.lr <= 0:
             raise ValueError(f"EnvConfig: temperature ({self.temperature}) and lr ({self.lr}) must be > 0")
 
@@ -101,6 +109,16 @@ class EnvConfig:
     def input_size(self) -> int:
         """Side of the low-resolution observation."""
         return self.image_size // self.scale
+
+    def dataset_options(self) -> dict[str, Any]:
+        """``dataset_kwargs`` for ``load_dataset``, with a planted shortcut's grid set to ``mask_grid``."""
+        options = dict(self.dataset_kwargs)
+        if "shortcut" in options:
+            grid = options.setdefault("shortcut_grid", self.mask_grid)
+            if grid != self.mask_grid:
+                raise ValueError(f"dataset_kwargs shortcut_grid={grid} differs from mask_grid={self.mask_grid}: the "
+                                 "shortcut's cells must be mask cells; leave shortcut_grid out")
+        return options
 
     @classmethod
     def preset(cls, name: str = "cpu", **overrides: Any) -> "EnvConfig":

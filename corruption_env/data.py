@@ -6,9 +6,17 @@ files (the embedded default); ``idx`` (MNIST-format), ``cifar10`` (python-pickle
 ``imagefolder`` read a local directory the user gives, since nothing is downloaded at run time.
 Register a new source with ``@register_dataset("name")`` on a function
 ``loader(root, image_size, split, **kwargs) -> ImageDataset``.
+
+**Known-answer tasks.** Any dataset can carry a planted **shortcut** (``load_dataset(...,
+shortcut="fixed" | "random")``, i.e. ``EnvConfig.dataset_kwargs``): a per-image, class-independent
+barcode filling one row of mask cells, which SimCLR latches onto at the cost of the class features
+(Chen, Luo & Li 2021; Robinson et al. 2021) and which a mask can remove. The best corruptor is then
+known: drop exactly the barcode's cells. ``ImageDataset.shortcut_cells`` says which cells those are,
+per image. See :class:`Shortcut` for the geometry and strength parameters.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gzip
 import pickle
@@ -32,17 +40,22 @@ class ImageDataset:
     :param images: uint8 array (N, C, H, W), C = 1 (grayscale) or 3 (RGB).
     :param labels: int64 array (N,), values in ``range(len(class_names))``.
     :param class_names: one name per class.
+    :param shortcut_cells: bool (N, g, g), the mask cells of each image that carry a planted shortcut;
+        None when no shortcut was planted.
     """
 
     images: np.ndarray
     labels: np.ndarray
     class_names: tuple[str, ...]
+    shortcut_cells: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != np.uint8 or self.images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {self.images.shape}")
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError(f"labels must be shaped ({self.images.shape[0]},), got {self.labels.shape}")
+        if self.shortcut_cells is not None and self.shortcut_cells.shape[0] != self.images.shape[0]:
+            raise ValueError(f"shortcut_cells must have one (g, g) grid per image, got {self.shortcut_cells.shape}")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -57,7 +70,7 @@ class ImageDataset:
         if have == channels:
             return self
         if have == 1 and channels == 3:
-            return ImageDataset(np.repeat(self.images, 3, axis=1), self.labels, self.class_names)
+            return dataclasses.replace(self, images=np.repeat(self.images, 3, axis=1))
         raise ValueError(f"cannot turn {have}-channel images into {channels} channels")
 
 
@@ -82,23 +95,31 @@ def load_dataset(
     :param image_size: side length every image is resized to.
     :param split: ``"train"`` or ``"test"``.
     :param channels: if given, convert to this many channels (1 -> 3 repeats grayscale).
-    :param kwargs: loader-specific options (e.g. ``classes=3`` or ``seed`` for ``shapes``).
+    :param kwargs: loader-specific options (e.g. ``classes=3`` or ``seed`` for ``shapes``), and the
+        planted-shortcut options of any dataset: ``shortcut`` (``"fixed"`` or ``"random"``) with
+        ``shortcut_bits``, ``shortcut_contrast``, ``shortcut_positions``, ``shortcut_grid``,
+        ``shortcut_seed`` (the fields of :class:`Shortcut`, prefixed).
     """
     DATASETS[name]  # an unknown name lists the valid ones
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if image_size < 4:
         raise ValueError(f"image_size must be >= 4, got {image_size}")
-    data = _cached_load(name, None if root is None else str(root), image_size, split,
-                        tuple(sorted(kwargs.items())))
+    hashable = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}  # JSON gives lists
+    data = _cached_load(name, None if root is None else str(root), image_size, split, tuple(sorted(hashable.items())))
     return data if channels is None else data.with_channels(channels)
 
 
 @functools.lru_cache(maxsize=8)
 def _cached_load(name: str, root: str | None, image_size: int, split: str, kwargs: tuple) -> ImageDataset:
-    data = DATASETS[name](root=root, image_size=image_size, split=split, **dict(kwargs))
-    data.images.setflags(write=False)
-    data.labels.setflags(write=False)
+    options = dict(kwargs)
+    shortcut = Shortcut.from_options(options, image_size)  # removes the shortcut_* options
+    data = DATASETS[name](root=root, image_size=image_size, split=split, **options)
+    if shortcut is not None:
+        data = shortcut.plant(data, split)
+    for array in (data.images, data.labels, data.shortcut_cells):
+        if array is not None:
+            array.setflags(write=False)
     return data
 
 
@@ -122,6 +143,101 @@ def _require_dir(root: str | None, dataset: str, expected: str) -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"dataset {dataset!r}: directory {path} does not exist; expected it to hold {expected}")
     return path
+
+
+# ------------------------------------------------------------------------------------ planted shortcuts
+
+SHORTCUT_KINDS = ("fixed", "random")
+SHORTCUT_POSITIONS = ("bottom", "top", "left", "right")
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    """A planted shortcut: a per-image random **barcode** filling one row (or column) of mask cells.
+
+    Contrastive learning suppresses class features when an easier, view-consistent feature tells
+    the instances apart. The barcode is such a feature, built to survive the view pipeline: ``bits``
+    random bits per image (independent of the label) drawn as bars across the whole image width,
+    mirrored about the centre (so a horizontal flip leaves it unchanged), full height of one cell
+    row, in gray levels 0.5 +- contrast / 2 (CAM-Net keeps luminance in kept cells, and crops keep
+    part of a full-width strip). At 32 px with 8 bits the 16 bars are 2 px wide. Dropping the
+    barcode's cells removes it; that mask is the known answer (the ``oracle`` corruptor).
+
+    :param kind: ``fixed``: the barcode is in the same place in every image; ``random``: its place is
+        drawn per image from ``positions`` (visible in the agent's observation, so only a corruptor
+        that looks at the image can drop exactly it).
+    :param bits: random bits per barcode; ``image_size`` must be a multiple of ``2 * bits``.
+    :param contrast: 1.0 is black/white bars, smaller values are weaker (grayer) shortcuts.
+    :param positions: where the barcode may go: ``bottom``/``top`` (a row of cells, vertical bars) or
+        ``left``/``right`` (a column of cells, horizontal bars). Default: ``("bottom",)`` for ``fixed``,
+        ``("bottom", "top")`` for ``random``.
+    :param grid: side g of the mask grid the barcode's cells belong to (the environment's ``mask_grid``).
+    :param seed: seed of the bits and positions (train and test splits use different streams).
+    """
+
+    kind: str
+    bits: int = 8
+    contrast: float = 1.0
+    positions: tuple[str, ...] = ()
+    grid: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in SHORTCUT_KINDS:
+            raise ValueError(f"unknown shortcut {self.kind!r}; available: {', '.join(SHORTCUT_KINDS)} "
+                             "(leave it out for no shortcut)")
+        if not self.positions:
+            object.__setattr__(self, "positions", ("bottom",) if self.kind == "fixed" else ("bottom", "top"))
+        object.__setattr__(self, "positions", tuple(self.positions))
+        bad = [p for p in self.positions if p not in SHORTCUT_POSITIONS]
+        if bad:
+            raise ValueError(f"unknown shortcut position(s) {bad}; available: {', '.join(SHORTCUT_POSITIONS)}")
+        if self.kind == "fixed" and len(self.positions) != 1:
+            raise ValueError(f"a fixed shortcut has one position, got {list(self.positions)}; use shortcut='random'")
+        if not isinstance(self.bits, int) or self.bits < 1 or not 0 < self.contrast <= 1 or self.grid < 1:
+            raise ValueError(f"shortcut: bits ({self.bits}) and grid ({self.grid}) must be positive integers and "
+                             f"contrast ({self.contrast}) in (0, 1]")
+
+    OPTIONS = ("bits", "contrast", "positions", "grid", "seed")
+
+    @classmethod
+    def from_options(cls, options: dict, image_size: int) -> "Shortcut | None":
+        """Pop ``shortcut`` and ``shortcut_<field>`` from loader options; None if no shortcut is asked for."""
+        kind = options.pop("shortcut", None)
+        fields = {f: options.pop(f"shortcut_{f}") for f in cls.OPTIONS if f"shortcut_{f}" in options}
+        if kind is None:
+            if fields:
+                raise ValueError(f"shortcut options {sorted(fields)} given without shortcut='fixed' or 'random'")
+            return None
+        shortcut = cls(kind, **fields)
+        if image_size % (2 * shortcut.bits) or image_size % shortcut.grid:
+            raise ValueError(f"shortcut: image_size {image_size} must be a multiple of 2 x bits ({2 * shortcut.bits}) "
+                             f"and of grid ({shortcut.grid})")
+        return shortcut
+
+    def plant(self, data: ImageDataset, split: str) -> ImageDataset:
+        """A copy of ``data`` with a barcode drawn into every image and ``shortcut_cells`` set."""
+        n, _, size, _ = data.images.shape
+        rng = np.random.default_rng([self.seed, SPLITS.index(split), 0x5C])
+        bits = rng.integers(0, 2, (n, self.bits))
+        where = rng.integers(0, len(self.positions), n)
+        bars = np.concatenate([bits, bits[:, ::-1]], axis=1)  # mirror-symmetric: a flip leaves it unchanged
+        levels = (0.5 + self.contrast * (bars - 0.5)) * 255.0
+        strip = np.repeat(levels, size // (2 * self.bits), axis=1).round().astype(np.uint8)  # (n, size)
+        cell = size // self.grid
+        images = np.array(data.images)  # a writable copy
+        cells = np.zeros((n, self.grid, self.grid), dtype=bool)
+        for k, position in enumerate(self.positions):
+            sel = where == k
+            band = slice(size - cell, size) if position in ("bottom", "right") else slice(0, cell)
+            index = self.grid - 1 if position in ("bottom", "right") else 0
+            if position in ("bottom", "top"):  # a row of cells, vertical bars
+                images[sel, :, band, :] = strip[sel][:, None, None, :]
+                cells[sel, index, :] = True
+            else:  # a column of cells, horizontal bars
+                images[sel, :, :, band] = strip[sel][:, None, :, None]
+                cells[sel, :, index] = True
+        return dataclasses.replace(data, images=images, shortcut_cells=cells)
 
 
 # --------------------------------------------------------------------------------------------- shapes

@@ -18,6 +18,7 @@ from corruption_env.config import EnvConfig
 from corruption_env.corruption import input_channels
 from corruption_env.data import load_dataset
 from corruption_env.evaluation import knn_accuracy, to_unit
+from corruption_env.precision import resolve_precision
 from corruption_env.rewards import OPTIONAL_STATS, Reward, StepStats, available_rewards, make_reward
 from corruption_env.simclr import SimCLRLearner
 from corruption_env.views import ViewMaker, build_decorruptor, comparison_grid
@@ -92,7 +93,11 @@ class CorruptionEnv(gym.Env):
 
     ``info`` of a step: ``loss``, ``keep_fraction``, ``diverged``, ``reward_terms`` (name -> value)
     and, with ``record_timings=True``, ``seconds`` (stage -> wall-clock seconds; stages ``data``,
-    ``camnet``, ``augment``, ``learner``, ``reward``).
+    ``camnet``, ``augment``, ``learner``, ``reward``). On a known-answer task (a dataset with a planted
+    shortcut, ``dataset_kwargs={"shortcut": "fixed" | "random"}``) also ``shortcut_cells`` (bool
+    (B, g, g): the cells of this step's batch that carried the shortcut) and the mask's keep rate on
+    them (``keep_shortcut``) and on the other cells (``keep_other``). The attribute ``shortcut_cells``
+    holds the same for the batch the next mask applies to (what the ``oracle`` corruptor drops).
 
     ## Example
 
@@ -129,16 +134,21 @@ class CorruptionEnv(gym.Env):
                              f"the environment measures {', '.join(OPTIONAL_STATS)}")
 
         data = load_dataset(cfg.dataset, root=cfg.data_root, image_size=cfg.image_size, split="train",
-                            channels=3, **cfg.dataset_kwargs)
+                            channels=3, **cfg.dataset_options())
         n_heldout = min(cfg.heldout_size, len(data) // 4)
         self.train_images = torch.from_numpy(np.array(data.images[:len(data) - n_heldout]))
+        # cells carrying a planted shortcut (known-answer tasks), per training image; None without one
+        self.train_shortcut_cells = None if data.shortcut_cells is None else data.shortcut_cells[:len(data) - n_heldout]
+        self.shortcut_cells: np.ndarray | None = None  # (B, g, g) bool for the batch the next mask applies to
         self.heldout_images = to_unit(data.images[len(data) - n_heldout:]).to(self.device)
         self.heldout_labels = torch.tensor(np.asarray(data.labels[len(data) - n_heldout:]))
         decorruptor = build_decorruptor(cfg.decorruptor, cfg.task, cfg.scale, cfg.image_size, cfg.dataset,
                                         cfg.camnet_checkpoint, self.device)
-        self.views = ViewMaker(decorruptor, cfg.task, cfg.scale, cfg.view_augmentation, cfg.image_size)
+        self.precision = resolve_precision(cfg.precision, self.device)  # "bf16" or "fp32"
+        self.views = ViewMaker(decorruptor, cfg.task, cfg.scale, cfg.view_augmentation, cfg.image_size,
+                               self.precision, self.device)
         self.learner = SimCLRLearner(cfg.encoder, temperature=cfg.temperature, lr=cfg.lr, optimizer=cfg.optimizer,
-                                     device=self.device)
+                                     device=self.device, precision=self.precision)
 
         b, g, c, h = cfg.batch_size, cfg.mask_grid, input_channels(cfg.task), cfg.input_size
         self.observation_space = spaces.Dict({
@@ -187,6 +197,7 @@ class CorruptionEnv(gym.Env):
 
         self.step_count += 1
         keep = float(mask.mean())
+        shortcut_info = self._shortcut_info(mask)
         stats = StepStats(step=self.step_count, loss=update.loss, keep_fraction=keep,
                           loss_after=update.loss_after, grad_norm=update.grad_norm, mask=mask)
         diverged = not all(math.isfinite(v) for v in (update.loss, update.loss_after or 0.0, update.grad_norm or 0.0))
@@ -212,7 +223,8 @@ class CorruptionEnv(gym.Env):
         if not truncated:
             self._batch_full, self._batch = self._draw_batch()
         seconds["data"], _ = _lap(clock)
-        info = {"loss": update.loss, "keep_fraction": keep, "diverged": diverged, "reward_terms": terms}
+        info = {"loss": update.loss, "keep_fraction": keep, "diverged": diverged, "reward_terms": terms,
+                **shortcut_info}
         if self.config.record_timings:
             info["seconds"] = seconds
         return self._observation(), reward, False, truncated, info
@@ -246,9 +258,21 @@ class CorruptionEnv(gym.Env):
         return {n: make_reward(n) for n in names if n != self.config.reward}
 
     def _draw_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.from_numpy(self.np_random.integers(0, len(self.train_images), self.config.batch_size))
-        full = self.train_images[index].to(self.device, non_blocking=True).float().div_(255.0)
+        index = self.np_random.integers(0, len(self.train_images), self.config.batch_size)
+        if self.train_shortcut_cells is not None:
+            self.shortcut_cells = self.train_shortcut_cells[index]
+        full = self.train_images[torch.from_numpy(index)].to(self.device, non_blocking=True).float().div_(255.0)
         return full, self.views.degrade(full)
+
+    def _shortcut_info(self, mask: torch.Tensor) -> dict[str, Any]:
+        """Where the planted shortcut was in this step's batch, and how much of it the mask kept."""
+        if self.shortcut_cells is None:
+            return {}
+        cells = torch.from_numpy(self.shortcut_cells).to(mask.device)
+        kept = mask.bool()
+        return {"shortcut_cells": self.shortcut_cells,
+                "keep_shortcut": float((kept & cells).sum() / cells.sum().clamp_min(1)),
+                "keep_other": float((kept & ~cells).sum() / (~cells).sum().clamp_min(1))}
 
     def _mask_from_action(self, action: Any) -> torch.Tensor:
         b, g = self.config.batch_size, self.config.mask_grid

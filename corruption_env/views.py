@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from corruption_env.camnet import load_camnet, shipped_checkpoint
 from corruption_env.corruption import apply_mask, check_task, degrade
+from corruption_env.precision import autocast, resolve_precision
 from corruption_env.registry import Registry
 
 
@@ -50,7 +51,8 @@ def build_decorruptor(name: str, task: str, scale: int, image_size: int, dataset
 def _camnet(task: str, scale: int, image_size: int, dataset: str, checkpoint: str | Path | None,
             device: str | torch.device) -> Decorruptor:
     path = Path(checkpoint) if checkpoint else shipped_checkpoint(dataset, task, scale)
-    return load_camnet(path, device, expect_task=task, expect_scale=scale, expect_image_size=image_size)
+    model = load_camnet(path, device, expect_task=task, expect_scale=scale, expect_image_size=image_size)
+    return model.to(memory_format=torch.channels_last)  # the fast convolution layout (see SimCLRLearner)
 
 
 class BicubicDecorruptor(nn.Module):
@@ -117,13 +119,17 @@ class ViewMaker:
     :param scale: downsampling factor.
     :param augmentation: ``simclr``, ``crop_flip`` or ``none``.
     :param image_size: side of the full-resolution images.
+    :param precision: ``bf16`` runs the decorruptor under bf16 autocast (its views are returned as
+        fp32), ``fp32`` does not, ``auto`` picks for ``device`` (see :mod:`corruption_env.precision`).
+    :param device: where the decorruptor runs (only used to resolve ``auto``).
     """
 
     def __init__(self, decorruptor: Decorruptor | None, task: str, scale: int, augmentation: str,
-                 image_size: int) -> None:
+                 image_size: int, precision: str = "fp32", device: str | torch.device = "cpu") -> None:
         check_task(task, scale)
         self.decorruptor, self.task, self.scale = decorruptor, task, scale
         self.augment = build_augmentation(augmentation, image_size)
+        self.precision = resolve_precision(precision, device)
 
     def degrade(self, images: torch.Tensor) -> torch.Tensor:
         return degrade(images, self.scale, self.task)
@@ -135,7 +141,8 @@ class ViewMaker:
         x_c, pixel_mask = apply_mask(x_lr, mask)
         b = x_c.shape[0]
         code = torch.randn(2 * b, self.decorruptor.code_dim, generator=generator).to(x_c.device)
-        both = self.decorruptor(torch.cat([x_c, x_c]), torch.cat([pixel_mask, pixel_mask]), code)
+        with autocast(self.precision, x_c.device):
+            both = self.decorruptor(torch.cat([x_c, x_c]), torch.cat([pixel_mask, pixel_mask]), code).float()
         return both[:b], both[b:], x_c
 
     @torch.no_grad()

@@ -154,3 +154,18 @@ def test_budget_warning_when_no_update_would_happen():
     agent = make_agent("ppo", env)
     with pytest.warns(UserWarning, match="will not update at all"):
         agents.check_budget(agent, 10)
+
+
+def test_oracle_drops_exactly_the_planted_shortcut_and_needs_one():
+    env = CorruptionEnv(EnvConfig(**{**TINY, "dataset_kwargs": {**TINY["dataset_kwargs"], "shortcut": "random",
+                                                                 "shortcut_bits": 4}}))
+    oracle = make_agent("oracle", env, seed=0)
+    obs, _ = env.reset(seed=0)
+    for _ in range(3):
+        action = oracle.predict(obs)[0]
+        np.testing.assert_array_equal(action.reshape(4, 4, 4), ~env.shortcut_cells)
+        obs, _, _, _, info = env.step(action)
+        assert info["keep_shortcut"] == 0.0 and info["keep_other"] == 1.0
+    plain = CorruptionEnv(EnvConfig(**TINY))
+    with pytest.raises(ValueError, match="needs a known-answer task"):
+        make_agent("oracle", plain).predict(plain.reset(seed=0)[0])

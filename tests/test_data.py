@@ -117,3 +117,62 @@ def test_imagefolder_with_and_without_split_folders(tmp_path):
 
 def test_registry_lists_builtin_loaders():
     assert {"shapes", "idx", "cifar10", "imagefolder"} <= set(available_datasets())
+
+
+# ------------------------------------------------------------------------------- planted shortcuts
+
+SMALL = dict(train_size=300, test_size=100)
+
+
+def test_no_shortcut_leaves_the_dataset_unchanged():
+    plain = load_dataset("shapes", **SMALL)
+    assert plain.shortcut_cells is None
+    np.testing.assert_array_equal(plain.images, generate_shapes(300, seed=0).images)
+
+
+@pytest.mark.parametrize("kind", ["fixed", "random"])
+def test_shortcut_is_a_mirrored_barcode_in_exactly_its_cells(kind):
+    plain = load_dataset("shapes", **SMALL)
+    data = load_dataset("shapes", shortcut=kind, **SMALL)
+    cells = data.shortcut_cells
+    assert cells.shape == (300, 4, 4) and cells.dtype == bool
+    assert (cells.sum((1, 2)) == 4).all()  # one whole row of cells per image
+    pixel_cells = np.repeat(np.repeat(cells, 8, axis=1), 8, axis=2)[:, None]  # (N, 1, 32, 32)
+    changed = data.images != plain.images
+    assert not changed[~np.broadcast_to(pixel_cells, changed.shape)].any()  # nothing outside the cells
+    strips = np.where(cells[:, -1, :1], data.images[:, 0, -1], data.images[:, 0, 0])  # (N, 32): one bar row
+    assert set(np.unique(strips)) <= {0, 255}
+    np.testing.assert_array_equal(strips, strips[:, ::-1])  # a horizontal flip leaves it unchanged
+    assert len({s.tobytes() for s in strips}) > 150  # per-image codes (8 bits: 256 of them; ~176 expected)
+    rows = cells[:, :, 0].argmax(1)
+    assert set(rows) == ({3} if kind == "fixed" else {0, 3})
+    if kind == "random":
+        assert 0.35 < (rows == 3).mean() < 0.65
+        for label in range(5):  # the place does not depend on the class
+            assert 0.2 < (rows[data.labels == label] == 3).mean() < 0.8
+
+
+def test_shortcut_is_on_the_test_split_too_with_other_codes():
+    train = load_dataset("shapes", split="train", shortcut="fixed", **SMALL)
+    test = load_dataset("shapes", split="test", shortcut="fixed", **SMALL)
+    assert test.shortcut_cells is not None and test.shortcut_cells[:, 3].all()
+    assert not np.array_equal(train.images[:100, :, 24:], test.images[:, :, 24:])
+
+
+def test_shortcut_strength_and_geometry_options():
+    weak = load_dataset("shapes", shortcut="fixed", shortcut_contrast=0.5, shortcut_bits=4, **SMALL)
+    assert set(np.unique(weak.images[:, :, 24:])) <= {64, 191}  # 0.5 +- 0.25, in uint8
+    side = load_dataset("shapes", shortcut="fixed", shortcut_positions=["right"], **SMALL)
+    assert side.shortcut_cells[:, :, 3].all() and not side.shortcut_cells[:, :, :3].any()
+
+
+@pytest.mark.parametrize("options,match", [
+    ({"shortcut": "corner"}, "unknown shortcut 'corner'; available: fixed, random"),
+    ({"shortcut": "fixed", "shortcut_positions": ["middle"]}, "unknown shortcut position"),
+    ({"shortcut": "fixed", "shortcut_positions": ["top", "bottom"]}, "use shortcut='random'"),
+    ({"shortcut": "fixed", "shortcut_bits": 5}, "multiple of 2 x bits"),
+    ({"shortcut_bits": 8}, "without shortcut="),
+])
+def test_bad_shortcut_options_are_explained(options, match):
+    with pytest.raises(ValueError, match=match):
+        load_dataset("shapes", **SMALL, **options)

@@ -39,6 +39,7 @@ from corruption_env.camnet.checkpoint import atomic_save, save_camnet
 from corruption_env.camnet.model import CAMNet, CAMNetConfig, count_parameters, level_targets
 from corruption_env.corruption import apply_mask, degrade, random_training_masks
 from corruption_env.data import ImageDataset, available_datasets, load_dataset
+from corruption_env.precision import PRECISIONS, autocast, describe_precision, resolve_precision
 from corruption_env.views import comparison_grid
 
 
@@ -58,6 +59,9 @@ class PretrainConfig:
     :param seed: seed of data order, masks and codes.
     :param checkpoint_every_s: seconds between resumable checkpoints.
     :param eval_images: held-out images for the model card.
+    :param precision: ``auto`` (bf16 autocast where the hardware has native bf16, else fp32), ``bf16``
+        or ``fp32``; covers the forward passes of code selection, training and evaluation (weights,
+        optimizer state and distances stay fp32; see ``corruption_env.precision``).
     """
 
     dataset: str = "shapes"
@@ -72,6 +76,7 @@ class PretrainConfig:
     seed: int = 0
     checkpoint_every_s: float = 120.0
     eval_images: int = 512
+    precision: str = "auto"
 
 
 def to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -98,7 +103,7 @@ def select_codes(model: CAMNet, x_c: torch.Tensor, pixel_mask: torch.Tensor, tar
             prev_rep = None if prev is None else (rep(prev[0]), rep(prev[1]))
             out, _ = model.run_level(level, rep(xs), rep(ms), prev_rep, candidates.reshape(n * samples, size))
             target = rep(targets[level][start:start + chunk])
-            dist = (out - target).pow(2).flatten(1).mean(1).reshape(n, samples)
+            dist = (out.float() - target).pow(2).flatten(1).mean(1).reshape(n, samples)
             best = candidates[torch.arange(n), dist.argmin(1)]
             chosen.append(best)
             prev = model.run_level(level, xs, ms, prev, best)
@@ -110,7 +115,7 @@ def imle_loss(model: CAMNet, x_c: torch.Tensor, pixel_mask: torch.Tensor, codes:
               targets: list[torch.Tensor]) -> torch.Tensor:
     """Sum over levels of the MSE between each level's output (with the chosen codes) and its target."""
     outs = model.forward_levels(x_c, pixel_mask, codes)
-    return sum(F.mse_loss(o, t) for o, t in zip(outs, targets))
+    return sum(F.mse_loss(o.float(), t) for o, t in zip(outs, targets))
 
 
 def _pool(data: ImageDataset, model: CAMNet, cfg: PretrainConfig, index: int
@@ -124,7 +129,8 @@ def _pool(data: ImageDataset, model: CAMNet, cfg: PretrainConfig, index: int
     mask = random_training_masks(cfg.pool_size, cfg.mask_grid, gen)
     x_c, pixel_mask = corrupt(model, target, mask)
     targets = level_targets(model, target)
-    codes = select_codes(model, x_c, pixel_mask, targets, cfg.samples, gen)
+    with autocast(resolve_precision(cfg.precision, x_c.device), x_c.device):
+        codes = select_codes(model, x_c, pixel_mask, targets, cfg.samples, gen)
     order = torch.from_numpy(np.concatenate([rng.permutation(cfg.pool_size) for _ in range(cfg.epochs_per_pool)]))
     return x_c, pixel_mask, codes, targets, order
 
@@ -155,6 +161,7 @@ def train(model: CAMNet, cfg: PretrainConfig, out: Path, quiet: bool = False) ->
         save_camnet(model, out)
 
     steps_per_pool = cfg.pool_size * cfg.epochs_per_pool // cfg.batch_size
+    precision = resolve_precision(cfg.precision, next(model.parameters()).device)
     t0, last_save = time.time(), time.time()
     bar = tqdm(total=cfg.steps, initial=step, desc="cIMLE", unit="step", disable=quiet, dynamic_ncols=True)
     loss_ema = None
@@ -168,7 +175,8 @@ def train(model: CAMNet, cfg: PretrainConfig, out: Path, quiet: bool = False) ->
                 idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
                 for group in opt.param_groups:
                     group["lr"] = _lr_at(cfg, step)
-                loss = imle_loss(model, x_c[idx], pixel_mask[idx], codes[idx], [t[idx] for t in targets])
+                with autocast(precision, x_c.device):
+                    loss = imle_loss(model, x_c[idx], pixel_mask[idx], codes[idx], [t[idx] for t in targets])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -213,7 +221,7 @@ def bicubic_restoration(x_c: torch.Tensor, scale: int) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_camnet(model: CAMNet, data: ImageDataset, n_images: int = 512, samples: int = 24,
-                    diversity_codes: int = 6, mask_grid: int = 4, seed: int = 1234) -> dict:
+                    diversity_codes: int = 6, mask_grid: int = 4, seed: int = 1234, precision: str = "fp32") -> dict:
     """Held-out numbers for the model card, for keep-all and for randomly masked inputs.
 
     ``nearest_of_s_mse``: per-pixel MSE (RGB in [0, 1]) of the best of ``samples`` outputs;
@@ -221,7 +229,9 @@ def evaluate_camnet(model: CAMNet, data: ImageDataset, n_images: int = 512, samp
     average over codes. ``diversity_kept`` / ``diversity_dropped``: mean pairwise absolute
     difference between outputs for different codes over pixels whose cell was kept / dropped.
     For colorization tasks, ``colour_diversity_*`` is the same in Lab's ab plane (Lab units).
+    ``precision`` is that of the model's forward passes (``bf16``, ``fp32`` or ``auto``).
     """
+    precision = resolve_precision(precision, next(model.parameters()).device)
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     n_images = min(n_images, len(data))
@@ -236,7 +246,8 @@ def evaluate_camnet(model: CAMNet, data: ImageDataset, n_images: int = 512, samp
         mean_mse = torch.zeros(n_images)
         views = []
         for s in range(samples):
-            out = model(x_c, pixel_mask, model.sample_code(n_images, gen)).clamp(0, 1)
+            with autocast(precision, x_c.device):
+                out = model(x_c, pixel_mask, model.sample_code(n_images, gen)).float().clamp(0, 1)
             mse = (out - target).pow(2).flatten(1).mean(1)
             best, mean_mse = torch.minimum(best, mse), mean_mse + mse / samples
             if s < diversity_codes:
@@ -297,12 +308,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.dataset not in available_datasets():
         parser.error(f"unknown dataset {args.dataset!r}; available: {', '.join(available_datasets())}")
+    if args.precision not in PRECISIONS:
+        parser.error(f"unknown precision {args.precision!r}; available: {', '.join(PRECISIONS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     camnet_cfg = CAMNetConfig(**{f.name: getattr(args, f.name) for f in fields(CAMNetConfig)})
     cfg = PretrainConfig(**{f.name: getattr(args, f.name) for f in fields(PretrainConfig)})
     torch.manual_seed(cfg.seed)
     model = CAMNet(camnet_cfg).to(args.device)
+    print(describe_precision(cfg.precision, args.device, change_hint="--precision fp32"), file=sys.stderr)
     out: Path = args.out
     card_path = out.with_suffix(".json")
     if args.eval_only:
@@ -324,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": count_parameters(model), "code_dim": model.code_dim,
         "camnet_config": camnet_cfg.to_dict(), "pretrain_config": asdict(cfg),
         "training": run, "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "heldout": evaluate_camnet(model, test, n_images=cfg.eval_images, samples=cfg.samples, mask_grid=cfg.mask_grid),
+        "precision": resolve_precision(cfg.precision, args.device),
+        "heldout": evaluate_camnet(model, test, n_images=cfg.eval_images, samples=cfg.samples, mask_grid=cfg.mask_grid,
+                                   precision=cfg.precision),
     }
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     sample_grid(model, test, out.with_suffix(".png"), mask_grid=cfg.mask_grid)

@@ -1,0 +1,72 @@
+"""Numeric precision of the heavy forward passes: bf16 autocast where the hardware has it, fp32 elsewhere.
+
+CAM-Net's forward, the SimCLR encoder's forward/backward and feature extraction for kNN/linear
+evaluation run under ``torch.autocast(..., dtype=torch.bfloat16)`` when the precision is ``bf16``.
+Weights, optimizer state, gradients and the loss reductions (NT-Xent, IMLE distances) stay fp32:
+autocast only lowers the matrix multiplications and convolutions, and callers cast results back to
+fp32 before reducing them. ``auto`` picks bf16 where it is native (a CPU reporting AMX-BF16 or
+AVX512-BF16, or a CUDA device with bf16 support) and fp32 otherwise, because emulated bf16 is slower
+than fp32. Seeded runs reproduce exactly within one precision on one machine.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from pathlib import Path
+import torch
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@functools.cache
+def cpu_bf16_flags() -> tuple[str, ...]:
+    """The native-bf16 instruction sets this CPU reports (``amx_bf16``, ``avx512_bf16``), from /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no cheap way to know, so no bf16 by default
+        return ()
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    return tuple(f for f in ("amx_bf16", "avx512_bf16") if f in flags)
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """``auto`` -> ``bf16`` or ``fp32`` for ``device``; ``bf16``/``fp32`` are returned as given.
+
+    :raises ValueError: an unknown precision, naming the valid ones.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; available: {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_bf16_flags() else "fp32"
+
+
+def describe_precision(precision: str, device: str | torch.device = "cpu",
+                       change_hint: str = "--env-kwargs precision:fp32") -> str:
+    """One line for the start of a run: the precision chosen, why, and (for ``auto``) ``change_hint``."""
+    chosen = resolve_precision(precision, device)
+    device = torch.device(device)
+    if precision != "auto":
+        return f"precision: {chosen} (asked for)"
+    if device.type == "cpu":
+        why = f"CPU has {', '.join(cpu_bf16_flags())}" if cpu_bf16_flags() else "CPU has no native bf16"
+    else:
+        why = f"{device.type} {'supports' if chosen == 'bf16' else 'does not support'} bf16"
+    return f"precision: {chosen} (auto: {why}; {change_hint} to change)"
+
+
+def autocast(precision: str, device: str | torch.device) -> contextlib.AbstractContextManager:
+    """A context in which matmuls/convolutions run in bf16 if ``precision`` (resolved) is ``bf16``."""
+    device = torch.device(device)
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    raise ValueError(f"autocast needs a resolved precision (bf16 or fp32), got {precision!r}")
+
