@@ -102,6 +102,11 @@ def _cached_load(name: str, root: str | None, image_size: int, split: str, kwarg
     return data
 
 
+def to_unit(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 in [0, 1] (a copy, safe for read-only arrays)."""
+    return torch.tensor(np.asarray(images), dtype=torch.float32) / 255.0
+
+
 def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
     """Resize uint8 (N, C, H, W) images to (size, size) with antialiased bilinear interpolation."""
     if images.shape[-2:] == (size, size):

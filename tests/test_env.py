@@ -229,3 +229,11 @@ def test_sb3_vec_envs():
         assert [d.all() for d in dones] == [False, False, False, True, False]  # 4-step episodes, auto-reset
         assert obs["images"].shape == (2, 8, 1, 16, 16) and "loss" in infos[0]
         venv.close()
+
+
+def test_render_has_one_size_before_and_after_steps():
+    env = CorruptionEnv(EnvConfig(**TINY), render_mode="rgb_array")  # video recorders need a fixed frame size
+    env.reset(seed=0)
+    before = env.render()
+    env.step(np.ones(128))
+    assert env.render().shape == before.shape
