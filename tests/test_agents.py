@@ -102,9 +102,11 @@ def test_registry_errors_and_custom_registration(monkeypatch):
         make_agent("no_such_package.algos:Agent", env)
     with pytest.raises(ValueError, match="has no attribute 'Nope'"):
         make_agent("agents.reinforce:Nope", env)
-    with pytest.raises(ValueError, match="rejected its options"):
+    with pytest.raises(ValueError, match="agent 'ppo' has no option 'n_stepz' \\(did you mean 'n_steps'\\?\\); its"):
         make_agent("ppo", env, n_stepz=3)
-    monkeypatch.setattr(agents, "_AGENTS", dict(agents._AGENTS))
+    with pytest.raises(ValueError, match="no option 'kepp_prob' \\(did you mean 'keep_prob'"):
+        make_agent("random", env, kepp_prob=3)
+    monkeypatch.setattr(agents.AGENTS, "entries", dict(agents.AGENTS.entries))
     register_agent("my_reinforce", Reinforce)
     assert "my_reinforce" in available_agents()
     assert isinstance(make_agent("my_reinforce", env, n_steps=4), Reinforce)

@@ -23,7 +23,7 @@ def isolated_registries(monkeypatch, tmp_path):
     import agents
     from corruption_env import rewards
 
-    monkeypatch.setattr(agents, "_AGENTS", dict(agents._AGENTS))
+    monkeypatch.setattr(agents.AGENTS, "entries", dict(agents.AGENTS.entries))
     monkeypatch.setattr(rewards.REWARDS, "entries", dict(rewards.REWARDS.entries))
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
