@@ -23,6 +23,7 @@ from corruption_env.simclr import SimCLRLearner
 from corruption_env.views import ViewMaker
 
 MaskPolicy = Callable[[torch.Tensor, torch.Generator], "torch.Tensor | None"]
+READABLE_MARGIN = 0.05  # the floor: keep_all must beat an untrained encoder by this much kNN accuracy
 
 
 @torch.no_grad()
