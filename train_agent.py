@@ -215,7 +215,7 @@ def build_envs_and_agent(args: argparse.Namespace, cfg: EnvConfig, hyperparams: 
 
 
 def agent_error(algo: str, hyperparams: dict[str, Any], exc: Exception) -> str:
-    if isinstance(exc, ValueError) and "has no option" in str(exc):
+    if isinstance(exc, ValueError) and str(exc).startswith(f"agent {algo!r}"):  # from check_options
         return f"--hyperparams: {exc}"
     given = " ".join(f"{k}:{v!r}" for k, v in hyperparams.items()) or "(none)"
     return f"agent {algo!r} cannot be built with --hyperparams {given}: {type(exc).__name__}: {exc}"

@@ -97,17 +97,37 @@ def agent_spec(name: str) -> AgentSpec:
     return AgentSpec(lambda env, **kw: cls(env=env, **kw), cls)
 
 
-def agent_options(cls: type) -> set[str] | None:
+def agent_options(cls: type) -> dict[str, inspect.Parameter] | None:
     """The keyword options ``cls(...)`` accepts, following ``**kwargs`` up the MRO; None if open-ended."""
-    names: set[str] = set()
+    options: dict[str, inspect.Parameter] = {}
     for klass in cls.__mro__:
         if "__init__" not in vars(klass) or klass is object:
             continue
         params = inspect.signature(klass.__init__).parameters.values()
-        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+        for p in params:
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":
+                options.setdefault(p.name, p)
         if not any(p.kind is p.VAR_KEYWORD for p in params):
-            return names
+            return options
     return None
+
+
+def check_options(name: str, cls: type, kwargs: dict[str, Any]) -> None:
+    """Raise a ValueError for an option ``cls`` does not have (with the close matches), or for text given
+    where its default is a number (``gamma:abc``), before anything is built."""
+    options = agent_options(cls)
+    if options is None:
+        return
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:
+        hints = [f"{u!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(u, options, 1)) else repr(u)
+                 for u in unknown]
+        raise ValueError(f"agent {name!r} has no option {', '.join(hints)}; its options: "
+                         f"{', '.join(sorted(set(options) - {'env', 'policy', '_init_setup_model'}))}")
+    for key, value in kwargs.items():
+        default = options[key].default
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
+            raise ValueError(f"agent {name!r}: option {key} takes a number (default {default}), got {value!r}")
 
 
 def make_agent(name: str, env: Any, **kwargs: Any) -> BaseAlgorithm:
@@ -117,13 +137,7 @@ def make_agent(name: str, env: Any, **kwargs: Any) -> BaseAlgorithm:
     Errors raised while the agent builds itself (a bad value) propagate as they are.
     """
     spec = agent_spec(name)
-    options = agent_options(spec.agent_class)
-    unknown = sorted(set(kwargs) - options) if options is not None else []
-    if unknown:
-        hints = [f"{u!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(u, options, 1)) else repr(u)
-                 for u in unknown]
-        raise ValueError(f"agent {name!r} has no option {', '.join(hints)}; its options: "
-                         f"{', '.join(sorted(options - {'env', 'policy', '_init_setup_model'}))}")
+    check_options(name, spec.agent_class, kwargs)
     return spec.builder(env, **kwargs)
 
 
@@ -132,5 +146,5 @@ def load_agent(name: str, path: str, env: Any = None, **kwargs: Any) -> BaseAlgo
     return agent_spec(name).agent_class.load(path, env=env, **kwargs)
 
 
-__all__ = ["AGENTS", "AgentSpec", "agent_options", "available_agents", "check_budget", "import_class", "load_agent", "make_agent",
+__all__ = ["AGENTS", "AgentSpec", "agent_options", "check_options", "available_agents", "check_budget", "import_class", "load_agent", "make_agent",
            "register_agent"]
