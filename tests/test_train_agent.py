@@ -12,6 +12,8 @@ import pytest
 
 import train_agent
 from agents import load_agent
+from agents.evaluation import CorruptorEvaluation
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_ENV = ["--env-kwargs", "image_size:16", "batch_size:4", "episode_length:10", "decorruptor:'bicubic'",
@@ -23,7 +25,7 @@ def run_folder(log_dir: Path) -> Path:
     return folder
 
 
-def test_end_to_end_writes_every_file_and_resumes(tmp_path, capsys):
+def test_end_to_end_writes_every_file_and_resumes(tmp_path, capsys, monkeypatch):
     args = ["--algo", "ppo", "--total-timesteps", "16", "--eval-steps", "6", "--log-dir", str(tmp_path),
             "--hyperparams", "n_steps:8", "--image-every", "4", *TINY_ENV]
     assert train_agent.main(args) == 0
@@ -39,9 +41,43 @@ def test_end_to_end_writes_every_file_and_resumes(tmp_path, capsys):
     assert "| keep_all |" in capsys.readouterr().out
     assert json.loads((folder / "env_config.json").read_text())["batch_size"] == 4
 
+    # on resume, flags equal to their parser default are honoured, and what the run is cannot change
+    cli = ["--resume", str(folder), "--total-timesteps", "2048", "--eval-steps", "500", "--algo", "ppo"]
+    resumed = train_agent.resume_args(train_agent.build_parser().parse_args(cli), train_agent.given_options(cli))
+    assert (resumed.total_timesteps, resumed.eval_steps, resumed.image_every) == (2048, 500, 4)
+    for change in (["--algo", "a2c"], ["--seed", "1"], ["--env-kwargs", "batch_size:8"], ["--reward", "neg_loss"],
+                   ["--hyperparams", "n_steps:4"]):
+        assert train_agent.main(["--resume", str(folder), *change]) == 2
+        assert f"--resume cannot change {change[0]} (" in capsys.readouterr().err
+
     assert train_agent.main(["--resume", str(folder), "--total-timesteps", "32", "--eval-steps", "0"]) == 0
     assert load_agent("ppo", str(folder / "agent.zip")).num_timesteps == 32
-    assert list((folder / "tb").rglob("events.out.tfevents*"))[0].parent == events[0].parent  # same TB run
+    tb_runs = {p.parent for p in (folder / "tb").rglob("events.out.tfevents*")}
+    assert tb_runs == {events[0].parent}  # same TB run
+    tb = EventAccumulator(str(events[0].parent), size_guidance={"images": 0, "scalars": 0}).Reload()
+    assert [e.step for e in tb.Images("images/original_corrupted_view1_view2")] == [4, 8, 12, 16, 20, 24, 28, 32]
+    loss_steps = [e.step for e in tb.Scalars("train/loss")]
+    assert len(loss_steps) == len(set(loss_steps))  # one value per step
+    assert {e.step for e in tb.Scalars("eval/knn_keep_all")} == {16}
+
+    # a finished run evaluates again; Ctrl-C in evaluation keeps the finished rows and --resume completes it
+    capsys.readouterr()
+    (folder / "eval.json").unlink()
+    with monkeypatch.context() as patch:
+        patch.setattr(CorruptorEvaluation, "simclr_aug", interrupt)
+        assert train_agent.main(["--resume", str(folder), "--eval-steps", "4"]) == 130
+    assert "resume with: python train_agent.py --resume" in capsys.readouterr().err
+    assert not (folder / "eval.json").exists()
+    assert len(json.loads((folder / "eval.partial.json").read_text())["rows"]) == 4
+    assert train_agent.main(["--resume", str(folder), "--eval-steps", "4"]) == 0
+    assert "reusing 4 evaluation row(s)" in capsys.readouterr().out
+    report = json.loads((folder / "eval.json").read_text())
+    assert (report["eval_steps"], report["timesteps"], len(report["rows"])) == (4, 32, 5)
+    assert not (folder / "eval.partial.json").exists()
+
+
+def interrupt(self):
+    raise KeyboardInterrupt
 
 
 def test_fixed_baseline_trains_through_the_same_cli(tmp_path):
@@ -83,4 +119,4 @@ def test_sigint_leaves_a_loadable_agent(tmp_path):
     assert proc.returncode == 130, output
     assert "resume with: python train_agent.py --resume" in output
     agent = load_agent("reinforce", str(run_folder(tmp_path) / "agent.zip"))
-    assert agent.num_timesteps > 0
+    assert agent.num_timesteps > 0 and agent.num_timesteps % 4 == 0  # an interrupted rollout's steps are not counted
