@@ -156,3 +156,25 @@ def test_budget_warning_when_no_update_would_happen():
     agent = make_agent("ppo", env)
     with pytest.warns(UserWarning, match="will not update at all"):
         agents.check_budget(agent, 10)
+
+
+def test_every_evaluation_row_trains_on_the_same_batches(monkeypatch):
+    """One path for every row: simclr_aug goes through env.step like the corruptor rows (same batches)."""
+    from agents.evaluation import CorruptorEvaluation, agent_act
+
+    evaluation = CorruptorEvaluation(EnvConfig(**TINY), steps=3, seed=0, progress=False)
+    env, seen = evaluation.env, []
+    original_update = env.learner.update
+
+    def update(v1, v2, **kwargs):
+        seen[-1].append(float(env._batch_full.sum()))  # the batch this update's views came from
+        return original_update(v1, v2, **kwargs)
+
+    monkeypatch.setattr(env.learner, "update", update)
+    for row in ("keep_all", "simclr_aug"):
+        seen.append([])
+        if row == "keep_all":
+            evaluation.run_policy(row, agent_act(make_agent("keep_all", env, seed=0)))
+        else:
+            assert evaluation.simclr_aug().keep_fraction is None
+    assert len(seen[0]) == 3 and seen[0] == seen[1]
