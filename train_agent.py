@@ -127,7 +127,7 @@ def resume_args(cli: argparse.Namespace, given: set[str]) -> argparse.Namespace:
     for key in RESUMABLE:
         if key in given:
             setattr(args, key, getattr(cli, key))
-    args.resume, args.config = folder, None
+    args.resume = folder  # the environment comes from the folder's env_config.json, never from --config again
     for key in ("log_dir", "tensorboard_log"):
         setattr(args, key, Path(getattr(args, key)) if getattr(args, key) else None)
     return args

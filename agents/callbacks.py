@@ -121,17 +121,17 @@ class Checkpoint(BaseCallback):
         self.trained_timesteps = self.last_save = 0
 
     def _on_training_start(self) -> None:
-        self.trained_timesteps = self.last_save = self.num_timesteps
+        self.trained_timesteps = self.last_save = self.model.num_timesteps
 
     def _on_rollout_start(self) -> None:
-        self.trained_timesteps = self.num_timesteps
-        if self.every and self.num_timesteps - self.last_save >= self.every:
+        self.trained_timesteps = self.model.num_timesteps
+        if self.every and self.trained_timesteps - self.last_save >= self.every:
             save_agent(self.model, self.path)
-            self.last_save = self.num_timesteps
+            self.last_save = self.trained_timesteps
 
     def _on_step(self) -> bool:
         return True
 
     def _on_training_end(self) -> None:
-        self.trained_timesteps = self.num_timesteps
+        self.trained_timesteps = self.model.num_timesteps
         save_agent(self.model, self.path)

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import train_agent
@@ -45,6 +46,11 @@ def test_end_to_end_writes_every_file_and_resumes(tmp_path, capsys, monkeypatch)
     cli = ["--resume", str(folder), "--total-timesteps", "2048", "--eval-steps", "500", "--algo", "ppo"]
     resumed = train_agent.resume_args(train_agent.build_parser().parse_args(cli), train_agent.given_options(cli))
     assert (resumed.total_timesteps, resumed.eval_steps, resumed.image_every) == (2048, 500, 4)
+    cfg = train_agent.env_config_from(resumed)
+    venv, agent = train_agent.build_envs_and_agent(resumed, cfg, {})
+    fresh = train_agent.make_vec_env(cfg, 1, seed=0)  # what the run's first episode saw
+    assert not np.array_equal(venv.reset()["images"], fresh.reset()["images"])  # the resumed part does not replay it
+    venv.close(), fresh.close()
     for change in (["--algo", "a2c"], ["--seed", "1"], ["--env-kwargs", "batch_size:8"], ["--reward", "neg_loss"],
                    ["--hyperparams", "n_steps:4"]):
         assert train_agent.main(["--resume", str(folder), *change]) == 2
