@@ -120,8 +120,8 @@ def check_options(name: str, cls: type, kwargs: dict[str, Any]) -> None:
         return
     unknown = sorted(set(kwargs) - set(options))
     if unknown:
-        hints = [f"{u!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(u, options, 1)) else repr(u)
-                 for u in unknown]
+        hints = [f"{u!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(u, options, 1))
+                 else repr(u) for u in unknown]
         raise ValueError(f"agent {name!r} has no option {', '.join(hints)}; its options: "
                          f"{', '.join(sorted(set(options) - {'env', 'policy', '_init_setup_model'}))}")
     for key, value in kwargs.items():
@@ -146,5 +146,5 @@ def load_agent(name: str, path: str, env: Any = None, **kwargs: Any) -> BaseAlgo
     return agent_spec(name).agent_class.load(path, env=env, **kwargs)
 
 
-__all__ = ["AGENTS", "AgentSpec", "agent_options", "check_options", "available_agents", "check_budget", "import_class", "load_agent", "make_agent",
-           "register_agent"]
+__all__ = ["AGENTS", "AgentSpec", "agent_options", "agent_spec", "available_agents", "check_budget", "check_options",
+           "import_class", "load_agent", "make_agent", "register_agent"]

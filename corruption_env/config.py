@@ -87,7 +87,8 @@ class EnvConfig:
 
     def __post_init__(self) -> None:
         wrong = [f"{f.name}={getattr(self, f.name)!r} (expected {_type_name(hint)})"
-                 for f, hint in zip(dataclasses.fields(self), _field_types(type(self))) if not _has_type(getattr(self, f.name), hint)]
+                 for f, hint in zip(dataclasses.fields(self), _field_types(type(self)))
+                 if not _has_type(getattr(self, f.name), hint)]
         if wrong:
             raise ValueError(f"EnvConfig: wrong type for {', '.join(wrong)}")
         positive = ("image_size", "scale", "batch_size", "mask_grid", "episode_length")

@@ -167,7 +167,8 @@ def test_real_processes_print_one_line(tmp_path, command, args, pattern):
     assert not (tmp_path / "runs").exists() and not (tmp_path / "x.pt").exists()
 
 
-@pytest.mark.parametrize("parser", [train_agent.build_parser(), pretrain.build_parser()], ids=["train_agent", "pretrain"])
+@pytest.mark.parametrize("parser", [train_agent.build_parser(), pretrain.build_parser()],
+                         ids=["train_agent", "pretrain"])
 def test_every_option_has_help(parser):
     missing = [a.option_strings[0] for a in parser._actions if a.option_strings and not a.help]
     assert not missing

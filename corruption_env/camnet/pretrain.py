@@ -292,7 +292,8 @@ def sample_grid(model: CAMNet, data: ImageDataset, path: Path, rows: int = 8, co
 def _param_help(cls: type) -> dict[str, str]:
     """``:param name: text`` entries of a dataclass docstring, whitespace collapsed."""
     entries = re.findall(r":param (\w+): (.*?)(?=:param |\Z)", cls.__doc__ or "", flags=re.S)
-    return {name: " ".join(text.replace("``", "").split()).replace("%", "%%") for name, text in entries}  # argparse formats help with %
+    # argparse formats help text with %
+    return {name: " ".join(text.replace("``", "").split()).replace("%", "%%") for name, text in entries}
 
 
 def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (),
