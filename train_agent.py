@@ -201,7 +201,9 @@ def build_envs_and_agent(args: argparse.Namespace, cfg: EnvConfig, hyperparams: 
         if args.resume:
             agent = load_agent(args.algo, str(args.resume / "agent.zip"), env=venv, tensorboard_log=tb_dir)
             # fresh episodes and actions for the resumed part (loading re-seeds with the run's seed: a replay)
-            agent.set_random_seed(int(np.random.SeedSequence([args.seed, agent.num_timesteps]).generate_state(1)[0]))
+            if hasattr(agent, "set_random_seed"):
+                fresh = np.random.SeedSequence([args.seed, agent.num_timesteps]).generate_state(1)[0]
+                agent.set_random_seed(int(fresh))
         else:
             agent = make_agent(args.algo, venv, seed=args.seed, tensorboard_log=tb_dir, **hyperparams)
     except Exception as exc:  # noqa: BLE001 - reported as one line, with what to do
@@ -338,7 +340,8 @@ def evaluate(agent: Any, args: argparse.Namespace, cfg: EnvConfig, run_dir: Path
                                               "eval_seconds": round(time.time() - eval_start, 1),
                                               "timesteps": agent.num_timesteps})
     partial_path.unlink(missing_ok=True)
-    writer = tensorboard_writer(agent.logger)
+    logger = getattr(agent, "logger", None)  # SB3 agents have one once learn() has run
+    writer = tensorboard_writer(logger) if logger is not None else None
     if writer is not None:  # at the run's last step, straight to TensorBoard (not through SB3's pending values)
         for row in rows:
             tag = row.name.split("(")[0]
