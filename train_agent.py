@@ -3,82 +3,168 @@
     python train_agent.py --algo ppo                      # the embedded default: shapes, shipped CAM-Net
     python train_agent.py --algo reinforce --reward heldout_gain --seed 1
     python train_agent.py --algo sb3_contrib:TRPO --hyperparams n_steps:32
-    python train_agent.py --resume runs/ppo_ma_neg_loss_derivative_s0_20261128-120000
+    python train_agent.py --resume runs/ppo_ma_neg_loss_derivative_s0_20261128-120000 --total-timesteps 4096
 
 Every run writes one folder under ``--log-dir``: ``agent.zip``, ``env_config.json``, ``args.json``,
 TensorBoard events (``tb/``: env/, reward/, time/, eval/ scalars and image grids of the views) and
 ``eval.json`` (kNN and linear-probe accuracy of encoders trained with the agent's masks and with the
-baselines). Ctrl-C saves the agent and prints how to resume. Options follow rl-zoo3's spelling.
+baselines). Every input is checked before the folder is made: a bad one is one line, ``error: ...``,
+and exit status 2. Ctrl-C (in training or in evaluation) saves what is done and prints how to resume;
+``--resume`` may change --total-timesteps, --eval-steps, --eval-deterministic, --image-every,
+--checkpoint-every, --device and --tensorboard-log, and refuses to change anything else.
+Options follow rl-zoo3's spelling.
 """
 from __future__ import annotations
 
 import argparse
-import ast
+import itertools
 import json
+import math
 import os
+import shutil
 import sys
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from agents import agent_spec, available_agents, check_budget, load_agent, make_agent
-from agents.callbacks import Checkpoint, CorruptionLogger, ProgressBar, atomic_agent_save
-from agents.evaluation import evaluate_agent, format_rows, is_readable, rows_to_json
+from agents.callbacks import Checkpoint, CorruptionLogger, ProgressBar, save_agent, tensorboard_writer
+from agents.evaluation import RowResult, evaluate_agent, format_rows, is_readable, rows_to_json
 from corruption_env import CorruptionEnv, EnvConfig, available_rewards
-from corruption_env.env import check_names
+from corruption_env.cli_options import ArgumentParser, UsageError, parse_key_values, usage_errors
+from corruption_env.data import load_dataset
+from corruption_env.files import atomic_write_json, atomic_write_text
 from corruption_env.precision import describe_precision, resolve_precision
 
 RUN_FILES = ("args.json", "env_config.json", "agent.zip")
-
-
-def parse_key_values(items: list[str] | None, option: str) -> dict[str, Any]:
-    """``["batch_size:32", "reward_kwargs:{'beta': 0.5}"]`` -> dict; values are Python literals or strings."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition(":")
-        if not sep or not key:
-            raise SystemExit(f"error: {option} expects key:value pairs, got {item!r}")
-        try:
-            out[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            out[key] = raw
-    return out
+# what a resumed run may change (how long, how it is watched, where it runs) and what it may not (what it is)
+RESUMABLE = ("total_timesteps", "eval_steps", "eval_deterministic", "image_every", "checkpoint_every", "device",
+             "tensorboard_log")
+FIXED = ("algo", "seed", "preset", "reward", "env_kwargs", "hyperparams", "config", "n_envs", "log_dir")
+PARTIAL_EVAL = "eval.partial.json"  # rows finished before a Ctrl-C in evaluation, reused by --resume
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="train_agent.py", description=__doc__.split("\n\n")[0],
+                            epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algo", default="ppo",
                         help=f"one of {', '.join(available_agents())}, or package.module:Class (default ppo)")
-    parser.add_argument("--total-timesteps", type=int, default=2048, help="environment steps (default 2048, ~15 min on 2 cores)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None, help="torch device of env and agent (default: the preset's)")
-    parser.add_argument("--preset", default="cpu", choices=EnvConfig.PRESETS)
+    parser.add_argument("--total-timesteps", type=int, default=2048,
+                        help="environment steps, >= 1 (default 2048, ~15 min on 2 cores); rounded up to whole rollouts")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the agent, the environments and the evaluation (default 0)")
+    parser.add_argument("--device", default=None, help="torch device of env and agent: cpu, cuda, cuda:N "
+                                                       "(default: the preset's)")
+    parser.add_argument("--preset", default="cpu", choices=EnvConfig.PRESETS,
+                        help="EnvConfig preset under --env-kwargs (default cpu; gpu needs CUDA)")
     parser.add_argument("--n-envs", type=int, default=1, help="parallel environments (SubprocVecEnv when > 1)")
     parser.add_argument("--reward", default=None, help=f"reward definition: {', '.join(available_rewards())}")
     parser.add_argument("--env-kwargs", nargs="*", metavar="KEY:VALUE", help="EnvConfig overrides, e.g. batch_size:32")
     parser.add_argument("--hyperparams", nargs="*", metavar="KEY:VALUE", help="agent options, e.g. n_steps:16")
     parser.add_argument("--config", type=Path, default=None, help="EnvConfig JSON file (before --env-kwargs)")
-    parser.add_argument("--log-dir", type=Path, default=Path("runs"), help="where run folders go")
+    parser.add_argument("--log-dir", type=Path, default=Path("runs"), help="where run folders go (default runs)")
     parser.add_argument("--tensorboard-log", type=Path, default=None, help="TensorBoard folder (default RUN/tb)")
-    parser.add_argument("--resume", type=Path, default=None, help="a run folder to continue")
+    parser.add_argument("--resume", type=Path, default=None, help="a run folder to continue (or to evaluate again)")
     parser.add_argument("--eval-steps", type=int, default=500,
                         help="SimCLR updates per evaluated encoder (default 500; the floor is cleared by 250; 0: skip)")
     parser.add_argument("--eval-deterministic", action="store_true", help="evaluate the policy's most likely masks")
-    parser.add_argument("--image-every", type=int, default=200, help="steps between TensorBoard image grids")
-    parser.add_argument("--checkpoint-every", type=int, default=256, help="steps between agent checkpoints")
+    parser.add_argument("--image-every", type=int, default=200, help="steps between TensorBoard image grids (0: none)")
+    parser.add_argument("--checkpoint-every", type=int, default=256,
+                        help="steps between agent checkpoints (0: only at the end)")
     return parser
 
 
+def given_options(argv: list[str]) -> set[str]:
+    """The options written on the command line, whatever their value (a default given explicitly counts)."""
+    parser = build_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_args(argv)))
+
+
+def flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+# ------------------------------------------------------------------------------------------ checking
+
+def read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{what} {path} cannot be read ({exc})") from None
+
+
+def resume_args(cli: argparse.Namespace, given: set[str]) -> argparse.Namespace:
+    """The saved run's arguments with the resumable ones the command line gives; refuses the others."""
+    folder = cli.resume
+    missing = [f for f in RUN_FILES if not (folder / f).is_file()]
+    if not folder.is_dir() or missing:
+        raise UsageError(f"--resume {folder} is not a run folder: expected {', '.join(RUN_FILES)} in it "
+                         f"(missing: {', '.join(missing) if folder.is_dir() else 'the folder itself'})")
+    saved = read_json(folder / "args.json", "--resume: run arguments")
+    saved_reward = read_json(folder / "env_config.json", "--resume: environment config").get("reward")
+
+    def same(key: str) -> bool:
+        new, old = getattr(cli, key), saved.get(key)
+        if key in ("env_kwargs", "hyperparams"):
+            return parse_key_values(new, flag(key)) == parse_key_values(old, flag(key))
+        if key == "reward":
+            return new == (old or saved_reward)
+        if key in ("config", "log_dir"):
+            return (new and Path(new).resolve()) == (old and Path(old).resolve())
+        return new == old
+
+    changed = [f"{flag(k)} ({saved.get(k)!r} in the run, {getattr(cli, k)!r} now)" for k in FIXED
+               if k in given and not same(k)]
+    if changed:
+        raise UsageError(f"--resume cannot change {', '.join(changed)}: the run was trained with them. On resume only "
+                         f"{', '.join(flag(k) for k in RESUMABLE)} may change; start a new run for the others")
+    args = argparse.Namespace(**{**vars(cli), **{k: v for k, v in saved.items() if k in vars(cli)}})
+    for key in RESUMABLE:
+        if key in given:
+            setattr(args, key, getattr(cli, key))
+    args.resume = folder  # the environment comes from the folder's env_config.json, never from --config again
+    for key in ("log_dir", "tensorboard_log"):
+        setattr(args, key, Path(getattr(args, key)) if getattr(args, key) else None)
+    return args
+
+
+def check_folder(path: Path | None, option: str) -> None:
+    """``path`` is, or can become, a folder: neither it nor a parent is a file."""
+    for part in [path, *path.parents] if path is not None else []:
+        if part.exists():
+            if not part.is_dir():
+                raise UsageError(f"{option} {path}: {part} is a file, not a folder; pass a folder path")
+            return
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    bounds = {"total_timesteps": 1, "n_envs": 1, "eval_steps": 0, "image_every": 0, "checkpoint_every": 0}
+    bad = [f"{flag(k)} {getattr(args, k)} (must be >= {low})" for k, low in bounds.items() if getattr(args, k) < low]
+    if bad:
+        raise UsageError(", ".join(bad))
+
+
 def env_config_from(args: argparse.Namespace) -> EnvConfig:
-    cfg = EnvConfig.from_json(args.config) if args.config else EnvConfig.preset(args.preset)
-    overrides = parse_key_values(args.env_kwargs, "--env-kwargs")
-    if args.reward:
-        overrides["reward"] = args.reward
-    if args.device:
-        overrides["device"] = args.device
-    return cfg.replace(**overrides, record_timings=True)
+    """The run's EnvConfig: --config or --preset, then --env-kwargs, --reward, --device; checked."""
+    try:
+        if args.resume:
+            cfg = EnvConfig.from_json(args.resume / "env_config.json")
+            return (cfg.replace(device=args.device) if args.device else cfg).validate()
+        cfg = EnvConfig.from_json(args.config) if args.config else EnvConfig.preset(args.preset)
+        overrides = parse_key_values(args.env_kwargs, "--env-kwargs")
+        if args.reward:
+            overrides["reward"] = args.reward
+        if args.device:
+            overrides["device"] = args.device
+        return cfg.replace(**overrides, record_timings=True).validate()
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def make_vec_env(cfg: EnvConfig, n_envs: int, seed: int):
@@ -92,80 +178,125 @@ def make_vec_env(cfg: EnvConfig, n_envs: int, seed: int):
                             env_kwargs={"config": cfg, "render_mode": "rgb_array"})
 
 
-def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+def build_envs_and_agent(args: argparse.Namespace, cfg: EnvConfig, hyperparams: dict[str, Any]):
+    """The vector env and the agent (made or loaded), every failure a UsageError; nothing is written."""
+    try:  # data, data_root and CAM-Net weights are read here, in this process, before any worker starts
+        probe = make_vec_env(cfg, 1, args.seed)
+        load_dataset(cfg.dataset, root=cfg.data_root, image_size=cfg.image_size, split="test", channels=3,
+                     **cfg.dataset_kwargs)  # what evaluation reads
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.n_envs > 1 and not args.resume:
+        try:  # the options, checked on the probe before the workers start
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                make_agent(args.algo, probe, seed=args.seed, **hyperparams)
+        except Exception as exc:  # noqa: BLE001 - anything an agent raises on its options is the user's to fix
+            probe.close()
+            raise UsageError(agent_error(args.algo, hyperparams, exc)) from None
+    venv = probe if args.n_envs == 1 else make_vec_env(cfg, args.n_envs, args.seed)
+    if venv is not probe:
+        probe.close()
+    tb_dir = str(args.tensorboard_log) if args.tensorboard_log else None  # filled in once the run folder exists
+    try:
+        if args.resume:
+            agent = load_agent(args.algo, str(args.resume / "agent.zip"), env=venv, tensorboard_log=tb_dir)
+            # fresh episodes and actions for the resumed part (loading re-seeds with the run's seed: a replay)
+            if hasattr(agent, "set_random_seed"):
+                fresh = np.random.SeedSequence([args.seed, agent.num_timesteps]).generate_state(1)[0]
+                agent.set_random_seed(int(fresh))
+        else:
+            agent = make_agent(args.algo, venv, seed=args.seed, tensorboard_log=tb_dir, **hyperparams)
+    except Exception as exc:  # noqa: BLE001 - reported as one line, with what to do
+        venv.close()
+        if args.resume:
+            raise UsageError(f"--resume: {args.resume / 'agent.zip'} cannot be loaded ({type(exc).__name__}: {exc}); "
+                             "it is damaged or from another version, so this run cannot be resumed: start a new "
+                             "one") from None
+        raise UsageError(agent_error(args.algo, hyperparams, exc)) from None
+    return venv, agent
 
 
-def resume_args(folder: Path, cli: argparse.Namespace) -> argparse.Namespace:
-    missing = [f for f in RUN_FILES if not (folder / f).is_file()]
-    if not folder.is_dir() or missing:
-        raise SystemExit(f"error: --resume {folder} is not a run folder: expected {', '.join(RUN_FILES)} in it "
-                         f"(missing: {', '.join(missing) if folder.is_dir() else 'the folder itself'})")
-    saved = json.loads((folder / "args.json").read_text())
-    args = argparse.Namespace(**{**vars(cli), **{k: v for k, v in saved.items() if k in vars(cli)}})
-    for key in ("total_timesteps", "eval_steps"):  # these may be changed when resuming
-        if getattr(cli, key) != build_parser().get_default(key):
-            setattr(args, key, getattr(cli, key))
-    args.resume, args.config = folder, None
-    for key in ("log_dir", "tensorboard_log"):
-        setattr(args, key, Path(getattr(args, key)) if getattr(args, key) else None)
-    return args
+def agent_error(algo: str, hyperparams: dict[str, Any], exc: Exception) -> str:
+    if isinstance(exc, ValueError) and str(exc).startswith(f"agent {algo!r}"):  # from check_options
+        return f"--hyperparams: {exc}"
+    given = " ".join(f"{k}:{v!r}" for k, v in hyperparams.items()) or "(none)"
+    return f"agent {algo!r} cannot be built with --hyperparams {given}: {type(exc).__name__}: {exc}"
 
 
+def make_run_dir(log_dir: Path, name: str) -> Path:
+    """A new folder ``log_dir/name`` (``name_2``, ``name_3``, ... if taken: concurrent launches never collide)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for k in itertools.count(1):
+        path = log_dir / (name if k == 1 else f"{name}_{k}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
+
+
+def put_cwd_on_path() -> None:
+    """``--algo my_algos:Class`` finds my_algos.py in the current folder, as ``python -m`` would."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
+# ------------------------------------------------------------------------------------------- the run
+
+@usage_errors
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     cli = build_parser().parse_args(argv)
-    args = resume_args(cli.resume, cli) if cli.resume else cli
+    put_cwd_on_path()
+    args = resume_args(cli, given_options(argv)) if cli.resume else cli
+    check_numbers(args)
+    check_folder(args.log_dir, "--log-dir")
+    check_folder(args.tensorboard_log, "--tensorboard-log")
     try:
         spec = agent_spec(args.algo)
-        if args.resume:
-            cfg = EnvConfig.from_json(args.resume / "env_config.json")
-        else:
-            cfg = env_config_from(args)
-        check_names(cfg)
         hyperparams = parse_key_values(args.hyperparams, "--hyperparams")
     except ValueError as exc:
-        raise SystemExit(f"error: {exc}") from None
-
-    if args.resume:
-        run_dir = args.resume
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = args.log_dir / f"{args.algo.replace(':', '.')}_{cfg.reward}_s{args.seed}_{stamp}"
-        run_dir.mkdir(parents=True, exist_ok=False)
-    tb_dir = args.tensorboard_log or run_dir / "tb"
-    saved_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    write_json(run_dir / "args.json", saved_args | {"resume": None})
+        raise UsageError(str(exc)) from None
+    cfg = env_config_from(args)
     print(describe_precision(cfg.precision, cfg.device))
     cfg = cfg.replace(precision=resolve_precision(cfg.precision, cfg.device))  # saved resolved: the run reproduces
-    cfg.to_json(run_dir / "env_config.json")
+    venv, agent = build_envs_and_agent(args, cfg, hyperparams)
 
-    venv = make_vec_env(cfg, args.n_envs, args.seed)
+    run_dir = args.resume or make_run_dir(args.log_dir, f"{args.algo.replace(':', '.')}_{cfg.reward}_s{args.seed}_"
+                                                         f"{datetime.now():%Y%m%d-%H%M%S}")
+    tb_dir = args.tensorboard_log or run_dir / "tb"
+    agent.tensorboard_log = str(tb_dir)
     agent_path = run_dir / "agent.zip"
+    saved_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()} | {"resume": None}
     try:
-        if args.resume:
-            agent = load_agent(args.algo, str(agent_path), env=venv, tensorboard_log=str(tb_dir))
-        else:
-            agent = make_agent(args.algo, venv, seed=args.seed, tensorboard_log=str(tb_dir), **hyperparams)
-    except ValueError as exc:
-        venv.close()
-        raise SystemExit(f"error: {exc}") from None
+        atomic_write_json(run_dir / "args.json", saved_args)
+        atomic_write_text(run_dir / "env_config.json", cfg.to_json())
+    except BaseException:
+        if not args.resume:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
     done = agent.num_timesteps if args.resume else 0
     remaining = max(args.total_timesteps - done, 0)
-    if spec.learns:
+    rollout = getattr(agent, "n_steps", 1) * venv.num_envs if spec.learns else 1
+    planned = done + math.ceil(remaining / rollout) * rollout  # on-policy algorithms finish their last rollout
+    if spec.learns and remaining:
         check_budget(agent, remaining)
     print(f"run folder: {run_dir}\n{'resuming at step ' + str(done) if done else 'training'} {args.algo} on "
-          f"{cfg.dataset}/{cfg.task} with reward {cfg.reward}, {remaining} steps; TensorBoard: tensorboard --logdir {tb_dir}")
+          f"{cfg.dataset}/{cfg.task} with reward {cfg.reward}, {planned - done} steps"
+          f"{f' (whole rollouts of {rollout})' if planned - done != remaining else ''}; "
+          f"TensorBoard: tensorboard --logdir {tb_dir}")
 
-    callbacks = [CorruptionLogger(args.image_every), ProgressBar(args.total_timesteps, done),
-                 Checkpoint(agent_path, args.checkpoint_every)]
+    checkpoint = Checkpoint(agent_path, args.checkpoint_every)
+    callbacks = [CorruptionLogger(args.image_every), ProgressBar(planned, done), checkpoint]
     start = time.time()
-    try:
-        if remaining:
-            agent.learn(remaining, callback=callbacks, tb_log_name="run", reset_num_timesteps=not args.resume)
+    try:  # also with nothing left: learn(0) sets up the logger the evaluation writes to
+        agent.learn(remaining, callback=callbacks, tb_log_name="run", reset_num_timesteps=not args.resume)
     except KeyboardInterrupt:
-        atomic_agent_save(agent, agent_path)
+        agent.num_timesteps = checkpoint.trained_timesteps  # the interrupted rollout was never trained on
+        save_agent(agent, agent_path)
         print(f"\ninterrupted at step {agent.num_timesteps}: agent saved to {agent_path}.\n"
               f"resume with: python train_agent.py --resume {run_dir}", file=sys.stderr)
         try:
@@ -173,27 +304,53 @@ def main(argv: list[str] | None = None) -> int:
         except (EOFError, BrokenPipeError, ConnectionError):
             pass  # SubprocVecEnv workers got the same Ctrl-C
         return 130
-    atomic_agent_save(agent, agent_path)
     venv.close()
     train_seconds = time.time() - start
     print(f"trained {agent.num_timesteps} steps in {train_seconds / 60:.1f} min; agent saved to {agent_path}")
-
     if args.eval_steps <= 0:
         return 0
+    return evaluate(agent, args, cfg, run_dir, train_seconds)
+
+
+def evaluate(agent: Any, args: argparse.Namespace, cfg: EnvConfig, run_dir: Path, train_seconds: float) -> int:
+    """Write eval.json; on Ctrl-C keep the finished rows in eval.partial.json for --resume to reuse."""
+    partial_path = run_dir / PARTIAL_EVAL
+    key = {"eval_steps": args.eval_steps, "eval_deterministic": args.eval_deterministic, "seed": args.seed,
+           "timesteps": agent.num_timesteps}
+    rows: list[RowResult] = []
+    if partial_path.is_file():
+        saved = read_json(partial_path, "evaluation rows")
+        if {k: saved.get(k) for k in key} == key:  # the same agent under the same evaluation
+            rows = [RowResult(**row) for row in saved["rows"]]
+            print(f"reusing {len(rows)} evaluation row(s) from {partial_path}")
+
+    def keep(row: RowResult) -> None:
+        rows.append(row)
+        atomic_write_json(partial_path, key | {"rows": rows_to_json(rows)})
+
     eval_start = time.time()
-    rows = evaluate_agent(agent, args.algo, cfg, args.eval_steps, seed=args.seed,
-                          deterministic=args.eval_deterministic)
-    table = format_rows(rows, args.eval_steps)
-    print(table)
-    write_json(run_dir / "eval.json", {"eval_steps": args.eval_steps, "seed": args.seed, "readable": is_readable(rows),
-                                       "rows": rows_to_json(rows), "train_seconds": round(train_seconds, 1),
-                                       "eval_seconds": round(time.time() - eval_start, 1),
-                                       "timesteps": agent.num_timesteps})
-    for row in rows:
-        tag = row.name.split("(")[0]
-        agent.logger.record(f"eval/knn_{tag}", row.knn)
-        agent.logger.record(f"eval/linear_{tag}", row.linear)
-    agent.logger.dump(step=agent.num_timesteps)
+    try:
+        rows = evaluate_agent(agent, args.algo, cfg, args.eval_steps, seed=args.seed,
+                              deterministic=args.eval_deterministic, done=list(rows), on_row=keep)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted during evaluation: the trained agent and {len(rows)} finished evaluation row(s) are "
+              f"saved in {run_dir}.\nresume with: python train_agent.py --resume {run_dir}", file=sys.stderr)
+        return 130
+    print(format_rows(rows, args.eval_steps))
+    atomic_write_json(run_dir / "eval.json", {"eval_steps": args.eval_steps, "seed": args.seed,
+                                              "readable": is_readable(rows), "rows": rows_to_json(rows),
+                                              "train_seconds": round(train_seconds, 1),
+                                              "eval_seconds": round(time.time() - eval_start, 1),
+                                              "timesteps": agent.num_timesteps})
+    partial_path.unlink(missing_ok=True)
+    logger = getattr(agent, "logger", None)  # SB3 agents have one once learn() has run
+    writer = tensorboard_writer(logger) if logger is not None else None
+    if writer is not None:  # at the run's last step, straight to TensorBoard (not through SB3's pending values)
+        for row in rows:
+            tag = row.name.split("(")[0]
+            writer.add_scalar(f"eval/knn_{tag}", row.knn, agent.num_timesteps)
+            writer.add_scalar(f"eval/linear_{tag}", row.linear, agent.num_timesteps)
+        writer.flush()
     print(f"wrote {run_dir / 'eval.json'}")
     return 0
 

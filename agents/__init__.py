@@ -8,7 +8,9 @@ time: a stable-baselines3 on-policy algorithm gets the mask policy; any other cl
 """
 from __future__ import annotations
 
-import importlib
+import difflib
+import inspect
+import pkgutil
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -19,6 +21,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from agents.baselines import FixedCorruptor
 from agents.reinforce import Reinforce
 from agents.sb3 import check_budget, make_sb3
+from corruption_env.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class AgentSpec:
     learns: bool = True
 
 
-_AGENTS: dict[str, AgentSpec] = {}
+AGENTS: Registry[AgentSpec] = Registry("agent")
 
 
 def register_agent(name: str, builder: Callable[..., BaseAlgorithm], agent_class: type | None = None,
@@ -45,11 +48,11 @@ def register_agent(name: str, builder: Callable[..., BaseAlgorithm], agent_class
     cls = agent_class or builder
     if not isinstance(cls, type):
         raise TypeError(f"register_agent({name!r}): pass agent_class=... when the builder is not a class")
-    _AGENTS[name] = AgentSpec(builder, cls, learns)
+    AGENTS.register(name)(AgentSpec(builder, cls, learns))
 
 
 def available_agents() -> list[str]:
-    return sorted(_AGENTS)
+    return AGENTS.names()
 
 
 register_agent("ppo", lambda env, **kw: make_sb3(PPO, env, **kw), PPO)
@@ -62,18 +65,16 @@ register_agent("oracle", lambda env, **kw: FixedCorruptor(env, kind="oracle", **
 
 
 def import_class(path: str) -> type:
-    """Import ``"package.module:Class"``, explaining what went wrong if it cannot."""
+    """Import ``"package.module:Class"`` (:func:`pkgutil.resolve_name`), explaining what went wrong if it cannot."""
     module_name, _, class_name = path.partition(":")
     if not module_name or not class_name:
         raise ValueError(f"{path!r} is neither a registered agent ({', '.join(available_agents())}) nor of the form "
                          f"'package.module:Class'")
     try:
-        module = importlib.import_module(module_name)
+        cls = pkgutil.resolve_name(path)
     except ImportError as exc:
-        raise ValueError(f"cannot import {module_name!r} for --algo {path!r}: {exc}. Is the package installed "
-                         f"(pip install ...) in this environment?") from exc
-    try:
-        cls = getattr(module, class_name)
+        raise ValueError(f"cannot import {module_name!r} for --algo {path!r}: {exc}. Is it on the Python path (the "
+                         f"current folder, or a package installed in this environment)?") from exc
     except AttributeError as exc:
         raise ValueError(f"module {module_name!r} has no attribute {class_name!r} (for --algo {path!r})") from exc
     if not isinstance(cls, type):
@@ -83,8 +84,8 @@ def import_class(path: str) -> type:
 
 def agent_spec(name: str) -> AgentSpec:
     """The spec of a registered name or of a ``module:Class`` path."""
-    if name in _AGENTS:
-        return _AGENTS[name]
+    if name in AGENTS:
+        return AGENTS[name]
     if ":" not in name:
         raise ValueError(f"unknown agent {name!r}; available: {', '.join(available_agents())}, "
                          f"or 'package.module:Class' for any SB3-compatible class")
@@ -97,13 +98,48 @@ def agent_spec(name: str) -> AgentSpec:
     return AgentSpec(lambda env, **kw: cls(env=env, **kw), cls)
 
 
+def agent_options(cls: type) -> dict[str, inspect.Parameter] | None:
+    """The keyword options ``cls(...)`` accepts, following ``**kwargs`` up the MRO; None if open-ended."""
+    options: dict[str, inspect.Parameter] = {}
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass) or klass is object:
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        for p in params:
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":
+                options.setdefault(p.name, p)
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return options
+    return None
+
+
+def check_options(name: str, cls: type, kwargs: dict[str, Any]) -> None:
+    """Raise a ValueError for an option ``cls`` does not have (with the close matches), or for text given
+    where its default is a number (``gamma:abc``), before anything is built."""
+    options = agent_options(cls)
+    if options is None:
+        return
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:
+        hints = [f"{u!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(u, options, 1))
+                 else repr(u) for u in unknown]
+        raise ValueError(f"agent {name!r} has no option {', '.join(hints)}; its options: "
+                         f"{', '.join(sorted(set(options) - {'env', 'policy', '_init_setup_model'}))}")
+    for key, value in kwargs.items():
+        default = options[key].default
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
+            raise ValueError(f"agent {name!r}: option {key} takes a number (default {default}), got {value!r}")
+
+
 def make_agent(name: str, env: Any, **kwargs: Any) -> BaseAlgorithm:
-    """Build agent ``name`` (a registered name or ``'package.module:Class'``) on ``env``."""
+    """Build agent ``name`` (a registered name or ``'package.module:Class'``) on ``env``.
+
+    :raises ValueError: an unknown agent, or an option its class does not have (with the close matches).
+    Errors raised while the agent builds itself (a bad value) propagate as they are.
+    """
     spec = agent_spec(name)
-    try:
-        return spec.builder(env, **kwargs)
-    except TypeError as exc:
-        raise ValueError(f"agent {name!r} rejected its options {sorted(kwargs)}: {exc}") from exc
+    check_options(name, spec.agent_class, kwargs)
+    return spec.builder(env, **kwargs)
 
 
 def load_agent(name: str, path: str, env: Any = None, **kwargs: Any) -> BaseAlgorithm:
@@ -111,5 +147,5 @@ def load_agent(name: str, path: str, env: Any = None, **kwargs: Any) -> BaseAlgo
     return agent_spec(name).agent_class.load(path, env=env, **kwargs)
 
 
-__all__ = ["AgentSpec", "available_agents", "check_budget", "import_class", "load_agent", "make_agent",
-           "register_agent"]
+__all__ = ["AGENTS", "AgentSpec", "agent_options", "agent_spec", "available_agents", "check_budget", "check_options",
+           "import_class", "load_agent", "make_agent", "register_agent"]

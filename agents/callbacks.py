@@ -2,21 +2,39 @@
 
 ``CorruptionLogger`` turns each step's ``info`` into TensorBoard scalars grouped as the style guide
 asks (``env/loss``, ``env/keep_fraction``, ``reward/<definition>``, ``time/<stage>``), averaged over
-each logging interval, and every ``image_every`` steps writes an image grid (original / corrupted
-input with its mask / view 1 / view 2) from ``env.render()``. ``ProgressBar`` is a tqdm bar with the
-recent mean reward, keep fraction and an ETA. ``Checkpoint`` saves the agent atomically every N steps.
+each logging interval, and every ``image_every`` timesteps (counted across resumes) writes an image grid
+(original / corrupted input with its mask / view 1 / view 2) from ``env.render()`` at that timestep.
+``ProgressBar`` is a tqdm bar with the recent mean reward, keep fraction and an ETA. ``Checkpoint``
+saves the agent atomically every N steps, always between rollouts, so a saved agent has trained on
+every step it counts.
 """
 from __future__ import annotations
 
-import os
 from collections import deque
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.logger import Image
+from stable_baselines3.common.logger import Logger, TensorBoardOutputFormat
 from tqdm import tqdm
+
+from corruption_env.files import atomic_path
+
+
+def tensorboard_writer(logger: Logger) -> Any:
+    """The TensorBoard ``SummaryWriter`` behind an SB3 logger (None without one), for entries that
+    belong to an exact step (images, evaluation) rather than to the next ``logger.dump``."""
+    for output in logger.output_formats:
+        if isinstance(output, TensorBoardOutputFormat):
+            return output.writer
+    return None
+
+
+def save_agent(agent: Any, path: str | Path) -> None:
+    """``agent.save`` atomically (the temporary name keeps the .zip suffix, so SB3 adds none)."""
+    with atomic_path(path) as tmp:
+        agent.save(tmp)
 
 
 class CorruptionLogger(BaseCallback):
@@ -28,6 +46,11 @@ class CorruptionLogger(BaseCallback):
     def __init__(self, image_every: int = 200, verbose: int = 0) -> None:
         super().__init__(verbose)
         self.image_every = image_every
+        self.next_image = 0
+
+    def _on_training_start(self) -> None:  # the cadence follows timesteps, so it continues across a resume
+        if self.image_every:
+            self.next_image = (self.num_timesteps // self.image_every + 1) * self.image_every
 
     def _on_step(self) -> bool:
         for info in self.locals.get("infos", []):
@@ -40,11 +63,13 @@ class CorruptionLogger(BaseCallback):
                 self.logger.record_mean(f"reward/{name}", value)
             for stage, seconds in info.get("seconds", {}).items():
                 self.logger.record_mean(f"time/{stage}_s", seconds)
-        if self.image_every and self.n_calls % self.image_every == 0:
+        if self.image_every and self.num_timesteps >= self.next_image:
+            self.next_image = (self.num_timesteps // self.image_every + 1) * self.image_every
             frames = self.training_env.get_images()
-            if frames and frames[0] is not None:
-                self.logger.record("images/original_corrupted_view1_view2", Image(frames[0], "HWC"),
-                                   exclude=("stdout", "log", "json", "csv"))
+            writer = tensorboard_writer(self.logger)
+            if writer is not None and frames and frames[0] is not None:  # its own step: no image overwrites another
+                writer.add_image("images/original_corrupted_view1_view2", frames[0], self.num_timesteps,
+                                 dataformats="HWC")
         return True
 
 
@@ -68,6 +93,8 @@ class ProgressBar(BaseCallback):
     def _on_step(self) -> bool:
         self.rewards.extend(np.asarray(self.locals.get("rewards", []), dtype=float).ravel())
         self.keeps.extend(info["keep_fraction"] for info in self.locals.get("infos", []) if "keep_fraction" in info)
+        if self.bar.n + self.training_env.num_envs > self.bar.total:  # never past its end
+            self.bar.total = self.bar.n + self.training_env.num_envs
         self.bar.update(self.training_env.num_envs)
         if self.n_calls % 5 == 0:
             self.bar.set_postfix(reward=f"{np.mean(self.rewards):+.2e}", keep=f"{np.mean(self.keeps):.2f}")
@@ -78,29 +105,33 @@ class ProgressBar(BaseCallback):
             self.bar.close()
 
 
-def atomic_agent_save(agent: Any, path: str | Path) -> None:
-    """``agent.save`` to a temporary name in the same folder, then rename (SB3 appends .zip)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.zip")
-    agent.save(tmp)
-    os.replace(tmp, path)
-
-
 class Checkpoint(BaseCallback):
-    """Save the agent atomically to ``path`` every ``every`` steps (and at the end of training).
+    """Save the agent atomically to ``path`` every ``every`` steps and at the end of training.
+
+    Saves happen between rollouts, when every counted step has been trained on; ``trained_timesteps``
+    is the count at the last such point, what an interrupted run should save.
 
     :param path: where the agent goes (a .zip path).
-    :param every: steps between saves.
+    :param every: steps between saves (0: only at the end).
     """
 
     def __init__(self, path: str | Path, every: int = 500) -> None:
         super().__init__()
         self.path, self.every = Path(path), every
+        self.trained_timesteps = self.last_save = 0
+
+    def _on_training_start(self) -> None:
+        self.trained_timesteps = self.last_save = self.model.num_timesteps
+
+    def _on_rollout_start(self) -> None:
+        self.trained_timesteps = self.model.num_timesteps
+        if self.every and self.trained_timesteps - self.last_save >= self.every:
+            save_agent(self.model, self.path)
+            self.last_save = self.trained_timesteps
 
     def _on_step(self) -> bool:
-        if self.every and self.n_calls % self.every == 0:
-            atomic_agent_save(self.model, self.path)
         return True
 
     def _on_training_end(self) -> None:
-        atomic_agent_save(self.model, self.path)
+        self.trained_timesteps = self.model.num_timesteps
+        save_agent(self.model, self.path)

@@ -1,12 +1,16 @@
 """Judge a corruptor the way a researcher would: by the encoder it trains.
 
 For each row a fresh encoder (the same initialisation for every row of a seed) is trained for
-``steps`` SimCLR updates in a CorruptionEnv whose masks come from that row's corruptor, then scored
-by kNN and linear-probe accuracy on the test split. The rows: the agent, ``keep_all``, ``oracle``
-on a known-answer task (it drops exactly the planted shortcut's cells), ``random`` at the agent's
-mean keep fraction, and two references: ``untrained`` (no updates) and ``simclr_aug``
-(plain SimCLR augmentations of the original images, no CAM-Net). ``is_readable`` is the floor check:
-if ``keep_all`` does not beat ``untrained``, no comparison in the table means anything yet.
+``steps`` SimCLR updates in one CorruptionEnv whose masks come from that row's corruptor, then scored
+by kNN and linear-probe accuracy on the test split. The rows: the agent, ``keep_all``, ``oracle`` on
+a known-answer task (it drops exactly the planted shortcut's cells), ``random`` at the agent's mean
+keep fraction, and two references: ``untrained`` (no updates) and ``simclr_aug``
+(plain SimCLR augmentations of the original images, no CAM-Net). Every trained row goes through the
+same ``env.step`` loop, so paired rows see the same batches from the same (non-held-out) images;
+``simclr_aug`` only swaps the env's view maker for one that augments the originals. On a known-answer
+task every row also reports its keep rate on the shortcut's cells and on the other cells.
+``is_readable`` is the floor check: if ``keep_all`` does not beat ``untrained`` by
+``READABLE_MARGIN``, no comparison in the table means anything yet.
 """
 from __future__ import annotations
 
@@ -19,12 +23,18 @@ from tqdm import tqdm
 
 from agents import make_agent
 from corruption_env import CorruptionEnv, EnvConfig
+from corruption_env.corruption import apply_mask
 from corruption_env.data import load_dataset
-from corruption_env.evaluation import encoder_accuracies, train_encoder
+from corruption_env.evaluation import READABLE_MARGIN, encoder_accuracies
 from corruption_env.views import ViewMaker
 
 Act = Callable[[dict[str, np.ndarray]], np.ndarray]
-READABLE_MARGIN = 0.05  # keep_all must beat untrained by this much kNN accuracy
+
+
+def add_returns(returns: dict[str, float], info: dict[str, Any]) -> None:
+    """Add one step's ``info["reward_terms"]`` to running returns (the one place returns are summed)."""
+    for term, value in info.get("reward_terms", {}).items():
+        returns[term] = returns.get(term, 0.0) + value
 
 
 @dataclass
@@ -64,14 +74,15 @@ class CorruptorEvaluation:
         """Train an encoder in the env with masks from ``act(observation)``; score it."""
         start = time.time()
         obs, _ = self.env.reset(seed=self.seed)
-        keeps, returns, shortcut_keeps = [], {}, []
+        keeps: list[float] = []
+        returns: dict[str, float] = {}
+        shortcut_keeps: list[tuple[float, float]] = []
         for _ in tqdm(range(self.steps), desc=f"eval {name}", leave=False, disable=not self.progress):
             obs, _, _, truncated, info = self.env.step(act(obs))
             keeps.append(info["keep_fraction"])
             if "keep_shortcut" in info:
                 shortcut_keeps.append((info["keep_shortcut"], info["keep_other"]))
-            for term, value in info["reward_terms"].items():
-                returns[term] = returns.get(term, 0.0) + value
+            add_returns(returns, info)
             if info["diverged"]:
                 raise FloatingPointError(f"the SimCLR loss diverged after {len(keeps)} updates with {name}'s masks")
         acc = encoder_accuracies(self.env.learner, self.train, self.test)
@@ -86,13 +97,44 @@ class CorruptorEvaluation:
         return RowResult("untrained", acc["knn"], acc["linear"])
 
     def simclr_aug(self) -> RowResult:
-        """Plain SimCLR augmentations of the original images, same encoder initialisation."""
-        start = time.time()
-        self.env.reset(seed=self.seed)
-        views = ViewMaker(None, self.config.task, self.config.scale, "simclr", self.config.image_size)
-        run = train_encoder(views, self.env.learner, self.train, self.test, self.steps, self.config.batch_size,
-                            seed=self.seed, progress="eval simclr_aug" if self.progress else None)
-        return RowResult("simclr_aug", run.final["knn"], run.final["linear"], None, round(time.time() - start, 1))
+        """Plain SimCLR augmentations of the original images: the same loop, batches and encoder
+        initialisation as every other row, with the env's views made without CAM-Net."""
+        views = self.env.views
+        self.env.views = OriginalImageViews(self.env, views)
+        try:
+            row = self.run_policy("simclr_aug", lambda obs: np.ones(self.env.action_space.shape, dtype=np.int8))
+        finally:
+            self.env.views = views
+        row.keep_fraction = None  # no mask was applied
+        return row
+
+
+class OriginalImageViews:
+    """Stands in for a CorruptionEnv's ViewMaker in the ``simclr_aug`` row: both views are the env's
+    current full-resolution batch, augmented with SimCLR's standard set; everything else (degrading
+    batches for observations, the held-out reference views) is the env's own view maker.
+
+    :param env: the environment whose current batch (``_batch_full``) is restored.
+    :param views: the env's own ViewMaker.
+    """
+
+    def __init__(self, env: CorruptionEnv, views: ViewMaker) -> None:
+        cfg = env.config
+        self.env, self.views = env, views
+        self.plain = ViewMaker(None, cfg.task, cfg.scale, "simclr", cfg.image_size)
+
+    def degrade(self, images: Any) -> Any:
+        return self.views.degrade(images)
+
+    def restore(self, x_lr: Any, mask: Any, generator: Any) -> tuple[Any, Any, Any]:
+        full = self.env._batch_full  # the batch x_lr was degraded from
+        return full, full, apply_mask(x_lr, mask)[0]
+
+    def augment_pair(self, v1: Any, v2: Any, generator: Any) -> tuple[Any, Any]:
+        return self.plain.augment_pair(v1, v2, generator)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.views(*args, **kwargs)
 
 
 def agent_act(agent: Any, deterministic: bool = False) -> Act:
@@ -101,19 +143,31 @@ def agent_act(agent: Any, deterministic: bool = False) -> Act:
 
 
 def evaluate_agent(agent: Any, name: str, config: EnvConfig, steps: int, seed: int = 0,
-                   deterministic: bool = False, progress: bool = True) -> list[RowResult]:
-    """The full table for one agent: agent, keep_all, (oracle,) random at its keep fraction, untrained, simclr_aug."""
+                   deterministic: bool = False, progress: bool = True, done: list[RowResult] | None = None,
+                   on_row: Callable[[RowResult], None] | None = None) -> list[RowResult]:
+    """The full table for one agent: agent, keep_all, (oracle,) random at its keep fraction, untrained, simclr_aug.
+
+    :param done: rows already evaluated (in this order, e.g. before a Ctrl-C); they are not run again.
+    :param on_row: called with each new row as soon as it is finished.
+    """
     evaluation = CorruptorEvaluation(config, steps, seed, progress)
     env = evaluation.env
-    rows = [evaluation.run_policy(name, agent_act(agent, deterministic))]
-    keep = rows[0].keep_fraction if rows[0].keep_fraction is not None else 1.0
-    rows.append(evaluation.run_policy("keep_all", agent_act(make_agent("keep_all", env, seed=seed))))
+    rows = list(done or [])
+
+    def random_row() -> RowResult:
+        keep = rows[0].keep_fraction if rows[0].keep_fraction is not None else 1.0
+        return evaluation.run_policy(f"random(p={keep:.2f})",
+                                     agent_act(make_agent("random", env, keep_prob=keep, seed=seed)))
+
+    plan = [lambda: evaluation.run_policy(name, agent_act(agent, deterministic)),
+            lambda: evaluation.run_policy("keep_all", agent_act(make_agent("keep_all", env, seed=seed))),
+            random_row, evaluation.untrained, evaluation.simclr_aug]
     if env.train_shortcut_cells is not None:  # a known-answer task: the known answer too
-        rows.append(evaluation.run_policy("oracle", agent_act(make_agent("oracle", env, seed=seed))))
-    rows.append(evaluation.run_policy(f"random(p={keep:.2f})",
-                                      agent_act(make_agent("random", env, keep_prob=keep, seed=seed))))
-    rows.append(evaluation.untrained())
-    rows.append(evaluation.simclr_aug())
+        plan.insert(2, lambda: evaluation.run_policy("oracle", agent_act(make_agent("oracle", env, seed=seed))))
+    for make_row in plan[len(rows):]:
+        rows.append(make_row())
+        if on_row is not None:
+            on_row(rows[-1])
     return rows
 
 

@@ -43,6 +43,8 @@ class RolloutAgent(BaseAlgorithm):
     def __init__(self, policy: Any, env: Any, learning_rate: float = 1e-3, n_steps: int = 16,
                  policy_kwargs: dict[str, Any] | None = None, tensorboard_log: str | None = None, verbose: int = 0,
                  seed: int | None = None, device: str = "auto", _init_setup_model: bool = True) -> None:
+        if not isinstance(n_steps, int) or n_steps < 1:
+            raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
         super().__init__(policy=policy, env=env, learning_rate=learning_rate, policy_kwargs=policy_kwargs,
                          tensorboard_log=tensorboard_log, verbose=verbose, device=device, seed=seed,
                          support_multi_env=True)
@@ -55,6 +57,13 @@ class RolloutAgent(BaseAlgorithm):
         self.set_random_seed(self.seed)
         self.policy = self.policy_class(self.observation_space, self.action_space, self.lr_schedule,
                                         **self.policy_kwargs).to(self.device)
+
+    def set_random_seed(self, seed: int | None = None) -> None:
+        """SB3's seeding, plus the policy's own mask generator where it has one (fixed corruptors)."""
+        super().set_random_seed(seed)
+        policy = getattr(self, "policy", None)  # set_random_seed runs once before the policy exists
+        if isinstance(policy, torch.nn.Module) and hasattr(policy, "seed_masks"):
+            policy.seed_masks(seed)
 
     def train(self, rollout: Rollout) -> None:
         """Learn from one rollout (nothing, for a fixed corruptor)."""

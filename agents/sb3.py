@@ -36,6 +36,8 @@ def make_sb3(algo_class: type[OnPolicyAlgorithm], env: Any, **kwargs: Any) -> On
         raise TypeError(f"{algo_class!r} is not a stable-baselines3 on-policy algorithm class")
     defaults = next((DEFAULTS[c] for c in algo_class.__mro__ if c in DEFAULTS), GENERIC_DEFAULTS)
     params = {**defaults, **kwargs}
+    if not isinstance(params["n_steps"], int) or params["n_steps"] < 1:
+        raise ValueError(f"n_steps must be an integer >= 1, got {params['n_steps']!r}")
     batch = params.get("batch_size", _signature_default(algo_class, "batch_size"))
     if batch is not None:
         rollout = params["n_steps"] * getattr(env, "num_envs", 1)

@@ -1,12 +1,18 @@
-"""Parsing the ``key:value`` options the command-line tools share (``--env-kwargs``, ``--hyperparams``).
+"""What the command-line tools share: ``key:value`` options and the one way they report a bad input.
 
-Values are Python literals when they parse as one (``32``, ``1e-3``, ``True``, ``{'beta': 0.5}``,
-``[1, 2]``) and plain strings otherwise (``reward:heldout_gain``).
+Values of ``--env-kwargs``/``--hyperparams`` are Python literals when they parse as one (``32``,
+``1e-3``, ``True``, ``{'beta': 0.5}``, ``[1, 2]``) and plain strings otherwise (``reward:heldout_gain``).
+A bad input is a :class:`UsageError`, raised while validating and before anything is written; a CLI
+built on :class:`ArgumentParser` and :func:`usage_errors` prints it as one line, ``error: <message>``,
+on stderr and exits with status 2 (argparse's own convention), without a traceback.
 """
 from __future__ import annotations
 
+import argparse
 import ast
-from typing import Any
+import functools
+import sys
+from typing import Any, Callable, NoReturn
 
 
 def parse_value(raw: str) -> Any:
@@ -31,3 +37,29 @@ def parse_key_values(items: list[str] | None, option: str) -> dict[str, Any]:
             raise ValueError(f"{option} expects key:value pairs (e.g. batch_size:32), got {item!r}")
         out[key] = parse_value(raw)
     return out
+
+
+class UsageError(ValueError):
+    """A problem with the command line that the user can fix; the message names the problem and the fix."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose own errors (unknown option, bad int, bad choice) are one line like every other
+    :class:`UsageError`, instead of the usage block plus an error line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def usage_errors(main: Callable[..., int]) -> Callable[..., int]:
+    """Decorate a CLI's ``main``: a :class:`UsageError` becomes ``error: <message>`` on stderr and status 2."""
+
+    @functools.wraps(main)
+    def wrapper(*args: Any, **kwargs: Any) -> int:
+        try:
+            return main(*args, **kwargs)
+        except UsageError as exc:
+            print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # one line, whatever the message
+            return 2
+
+    return wrapper

@@ -8,7 +8,10 @@ two CPU cores); ``"gpu"`` is sized for real experiments. ``config.replace(**over
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +92,11 @@ class EnvConfig:
     PRESETS = ("cpu", "gpu")
 
     def __post_init__(self) -> None:
+        wrong = [f"{f.name}={getattr(self, f.name)!r} (expected {_type_name(hint)})"
+                 for f, hint in zip(dataclasses.fields(self), _field_types(type(self)))
+                 if not _has_type(getattr(self, f.name), hint)]
+        if wrong:
+            raise ValueError(f"EnvConfig: wrong type for {', '.join(wrong)}")
         positive = ("image_size", "scale", "batch_size", "mask_grid", "episode_length")
         bad = [f"{k}={getattr(self, k)!r}" for k in positive if not isinstance(getattr(self, k), int) or getattr(self, k) < 1]
         if bad:
@@ -104,6 +112,53 @@ class EnvConfig:
             raise ValueError(f"EnvConfig: unknown precision {self.precision!r}; available: {', '.join(PRECISIONS)}")
         if self.temperature <= 0 or self.lr <= 0:
             raise ValueError(f"EnvConfig: temperature ({self.temperature}) and lr ({self.lr}) must be > 0")
+
+    def validate(self) -> "EnvConfig":
+        """Check what construction does not (it stays cheap, loading nothing): names against their
+        registries, reward and dataset options, tracked rewards, and that ``device`` exists on this
+        machine. Raises a ValueError that names the fix; returns ``self``."""
+        import torch
+
+        from corruption_env.data import DATASETS, SHORTCUT_OPTIONS, available_datasets
+        from corruption_env.rewards import available_rewards, make_reward
+        from corruption_env.simclr import SimCLRLearner, available_encoders
+        from corruption_env.views import AUGMENTATIONS, available_decorruptors
+
+        choices = {"dataset": available_datasets(), "encoder": available_encoders(),
+                   "decorruptor": available_decorruptors(), "view_augmentation": list(AUGMENTATIONS),
+                   "optimizer": list(SimCLRLearner.OPTIMIZERS), "reward": available_rewards()}
+        for key, valid in choices.items():
+            if getattr(self, key) not in valid:
+                raise ValueError(f"unknown {key} {getattr(self, key)!r}; available: {', '.join(valid)}")
+        make_reward(self.reward, **self.reward_kwargs)  # rejects bad reward options
+        tracked = self.track_rewards
+        unknown = [n for n in ([tracked] if isinstance(tracked, str) else tracked) if n not in available_rewards()]
+        if (isinstance(tracked, str) and tracked not in ("free", "all")) or (not isinstance(tracked, str) and unknown):
+            raise ValueError(f"track_rewards must be 'free', 'all' or a list of reward names, got {tracked!r}; "
+                             f"rewards: {', '.join(available_rewards())}")
+        options = inspect.signature(DATASETS[self.dataset]).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in options.values()):
+            valid = [n for n in options if n not in ("root", "image_size", "split")] + list(SHORTCUT_OPTIONS)
+            bad = sorted(set(self.dataset_kwargs) - set(valid))
+            if bad:
+                raise ValueError(f"dataset {self.dataset!r} has no option(s) {', '.join(bad)} in dataset_kwargs; "
+                                 f"its options: {', '.join(valid) or 'none'}")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError:
+            raise ValueError(f"unknown device {self.device!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} but torch sees no CUDA device on this machine; use device 'cpu' "
+                             "(the 'gpu' preset sets device 'cuda')")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f"device {self.device!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"device {self.device!r} is not supported; use 'cpu', 'cuda' or 'cuda:N'")
+        if set(self.dataset_kwargs) & set(SHORTCUT_OPTIONS):
+            from corruption_env.data import Shortcut
+
+            Shortcut.from_options(self.dataset_options(), self.image_size)  # rejects bad shortcut options
+        return self
 
     @property
     def input_size(self) -> int:
@@ -159,10 +214,47 @@ class EnvConfig:
     @classmethod
     def from_json(cls, source: str | Path) -> "EnvConfig":
         """Read a config from a JSON file path or a JSON string."""
-        text = str(source)
-        if not text.lstrip().startswith("{"):
-            path = Path(source)
+        text, where = str(source), "config JSON"
+        if not text.lstrip().startswith(("{", "[")):
+            path, where = Path(source), f"config file {source}"
+            if path.is_dir():
+                raise FileNotFoundError(f"config file {path} is a directory; pass a JSON file of EnvConfig fields")
             if not path.is_file():
                 raise FileNotFoundError(f"config file {path} does not exist")
             text = path.read_text()
-        return cls.from_dict(json.loads(text))
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where} is not valid JSON ({exc})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{where} must hold a JSON object of EnvConfig fields like {{\"batch_size\": 32}}, "
+                             f"not a {type(values).__name__}")
+        return cls.from_dict(values)
+
+
+def _field_types(cls: type) -> list[Any]:
+    hints = typing.get_type_hints(cls)
+    return [hints[f.name] for f in dataclasses.fields(cls)]
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits a field annotation (int for float is fine; bool is not a number here)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, arg) for arg in typing.get_args(hint))
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if origin is not None:  # dict[...], list[...]: the container type is enough here
+        return isinstance(value, (list, tuple) if origin is list else origin)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    return " or ".join(_type_name(a) for a in typing.get_args(hint)) if typing.get_origin(hint) in (
+        typing.Union, types.UnionType) else ("None" if hint is type(None) else getattr(hint, "__name__", str(hint)))

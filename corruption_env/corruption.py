@@ -60,6 +60,14 @@ def degrade(x: torch.Tensor, scale: int, task: str) -> torch.Tensor:
     return to_luminance(small) if task in _COLOR_TASKS else small
 
 
+def bicubic_restoration(x_c: torch.Tensor, scale: int) -> torch.Tensor:
+    """The non-learned reference restoration: bicubic upsampling by ``scale``, clamped to [0, 1], gray
+    expanded to RGB (the ``bicubic`` decorruptor, and the bar CAM-Net's model card compares against)."""
+    up = x_c if scale == 1 else F.interpolate(x_c, scale_factor=scale, mode="bicubic", align_corners=False)
+    up = up.clamp(0, 1)
+    return up.expand(-1, 3, -1, -1) if up.shape[1] == 1 else up
+
+
 def upsample_mask(mask: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     """Spread a (B, g, g) cell mask to (B, 1, H, W) pixels by nearest-neighbour upsampling."""
     if mask.ndim != 3:

@@ -123,6 +123,11 @@ def _cached_load(name: str, root: str | None, image_size: int, split: str, kwarg
     return data
 
 
+def to_unit(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float32 in [0, 1] (a copy, safe for read-only arrays)."""
+    return torch.tensor(np.asarray(images), dtype=torch.float32) / 255.0
+
+
 def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
     """Resize uint8 (N, C, H, W) images to (size, size) with antialiased bilinear interpolation."""
     if images.shape[-2:] == (size, size):
@@ -149,6 +154,7 @@ def _require_dir(root: str | None, dataset: str, expected: str) -> Path:
 
 SHORTCUT_KINDS = ("fixed", "random")
 SHORTCUT_POSITIONS = ("bottom", "top", "left", "right")
+SHORTCUT_OPTIONS = ("shortcut", "shortcut_bits", "shortcut_contrast", "shortcut_positions", "shortcut_grid", "shortcut_seed")
 
 
 @dataclass(frozen=True)
@@ -198,16 +204,15 @@ class Shortcut:
             raise ValueError(f"shortcut: bits ({self.bits}) and grid ({self.grid}) must be positive integers and "
                              f"contrast ({self.contrast}) in (0, 1]")
 
-    OPTIONS = ("bits", "contrast", "positions", "grid", "seed")
 
     @classmethod
     def from_options(cls, options: dict, image_size: int) -> "Shortcut | None":
         """Pop ``shortcut`` and ``shortcut_<field>`` from loader options; None if no shortcut is asked for."""
         kind = options.pop("shortcut", None)
-        fields = {f: options.pop(f"shortcut_{f}") for f in cls.OPTIONS if f"shortcut_{f}" in options}
+        fields = {k.removeprefix("shortcut_"): options.pop(k) for k in SHORTCUT_OPTIONS[1:] if k in options}
         if kind is None:
             if fields:
-                raise ValueError(f"shortcut options {sorted(fields)} given without shortcut='fixed' or 'random'")
+                raise ValueError(f"shortcut options {sorted('shortcut_' + k for k in fields)} given without shortcut='fixed' or 'random'")
             return None
         shortcut = cls(kind, **fields)
         if image_size % (2 * shortcut.bits) or image_size % shortcut.grid:

@@ -3,10 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import multiprocessing
-import os
 import time
-import warnings
 from typing import Any
 
 import gymnasium as gym
@@ -21,7 +18,9 @@ from corruption_env.evaluation import knn_accuracy, to_unit
 from corruption_env.precision import resolve_precision
 from corruption_env.rewards import OPTIONAL_STATS, Reward, StepStats, available_rewards, make_reward
 from corruption_env.simclr import SimCLRLearner
-from corruption_env.views import ViewMaker, build_decorruptor, comparison_grid
+from corruption_env.pictures import comparison_grid
+from corruption_env.threads import set_torch_threads
+from corruption_env.views import ViewMaker, build_decorruptor
 
 LEARNER_FEATURES = ("progress", "last_loss", "loss_average", "last_reward", "last_keep_fraction", "last_loss_delta")
 STAGES = ("data", "camnet", "augment", "learner", "reward")
@@ -117,14 +116,12 @@ class CorruptionEnv(gym.Env):
     def __init__(self, config: EnvConfig | None = None, render_mode: str | None = None, preset: str = "cpu",
                  **overrides: Any) -> None:
         self.config = cfg = (config or EnvConfig.preset(preset)).replace(**overrides)
-        check_names(cfg)
+        cfg.validate()
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.render_mode = render_mode
-        _set_torch_threads(cfg.num_threads)
+        set_torch_threads(cfg.num_threads)
         self.device = torch.device(cfg.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device='cuda' but torch sees no CUDA device; use device='cpu' or the 'cpu' preset")
 
         self.reward_fn = make_reward(cfg.reward, **cfg.reward_kwargs)
         self.tracked = self._tracked_rewards(cfg.track_rewards)
@@ -231,13 +228,15 @@ class CorruptionEnv(gym.Env):
 
     def render(self) -> np.ndarray | None:
         """An (H, W, 3) uint8 grid of the last step: original / corrupted input / view 1 / view 2 (first 8
-        images). Before any step, the first batch alone. After an auto-reset it still shows the last step."""
+        images), always the same size (video recorders need that). Before any step: the batch and its input
+        with two blank rows. After an auto-reset it still shows the last step."""
         if self.render_mode is None:
             gym.logger.warn("render() called without render_mode='rgb_array'; returning None")
             return None
         if self._batch is None:
             raise gym.error.ResetNeeded("call reset() before render()")
-        rows = self._last_render or (self._batch_full,)  # before the first step: the batch alone
+        blank = torch.ones_like(self._batch_full)  # before the first step: the batch and its input, same frame size
+        rows = self._last_render or (self._batch_full, self._batch, blank, blank)
         grid = comparison_grid(list(rows), size=max(self.config.image_size, 64))
         return (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
 
@@ -339,51 +338,9 @@ class CorruptionEnv(gym.Env):
         return knn_accuracy(feats[:half], labels[:half], feats[half:], labels[half:], k=min(50, half))
 
 
-_FORKED = False  # True in a process forked (not spawned) from one that imported this module
-
-
-def _mark_forked() -> None:
-    global _FORKED
-    _FORKED = True
-
-
-os.register_at_fork(after_in_child=_mark_forked)
-
-
-def _set_torch_threads(requested: int | None) -> None:
-    """Apply ``EnvConfig.num_threads`` safely in this process.
-
-    A vector-env worker defaults to one thread (workers would otherwise fight for cores). A *forked*
-    worker gets one thread whatever was asked: GNU OpenMP (torch's CPU thread pool) deadlocks in a
-    child forked after its parent ran threaded work, and ``gym.make_vec(..., vectorization_mode="async")``
-    forks by default on Linux.
-    """
-    threads = requested
-    if threads is None and multiprocessing.parent_process() is not None:
-        threads = 1
-    if _FORKED and threads is not None and threads > 1:
-        warnings.warn(f"CorruptionEnv in a forked worker: torch limited to 1 thread instead of num_threads={threads}, "
-                      "because OpenMP deadlocks after fork. For more threads per worker start workers with spawn: "
-                      "gym.make_vec(..., vector_kwargs={'context': 'spawn'}) or "
-                      "SubprocVecEnv(..., start_method='forkserver').", RuntimeWarning, stacklevel=3)
-        threads = 1
-    if threads is not None:
-        torch.set_num_threads(threads)
-
-
 def check_names(cfg: EnvConfig) -> None:
-    """Raise a ValueError listing the valid choices for any unknown name in ``cfg`` (cheap: no loading)."""
-    from corruption_env.data import available_datasets
-    from corruption_env.simclr import SimCLRLearner, available_encoders
-    from corruption_env.views import AUGMENTATIONS, available_decorruptors
-
-    choices = {"dataset": available_datasets(), "encoder": available_encoders(), "decorruptor": available_decorruptors(),
-               "view_augmentation": list(AUGMENTATIONS), "optimizer": list(SimCLRLearner.OPTIMIZERS),
-               "reward": available_rewards()}
-    for key, valid in choices.items():
-        if getattr(cfg, key) not in valid:
-            raise ValueError(f"unknown {key} {getattr(cfg, key)!r}; available: {', '.join(valid)}")
-    make_reward(cfg.reward, **cfg.reward_kwargs)  # rejects bad reward options
+    """``cfg.validate()``, under its old name while benchmark.py still imports it."""
+    cfg.validate()
 
 
 def _lap(start: float) -> tuple[float, float]:

@@ -18,16 +18,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from corruption_env.data import ImageDataset
+from corruption_env.data import ImageDataset, to_unit
 from corruption_env.simclr import SimCLRLearner
 from corruption_env.views import ViewMaker
 
 MaskPolicy = Callable[[torch.Tensor, torch.Generator], "torch.Tensor | None"]
-
-
-def to_unit(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 in [0, 1] (a copy, safe for read-only arrays)."""
-    return torch.tensor(np.asarray(images), dtype=torch.float32) / 255.0
+READABLE_MARGIN = 0.05  # the floor: keep_all must beat an untrained encoder by this much kNN accuracy
 
 
 @torch.no_grad()

@@ -18,10 +18,9 @@ from typing import Callable, Protocol
 import kornia.augmentation as K
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from corruption_env.camnet import load_camnet, shipped_checkpoint
-from corruption_env.corruption import apply_mask, check_task, degrade
+from corruption_env.corruption import apply_mask, bicubic_restoration, check_task, degrade
 from corruption_env.precision import autocast, resolve_precision
 from corruption_env.registry import Registry
 
@@ -65,9 +64,7 @@ class BicubicDecorruptor(nn.Module):
         self.scale = scale
 
     def forward(self, x_c: torch.Tensor, pixel_mask: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-        up = x_c if self.scale == 1 else F.interpolate(x_c, scale_factor=self.scale, mode="bicubic", align_corners=False)
-        up = up.clamp(0, 1)
-        return up.expand(-1, 3, -1, -1) if up.shape[1] == 1 else up
+        return bicubic_restoration(x_c, self.scale)
 
 
 @register_decorruptor("bicubic")
@@ -164,22 +161,3 @@ class ViewMaker:
                 mask = torch.ones(images.shape[0], 1, 1, device=images.device)
             v1, v2, _ = self.restore(x_lr, mask, generator)
         return Views(*self.augment_pair(v1, v2, generator))
-
-
-def comparison_grid(batches: list[torch.Tensor], size: int, max_images: int = 8, padding: int = 2,
-                    images_as_rows: bool = False) -> torch.Tensor:
-    """One picture of several image batches: batch k is row k (or column k with ``images_as_rows``),
-    showing its first ``max_images``, each resized (nearest) to ``size`` with gray expanded to RGB.
-    Returns (3, H, W) float in [0, 1]."""
-    import torchvision
-
-    tiles = []
-    for batch in batches:
-        batch = batch[:max_images].detach().float().cpu().clamp(0, 1)
-        if batch.shape[-1] != size:
-            batch = F.interpolate(batch, size=(size, size), mode="nearest")
-        tiles.append(batch.expand(-1, 3, -1, -1))
-    grid = torch.stack(tiles)  # (K, N, 3, size, size)
-    if images_as_rows:
-        grid = grid.transpose(0, 1)
-    return torchvision.utils.make_grid(grid.flatten(0, 1), nrow=grid.shape[1], padding=padding, pad_value=1.0)

@@ -59,7 +59,7 @@ def test_bootstrap_intervals_contain_their_means():
 
 
 def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
-    monkeypatch.setattr(agents, "_AGENTS", dict(agents._AGENTS))
+    monkeypatch.setattr(agents.AGENTS, "entries", dict(agents.AGENTS.entries))
 
     def broken(env, **kwargs):
         raise RuntimeError("this agent always fails")

@@ -80,6 +80,10 @@ def test_pretrain_cli_trains_resumes_and_writes_card(tmp_path, capsys):
     assert "resuming from" in capsys.readouterr().out
     assert json.loads(out.with_suffix(".json").read_text())["training"]["steps"] == 4
     load_camnet(out)
+    for changed in (["--batch-size", "4"], ["--pool-size", "32"], ["--epochs-per-pool", "2"]):  # would not reproduce
+        assert pretrain_main(args + ["--steps", "6", *changed]) == 2
+        assert f"{changed[0][2:].replace('-', '_')} " in capsys.readouterr().err
+    assert json.loads(out.with_suffix(".json").read_text())["training"]["steps"] == 4
 
 
 def test_pretrain_help_runs():

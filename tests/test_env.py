@@ -231,6 +231,14 @@ def test_sb3_vec_envs():
         venv.close()
 
 
+def test_render_has_one_size_before_and_after_steps():
+    env = CorruptionEnv(EnvConfig(**TINY), render_mode="rgb_array")  # video recorders need a fixed frame size
+    env.reset(seed=0)
+    before = env.render()
+    env.step(np.ones(128))
+    assert env.render().shape == before.shape
+
+
 def test_known_answer_task_reports_shortcut_cells_and_keep_rates():
     env = make(dataset_kwargs={**TINY["dataset_kwargs"], "shortcut": "random"})
     obs, _ = env.reset(seed=0)

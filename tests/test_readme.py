@@ -23,7 +23,7 @@ def isolated_registries(monkeypatch, tmp_path):
     import agents
     from corruption_env import rewards
 
-    monkeypatch.setattr(agents, "_AGENTS", dict(agents._AGENTS))
+    monkeypatch.setattr(agents.AGENTS, "entries", dict(agents.AGENTS.entries))
     monkeypatch.setattr(rewards.REWARDS, "entries", dict(rewards.REWARDS.entries))
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -45,3 +45,22 @@ def test_custom_reward_example_runs(isolated_registries):
     namespace: dict = {}
     for block in python_blocks("Writing a reward definition"):
         exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
+
+
+def test_layout_section_matches_the_tree():
+    """Every module of the packages is in the README's Layout, and every path there exists."""
+    text = README.read_text()
+    block = re.search(r"^## Layout\n+```\n(.*?)```", text, flags=re.S | re.M).group(1)
+    listed, folder = set(), ""
+    for line in block.splitlines():
+        name = line.split()[0]
+        if not line.startswith(" "):
+            folder = name if name.endswith("/") else ""
+            listed.add(name)
+        else:
+            listed.add(folder + name)
+    root = README.parent
+    assert all((root / path).exists() for path in listed), sorted(p for p in listed if not (root / p).exists())
+    modules = {str(p.relative_to(root)) for package in ("corruption_env", "agents") for p in (root / package).glob("*.py")
+               if p.name != "__init__.py"}
+    assert modules <= listed, sorted(modules - listed)

@@ -22,6 +22,7 @@ import argparse
 import itertools
 import json
 import math
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -35,12 +36,14 @@ import torch.nn.functional as F
 import torchvision
 from tqdm import tqdm
 
-from corruption_env.camnet.checkpoint import atomic_save, save_camnet
+from corruption_env.camnet.checkpoint import read_camnet, save_camnet
 from corruption_env.camnet.model import CAMNet, CAMNetConfig, count_parameters, level_targets
-from corruption_env.corruption import apply_mask, degrade, random_training_masks
-from corruption_env.data import ImageDataset, available_datasets, load_dataset
+from corruption_env.cli_options import ArgumentParser, UsageError, usage_errors
+from corruption_env.corruption import TASKS, apply_mask, bicubic_restoration, degrade, random_training_masks
+from corruption_env.data import ImageDataset, available_datasets, load_dataset, to_unit
+from corruption_env.files import atomic_path, atomic_write_json
+from corruption_env.pictures import comparison_grid
 from corruption_env.precision import PRECISIONS, autocast, describe_precision, resolve_precision
-from corruption_env.views import comparison_grid
 
 
 @dataclass
@@ -77,11 +80,6 @@ class PretrainConfig:
     checkpoint_every_s: float = 120.0
     eval_images: int = 512
     precision: str = "auto"
-
-
-def to_float(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float in [0, 1]."""
-    return torch.tensor(np.asarray(images)).float() / 255.0
 
 
 def corrupt(model: CAMNet, target: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,7 +121,7 @@ def _pool(data: ImageDataset, model: CAMNet, cfg: PretrainConfig, index: int
     """Pool ``index``: images (randomly flipped), masks, corrupted inputs, level targets, codes."""
     rng = np.random.default_rng([cfg.seed, index])
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    target = to_float(data.images[rng.choice(len(data), cfg.pool_size, replace=len(data) < cfg.pool_size)])
+    target = to_unit(data.images[rng.choice(len(data), cfg.pool_size, replace=len(data) < cfg.pool_size)])
     flip = torch.from_numpy(rng.random(cfg.pool_size) < 0.5)
     target = torch.where(flip[:, None, None, None], target.flip(-1), target)
     mask = random_training_masks(cfg.pool_size, cfg.mask_grid, gen)
@@ -139,16 +137,39 @@ def _lr_at(cfg: PretrainConfig, step: int) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(step / max(cfg.steps, 1), 1.0))))
 
 
+RESUME_MAY_CHANGE = ("steps", "checkpoint_every_s", "eval_images", "data_root")  # the rest would change the run
+
+
+def resume_state(ckpt_path: Path, camnet_cfg: CAMNetConfig, cfg: PretrainConfig) -> dict | None:
+    """The resumable state at ``ckpt_path`` (None if there is none), refusing one written with other
+    settings: a resumed run reproduces an uninterrupted one only with the same model, seed, pools and
+    batches. Only :data:`RESUME_MAY_CHANGE` may differ (a longer ``steps`` also stretches the lr schedule)."""
+    if not ckpt_path.is_file():
+        return None
+    try:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        saved_camnet, saved = state["camnet"], state["pretrain"]
+    except Exception as exc:  # noqa: BLE001 - truncated or foreign file
+        raise UsageError(f"{ckpt_path} is not a readable pretraining state ({type(exc).__name__}); "
+                         "delete it to start over") from None
+    changed = [f"{k} {v!r} -> {getattr(camnet_cfg, k)!r}" for k, v in saved_camnet.items()
+               if getattr(camnet_cfg, k, v) != v]
+    changed += [f"{k} {v!r} -> {getattr(cfg, k)!r}" for k, v in saved.items()
+                if k not in RESUME_MAY_CHANGE and getattr(cfg, k, v) != v]
+    if changed:
+        raise UsageError(f"{ckpt_path} holds a run with other settings ({', '.join(changed)}); pass the same ones "
+                         f"to resume it (only {', '.join(RESUME_MAY_CHANGE)} may change), or delete it to start over")
+    return state
+
+
 def train(model: CAMNet, cfg: PretrainConfig, out: Path, quiet: bool = False) -> dict:
     """Train ``model`` in place, resuming from ``out``.ckpt if present; return the run's bookkeeping."""
     data = load_dataset(cfg.dataset, root=cfg.data_root, image_size=model.cfg.image_size, split="train", channels=3)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     ckpt_path = out.with_suffix(".ckpt")
     step, elapsed = 0, 0.0
-    if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if state["camnet"] != model.cfg.to_dict() or state["pretrain"]["seed"] != cfg.seed:
-            raise ValueError(f"{ckpt_path} was written by a run with other settings; delete it or pass the same ones")
+    state = resume_state(ckpt_path, model.cfg, cfg)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, elapsed = state["step"], state["elapsed_s"]
@@ -156,8 +177,9 @@ def train(model: CAMNet, cfg: PretrainConfig, out: Path, quiet: bool = False) ->
             print(f"resuming from {ckpt_path} at step {step}")
 
     def checkpoint() -> None:
-        atomic_save({"camnet": model.cfg.to_dict(), "pretrain": asdict(cfg), "model": model.state_dict(),
-                     "optimizer": opt.state_dict(), "step": step, "elapsed_s": elapsed + time.time() - t0}, ckpt_path)
+        with atomic_path(ckpt_path) as tmp:
+            torch.save({"camnet": model.cfg.to_dict(), "pretrain": asdict(cfg), "model": model.state_dict(),
+                        "optimizer": opt.state_dict(), "step": step, "elapsed_s": elapsed + time.time() - t0}, tmp)
         save_camnet(model, out)
 
     steps_per_pool = cfg.pool_size * cfg.epochs_per_pool // cfg.batch_size
@@ -212,13 +234,6 @@ def _pairwise_diversity(views: torch.Tensor, region: torch.Tensor) -> float:
     return total / max(count, 1e-12)
 
 
-def bicubic_restoration(x_c: torch.Tensor, scale: int) -> torch.Tensor:
-    """The non-learned reference: bicubic upsampling of the corrupted input, gray repeated to RGB."""
-    up = x_c if scale == 1 else F.interpolate(x_c, scale_factor=scale, mode="bicubic", align_corners=False)
-    up = up.clamp(0, 1)
-    return up.repeat(1, 3, 1, 1) if up.shape[1] == 1 else up
-
-
 @torch.no_grad()
 def evaluate_camnet(model: CAMNet, data: ImageDataset, n_images: int = 512, samples: int = 24,
                     diversity_codes: int = 6, mask_grid: int = 4, seed: int = 1234, precision: str = "fp32") -> dict:
@@ -235,7 +250,7 @@ def evaluate_camnet(model: CAMNet, data: ImageDataset, n_images: int = 512, samp
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     n_images = min(n_images, len(data))
-    target = to_float(data.images[:n_images])
+    target = to_unit(data.images[:n_images])
     report: dict = {"images": n_images, "samples": samples}
     all_kept = torch.ones(n_images, mask_grid, mask_grid)
     masked = random_training_masks(n_images, mask_grid, gen)
@@ -273,7 +288,7 @@ def sample_grid(model: CAMNet, data: ImageDataset, path: Path, rows: int = 8, co
                 mask_grid: int = 4, seed: int = 7) -> None:
     """PNG: per row, target | degraded input | masked input | ``codes`` restorations (different z)."""
     gen = torch.Generator().manual_seed(seed)
-    target = to_float(data.images[:rows])
+    target = to_unit(data.images[:rows])
     x_lr = degrade(target, model.cfg.scale, model.cfg.task)
     mask = random_training_masks(rows, mask_grid, gen, keep_range=(0.5, 0.8))
     x_c, pixel_mask = apply_mask(x_lr, mask)
@@ -285,44 +300,101 @@ def sample_grid(model: CAMNet, data: ImageDataset, path: Path, rows: int = 8, co
 
 # ------------------------------------------------------------------------------------------------- CLI
 
-def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+def _param_help(cls: type) -> dict[str, str]:
+    """``:param name: text`` entries of a dataclass docstring, whitespace collapsed."""
+    entries = re.findall(r":param (\w+): (.*?)(?=:param |\Z)", cls.__doc__ or "", flags=re.S)
+    # argparse formats help text with %
+    return {name: " ".join(text.replace("``", "").split()).replace("%", "%%") for name, text in entries}
+
+
+def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = (),
+                        choices: dict[str, tuple] | None = None) -> None:
+    helps = _param_help(cls)
     for f in fields(cls):
         if f.name in skip:
             continue
         kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], str)
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default, help=f"(default {f.default})")
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default,
+                            choices=(choices or {}).get(f.name),
+                            help=f"{helps.get(f.name, '').rstrip('.')} (default {f.default})".lstrip())
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
         prog="python -m corruption_env.camnet.pretrain",
         description="Pretrain CAM-Net with conditional IMLE on masked, degraded images and write "
                     "weights, a model card (.json) and a sample grid (.png) next to --out.")
     parser.add_argument("--out", type=Path, required=True, help="weights file to write (PATH.pt)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", help="torch device to train on: cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--eval-only", action="store_true", help="only evaluate --out and rewrite its card and grid")
-    _add_dataclass_args(parser, CAMNetConfig)
+    _add_dataclass_args(parser, CAMNetConfig, choices={"task": TASKS})
     _add_dataclass_args(parser, PretrainConfig, skip=("data_root",))
     parser.add_argument("--data-root", default=None, help="directory for file-based datasets")
-    args = parser.parse_args(argv)
-    if args.dataset not in available_datasets():
-        parser.error(f"unknown dataset {args.dataset!r}; available: {', '.join(available_datasets())}")
-    if args.precision not in PRECISIONS:
-        parser.error(f"unknown precision {args.precision!r}; available: {', '.join(PRECISIONS)}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    camnet_cfg = CAMNetConfig(**{f.name: getattr(args, f.name) for f in fields(CAMNetConfig)})
+    return parser
+
+
+def check_args(args: argparse.Namespace, camnet_cfg: CAMNetConfig, cfg: PretrainConfig) -> None:
+    """Every bad input as a :class:`UsageError`, before anything is trained or written."""
+    if cfg.dataset not in available_datasets():
+        raise UsageError(f"unknown dataset {cfg.dataset!r}; available: {', '.join(available_datasets())}")
+    if cfg.precision not in PRECISIONS:
+        raise UsageError(f"unknown --precision {cfg.precision!r}; available: {', '.join(PRECISIONS)}")
+    small = [f"--{k.replace('_', '-')} {getattr(cfg, k)}" for k in
+             ("steps", "batch_size", "pool_size", "epochs_per_pool", "samples", "eval_images", "mask_grid")
+             if getattr(cfg, k) < 1]
+    small += [f"--threads {args.threads}"] if args.threads is not None and args.threads < 1 else []
+    if small:
+        raise UsageError(f"{', '.join(small)}: must be >= 1")
+    if cfg.lr <= 0 or cfg.checkpoint_every_s <= 0:
+        raise UsageError(f"--lr ({cfg.lr}) and --checkpoint-every-s ({cfg.checkpoint_every_s}) must be > 0")
+    if cfg.batch_size > cfg.pool_size * cfg.epochs_per_pool:
+        raise UsageError(f"--batch-size {cfg.batch_size} is larger than a pool's --pool-size x --epochs-per-pool "
+                         f"= {cfg.pool_size * cfg.epochs_per_pool} images; lower it or raise those")
+    if (camnet_cfg.image_size // camnet_cfg.scale) % cfg.mask_grid:
+        raise UsageError(f"--mask-grid {cfg.mask_grid} must divide the input side image_size / scale = "
+                         f"{camnet_cfg.image_size // camnet_cfg.scale}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise UsageError(f"unknown --device {args.device!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device} but torch sees no CUDA device here; use --device cpu")
+    if args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a folder; pass a weights file path such as {args.out / 'camnet.pt'}")
+    try:  # a bad data root fails here, not after minutes of training
+        for split in ("train", "test"):
+            load_dataset(cfg.dataset, root=cfg.data_root, image_size=camnet_cfg.image_size, split=split, channels=3)
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+@usage_errors
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        camnet_cfg = CAMNetConfig(**{f.name: getattr(args, f.name) for f in fields(CAMNetConfig)})
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     cfg = PretrainConfig(**{f.name: getattr(args, f.name) for f in fields(PretrainConfig)})
-    torch.manual_seed(cfg.seed)
-    model = CAMNet(camnet_cfg).to(args.device)
-    print(describe_precision(cfg.precision, args.device, change_hint="--precision fp32"), file=sys.stderr)
     out: Path = args.out
     card_path = out.with_suffix(".json")
     if args.eval_only:
-        model.load_state_dict(torch.load(out, map_location="cpu", weights_only=True)["state_dict"])
+        try:
+            model = read_camnet(out)
+        except (ValueError, OSError) as exc:
+            raise UsageError(f"--eval-only: {exc}") from None
+        camnet_cfg = model.cfg
+    check_args(args, camnet_cfg, cfg)
+    print(describe_precision(cfg.precision, args.device, change_hint="--precision fp32"), file=sys.stderr)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.eval_only:
         run = json.loads(card_path.read_text())["training"] if card_path.is_file() else {}
     else:
+        resume_state(out.with_suffix(".ckpt"), camnet_cfg, cfg)  # refuse a mismatched resume before building
+        torch.manual_seed(cfg.seed)
+        model = CAMNet(camnet_cfg).to(args.device)
         try:
             run = train(model, cfg, out)
         except KeyboardInterrupt:
@@ -342,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         "heldout": evaluate_camnet(model, test, n_images=cfg.eval_images, samples=cfg.samples, mask_grid=cfg.mask_grid,
                                    precision=cfg.precision),
     }
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    atomic_write_json(card_path, card)
     sample_grid(model, test, out.with_suffix(".png"), mask_grid=cfg.mask_grid)
     print(json.dumps(card["heldout"], indent=2))
     print(f"wrote {out}, {card_path}, {out.with_suffix('.png')}")
