@@ -225,6 +225,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     plot(rows, store.curves, out)
     print(summary)
     print(f"wrote {out}/runs.csv, curves.json, summary.md, accuracy.png, learning_curves.png")
+    missing = [t["run_id"] for t in trials if t["run_id"] not in store.rows]
+    if missing:
+        print(f"{len(missing)} run(s) never reported ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); "
+              "rerun the same command to run them.", file=sys.stderr)
+        return 1
     failed = [r["run_id"] for r in rows if r["status"] == "failed"]
     if failed:
         print(f"{len(failed)} run(s) failed ({', '.join(failed[:3])}{', ...' if len(failed) > 3 else ''}); "
