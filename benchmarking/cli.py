@@ -116,8 +116,13 @@ def make_sweep(args: argparse.Namespace, argv: list[str]) -> Sweep:
     from corruption_env.cli_options import parse_key_values
 
     preset = PRESETS[args.preset]
-    pick = lambda name: getattr(args, name) if getattr(args, name) is not None else getattr(preset, name)  # noqa: E731
-    listed = lambda name: _names(getattr(args, name)) if getattr(args, name) is not None else list(getattr(preset, name))  # noqa: E731
+
+    def pick(name: str) -> Any:
+        return getattr(args, name) if getattr(args, name) is not None else getattr(preset, name)
+
+    def listed(name: str) -> list[str]:
+        return _names(getattr(args, name)) if getattr(args, name) is not None else list(getattr(preset, name))
+
     env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
     tasks = {}
     for task in listed("tasks"):

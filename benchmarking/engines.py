@@ -1,6 +1,7 @@
 """Where a sweep's runs execute: ``local`` (a process pool on this machine, here) or ``ray`` (Ray Tune,
-on a local Ray or a cluster: :mod:`benchmarking.ray_engine`). Both call :func:`benchmarking.sweep.run_one` with the same settings and hand
-each row to the same ``record`` function as soon as it exists, so they write the same files.
+on a local Ray or a cluster: :mod:`benchmarking.ray_engine`). Both call
+:func:`benchmarking.sweep.run_one` with the same settings and hand each row to the same ``record``
+function as soon as it exists, so they write the same files.
 
 Local workers are spawned (never forked: OpenMP deadlocks after fork), ignore Ctrl-C (the parent
 stops them at once, keeping every row that has arrived), and die with their parent even after a
