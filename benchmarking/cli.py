@@ -174,6 +174,17 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             import ray.tune  # noqa: F401
         except ImportError:
             raise SweepError("--engine ray needs Ray Tune: pip install -e '.[ray]' (or pip install 'ray[tune]')") from None
+    devices = {sweep.env_config(task).device for task in sweep.tasks}
+    if any(d.startswith("cuda") for d in devices):
+        if args.engine == "ray" and not args.gpus_per_trial:
+            raise SweepError(f"the runs use device {'/'.join(sorted(devices))} (env preset {sweep.env_preset}): "
+                             "give --gpus-per-trial (e.g. 0.25 for four trials per GPU), or --env-kwargs device:cpu")
+        if args.engine == "local":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise SweepError(f"the runs use device {'/'.join(sorted(devices))} (env preset {sweep.env_preset}) "
+                                 "but CUDA is not available here: use --env-preset cpu or --env-kwargs device:cpu")
     if args.max_failures < 0:
         raise SweepError(f"--max-failures must be >= 0, got {args.max_failures}")
     workers = args.workers or PRESETS[args.preset].workers

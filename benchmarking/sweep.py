@@ -170,26 +170,40 @@ def resolve_task(name: str) -> dict[str, Any]:
                      f"({', '.join(available_datasets())})")
 
 
-def accepted_options(name: str) -> set[str] | None:
-    """The keyword options agent ``name`` accepts (None: any, its builder takes ``**kwargs`` to the end).
+def accepted_options(name: str) -> dict[str, Any] | None:
+    """The keyword options agent ``name`` accepts, with their defaults (None: any, its builder passes
+    ``**kwargs`` on to the end).
 
     Read from the ``__init__`` signatures along the agent class's MRO while each passes ``**kwargs`` on;
     ``env``, ``policy`` and ``seed`` are set by the sweep.
     """
     from agents import agent_spec
 
-    cls = agent_spec(name).agent_class
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
+    options: dict[str, Any] = {}
+    for klass in agent_spec(name).agent_class.__mro__:
+        if "__init__" not in vars(klass) or klass is object:
             continue
         params = inspect.signature(klass.__init__).parameters.values()
-        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        for p in params:
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and not p.name.startswith("_") \
+                    and p.name not in ("self", "env", "policy", "seed"):
+                options.setdefault(p.name, p.default)
         if not any(p.kind == p.VAR_KEYWORD for p in params):
-            return names - {"self", "env", "policy", "seed"}
-        if klass is object:
-            break
+            return options
     return None
+
+
+def _check_value(target: str, option: str, value: Any, default: Any) -> None:
+    """Reject a value whose type cannot be what a numeric or boolean option expects (``n_steps:abc``)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+        ok = _is_number(value) or (isinstance(default, float) and callable(value))
+    else:
+        return
+    if not ok:
+        expected = "True or False" if isinstance(default, bool) else "a number"
+        raise SweepError(f"--hyperparams {target}.{option}:{value!r}: expected {expected} (default {default!r})")
 
 
 def check_sweep(sweep: Sweep) -> None:
@@ -220,10 +234,14 @@ def check_sweep(sweep: Sweep) -> None:
                 raise SweepError(f"--hyperparams sets options of {target!r}, which is in neither --algos "
                                  f"({','.join(sweep.algos) or 'none'}) nor --baselines ({','.join(sweep.baselines) or 'none'})")
             valid = accepted_options(target)
-            bad = sorted(set(options) - valid) if valid is not None else []
+            if valid is None:
+                continue
+            bad = sorted(set(options) - set(valid))
             if bad:
                 raise SweepError(f"--hyperparams: {target!r} has no option(s) {', '.join(bad)}; "
                                  f"it accepts: {', '.join(sorted(valid))}")
+            for option, value in options.items():
+                _check_value(target, option, value, valid[option])
         for task in sweep.tasks:
             for reward in sweep.rewards or [None]:
                 cfg = sweep.env_config(task, reward)

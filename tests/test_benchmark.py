@@ -116,6 +116,7 @@ def test_a_failed_run_is_recorded_the_sweep_goes_on_and_the_exit_status_says_so(
     (["--hyperparams", "ppo.lrr:0.1"], "'ppo' has no option(s) lrr"),
     (["--algos", "reinforce", "--hyperparams", "reinforce.lrr:0.1"], "'reinforce' has no option(s) lrr"),
     (["--hyperparams", "n_steps:4"], "name the agent, e.g. ppo.n_steps:4"),
+    (["--hyperparams", "ppo.n_steps:abc"], "ppo.n_steps:'abc': expected a number"),
     (["--hyperparams", "reinforce.n_steps:4"], "'reinforce', which is in neither --algos"),
     (["--workers", "0"], "--workers: must be > 0"),
     (["--seeds", "0"], "--seeds: must be > 0"),
