@@ -202,7 +202,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                          f"{'; '.join(diff[:3])}{'; ...' if len(diff) > 3 else ''}); use another --out, or "
                          f"--rerun-changed to redo them")
     todo = [t for t in trials if not store.is_finished(t)]
-    engine = f"{workers} local worker(s)" if args.engine == "local" else "Ray Tune"
+    cpus = args.cpus_per_trial or (1.0 if args.engine == "ray" else max(1, (os.cpu_count() or 1) // workers))
+    engine = (f"{workers} local worker(s)" if args.engine == "local" else
+              f"Ray Tune ({cpus:g} CPU{f', {args.gpus_per_trial:g} GPU' if args.gpus_per_trial else ''} per trial)")
     print(f"{len(trials)} runs, {len(trials) - len(todo)} already finished in {out}; running {len(todo)} "
           f"with {engine}", file=sys.stderr)
 
@@ -219,12 +221,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
 
     try:
         if todo and args.engine == "local":
-            threads = int(args.cpus_per_trial) if args.cpus_per_trial else (
-                max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None)
-            run_local(todo, record, workers, max(1, threads) if threads else None, args.verbose)
+            # one in-process worker keeps this process's threads unless told; pool workers split the CPUs
+            threads = max(1, int(cpus)) if args.cpus_per_trial or workers > 1 else None
+            run_local(todo, record, workers, threads, args.verbose)
         elif todo:
-            run_ray(todo, record, out, args.cpus_per_trial or 1.0, args.gpus_per_trial, args.max_failures,
-                    args.address, args.workers, args.verbose)
+            run_ray(todo, record, out, cpus, args.gpus_per_trial, args.max_failures, args.address, args.workers,
+                    args.verbose)
     except KeyboardInterrupt:
         bar.close()
         done = sum(store.is_finished(t) for t in trials)

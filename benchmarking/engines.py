@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from benchmarking.sweep import run_one
+from benchmarking.sweep import blank_row, run_one
 
 Record = Callable[[dict[str, Any], dict[str, Any]], None]  # record(row, settings)
 
@@ -60,23 +60,36 @@ def run_local(trials: list[dict[str, Any]], record: Record, workers: int, thread
     try:
         pending = {pool.submit(run_one, settings, threads, verbose): settings for settings in trials}
         for future in futures.as_completed(pending):
-            record(future.result(), pending[future])
+            record(_row(future, pending[future]), pending[future])
             recorded.add(future)
     except BaseException:
-        for future, settings in pending.items():  # rows that arrived while we were stopped
-            if future not in recorded and future.done() and not future.cancelled() and future.exception() is None:
-                record(future.result(), settings)
+        try:
+            for future, settings in pending.items():  # rows that arrived while we were stopped
+                if future not in recorded and future.done() and not future.cancelled():
+                    record(_row(future, settings), settings)
+        finally:
+            _stop(pool)
         raise
-    finally:
-        processes = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:  # a run can take hours: stop it now rather than wait for it
-            if process.is_alive():
-                process.terminate()
-        for process in processes:
-            process.join(timeout=5)
+    pool.shutdown(wait=True)
 
 
+def _row(future: futures.Future, settings: dict[str, Any]) -> dict[str, Any]:
+    """The run's row; a worker that died (killed, out of memory) leaves a failed row naming why."""
+    error = future.exception()
+    if error is None:
+        return future.result()
+    return {**blank_row(settings), "error": f"{type(error).__name__}: {error}".replace("\n", " ")}
+
+
+def _stop(pool: futures.ProcessPoolExecutor) -> None:
+    """Stop the pool's workers now: a run can take hours, and Ctrl-C should not wait for it."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
 
 
 def run_ray(*args: Any, **kwargs: Any) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 import platform
 import time
 import traceback
@@ -129,6 +130,9 @@ class Sweep:
         """Everything that changes the run's result; :func:`run_one` reads nothing else."""
         env = self.env_config(spec.task, spec.reward or None).to_dict()
         env.pop("num_threads")  # the engine's choice: float noise only
+        for key in ("data_root", "camnet_checkpoint"):  # Ray moves each trial to a folder of its own
+            if env[key]:
+                env[key] = os.path.abspath(os.path.expanduser(env[key]))
         options = {}
         if spec.kind == "agent":
             options = self.hyperparams.get(spec.name, {})
