@@ -214,7 +214,6 @@ def check_sweep(sweep: Sweep) -> None:
     """Raise :class:`SweepError` for anything that would make a run fail for a reason known now."""
     from agents import agent_spec
     from corruption_env.data import DATASETS
-    from corruption_env.env import check_names
 
     for option, value in (("--seeds", sweep.seeds), ("--train-steps", sweep.train_steps),
                           ("--eval-steps", sweep.eval_steps)):
@@ -229,7 +228,8 @@ def check_sweep(sweep: Sweep) -> None:
     if unknown:
         raise SweepError(f"unknown baseline(s) {', '.join(unknown)}; available: {', '.join(BASELINE_KWARGS)}")
     if sweep.algos and not sweep.rewards:
-        raise SweepError("--algos given but --rewards is empty: agents need a reward to train with")
+        raise SweepError(f"agents ({','.join(sweep.algos)}) need a reward to train with, and --rewards is empty; "
+                         "give --rewards, or --algos '' for baselines and references only")
     try:
         for algo in sweep.algos:
             agent_spec(algo)
@@ -249,7 +249,7 @@ def check_sweep(sweep: Sweep) -> None:
         for task in sweep.tasks:
             for reward in sweep.rewards or [None]:
                 cfg = sweep.env_config(task, reward)
-                check_names(cfg)
+                _check_names(cfg)
             loader = DATASETS[cfg.dataset]
             try:
                 inspect.signature(loader).bind(root=cfg.data_root, image_size=cfg.image_size, split="train",
@@ -261,6 +261,16 @@ def check_sweep(sweep: Sweep) -> None:
         raise
     except (ValueError, TypeError, KeyError) as exc:
         raise SweepError(str(exc).strip("'\"")) from None
+
+
+def _check_names(cfg: Any) -> None:
+    """The config's own name check: ``EnvConfig.validate()`` where it exists (issue 13), else ``check_names``."""
+    if hasattr(cfg, "validate"):
+        cfg.validate()
+    else:
+        from corruption_env.env import check_names
+
+        check_names(cfg)
 
 
 # ------------------------------------------------------------------------------------------- one run

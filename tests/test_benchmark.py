@@ -92,6 +92,29 @@ def test_report_is_keyed_on_kind_and_carries_extra_metrics():
     assert "| run | keep_shortcut |" in summary and "| r × a x b | 0.250 |" in summary
 
 
+def test_extra_numeric_metrics_of_an_evaluation_reach_runs_csv(tmp_path, monkeypatch):
+    from dataclasses import dataclass
+
+    from agents.evaluation import CorruptorEvaluation, RowResult
+    from benchmarking.cli import build_parser, make_sweep
+    from benchmarking.results import ResultStore
+    from benchmarking.sweep import RunSpec, run_one
+
+    @dataclass
+    class WithShortcut(RowResult):
+        keep_shortcut: float = 0.25
+
+    monkeypatch.setattr(CorruptorEvaluation, "untrained", lambda self: WithShortcut("untrained", 0.5, 0.6))
+    argv = [*REFERENCES_ONLY, *TINY]
+    sweep = make_sweep(build_parser().parse_args(argv), argv)
+    settings = sweep.settings(RunSpec("shapes", "reference", "untrained", "", 0))
+    row = run_one(settings)
+    assert row["status"] == "ok" and row["keep_shortcut"] == 0.25
+    store = ResultStore(tmp_path)
+    store.record(row, settings)
+    assert ResultStore(tmp_path).rows[row["run_id"]]["keep_shortcut"] == 0.25  # a number again, read back
+
+
 def test_a_failed_run_is_recorded_the_sweep_goes_on_and_the_exit_status_says_so(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(agents, "_AGENTS", dict(agents._AGENTS))
 
