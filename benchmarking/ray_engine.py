@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -103,15 +104,21 @@ def run_ray(trials: list[dict[str, Any]], record: Record, out: Path, cpus_per_tr
     """
     out = Path(out).resolve()
     started = not ray.is_initialized()
-    if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
-                 logging_level=logging.INFO if verbose else logging.WARNING)
-    if not verbose:
-        logging.getLogger("ray.tune").setLevel(logging.CRITICAL)  # failures are in runs.csv and summary.md
+    reaper = None
+    if started and not (address or os.environ.get("RAY_ADDRESS")) and Path("/proc/self/stat").is_file():
+        # a local Ray we start must not outlive us, even after a SIGKILL (see benchmarking.reaper)
+        reaper = subprocess.Popen([sys.executable, "-m", "benchmarking.reaper", str(os.getpid())],
+                                  env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
     token = str(out)
     _LIVE[token] = _RayBridge(record)
     sigint = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
     try:
+        if started:
+            ray.init(address=address, include_dashboard=False, log_to_driver=verbose,
+                     logging_level=logging.INFO if verbose else logging.WARNING)
+        if not verbose:
+            logging.getLogger("ray.tune").setLevel(logging.CRITICAL)  # failures are in runs.csv and summary.md
         pointer = out / "ray_experiment.json"
         plan = {t["run_id"]: config_id(t) for t in trials}
         old = json.loads(pointer.read_text()) if pointer.is_file() else {}
@@ -143,5 +150,8 @@ def run_ray(trials: list[dict[str, Any]], record: Record, out: Path, cpus_per_tr
             os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
         else:
             os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = sigint
-        if started:
+        if started and ray.is_initialized():
             ray.shutdown()
+        if reaper is not None:
+            reaper.terminate()
+            reaper.wait()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,9 +15,27 @@ from benchmarking.results import MACHINE_COLUMNS, read_rows
 
 ray = pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]'")
 
-from test_benchmark import ENV, REFERENCES_ONLY, _start, _wait_for_rows  # noqa: E402
+from test_benchmark import ENV, REFERENCES_ONLY, _children, _start, _still_running, _wait_for_rows  # noqa: E402
 
 BATCH8 = [*ENV[:2], "batch_size:8", *ENV[3:]]
+
+
+def _descendants(pid: int) -> list[int]:
+    children = _children(pid)
+    return children + [d for child in children for d in _descendants(child)]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
+def test_nothing_of_a_local_ray_outlives_a_killed_driver(tmp_path):
+    """First in the module: it starts a Ray of its own (the shared one does not exist yet)."""
+    out = tmp_path / "bench"
+    sweep = [*REFERENCES_ONLY, "--seeds", "2", "--train-steps", "8", "--eval-steps", "3000", *BATCH8, "--engine", "ray"]
+    process = _start(sweep, out)
+    _wait_for_rows(out, 2, process)
+    family = _descendants(process.pid)  # raylet, GCS, agents, trial workers, the reaper
+    process.kill()
+    process.wait()
+    assert len(family) >= 4 and not _still_running(family, timeout=20)
 
 
 @pytest.fixture(scope="module")
