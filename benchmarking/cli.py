@@ -129,13 +129,15 @@ def make_sweep(args: argparse.Namespace, argv: list[str]) -> Sweep:
         overrides = resolve_task(task)
         dataset_kwargs = {**overrides.get("dataset_kwargs", {}), **env_kwargs.get("dataset_kwargs", {})}
         tasks[task] = {**overrides, **env_kwargs, **({"dataset_kwargs": dataset_kwargs} if dataset_kwargs else {})}
-    hyper: dict[str, dict[str, Any]] = {k: dict(v) for k, v in preset.hyperparams.items()}
+    algos, baselines = listed("algos"), listed("baselines")
+    # the preset's options of agents this sweep does not run are dropped; the command line's are checked
+    hyper = {k: dict(v) for k, v in preset.hyperparams.items() if k in algos or k in baselines}
     for key, value in parse_key_values(args.hyperparams, "--hyperparams").items():
         agent, dot, option = key.partition(".")
         if not dot or not agent or not option:
             raise SweepError(f"--hyperparams {key}:{value!r}: name the agent, e.g. ppo.{key}:{value!r}")
         hyper.setdefault(agent, {})[option] = value
-    return Sweep(tasks=tasks, rewards=listed("rewards"), algos=listed("algos"), baselines=listed("baselines"),
+    return Sweep(tasks=tasks, rewards=listed("rewards"), algos=algos, baselines=baselines,
                  seeds=pick("seeds"), train_steps=pick("train_steps"), eval_steps=pick("eval_steps"),
                  env_preset=pick("env_preset"), hyperparams=hyper,
                  command="python benchmark.py " + " ".join(argv))

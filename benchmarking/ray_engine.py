@@ -27,6 +27,7 @@ from ray import tune
 from benchmarking.engines import Record
 from benchmarking.results import FINISHED, read_rows
 from benchmarking.sweep import blank_row, config_id, run_one
+from corruption_env.files import atomic_write_json
 
 _LIVE: dict[str, "_RayBridge"] = {}  # the callbacks Tune pickles (and restores) find the live sweep here
 
@@ -128,7 +129,7 @@ def run_ray(trials: list[dict[str, Any]], record: Record, out: Path, cpus_per_tr
             tuner = tune.Tuner.restore(str(out / old["name"]), trainable=trainable, resume_errored=True)
         else:
             name = time.strftime("tune_%Y%m%d-%H%M%S")
-            pointer.write_text(json.dumps({"name": name, "runs": plan}, indent=2) + "\n")
+            atomic_write_json(pointer, {"name": name, "runs": plan})
             tuner = tune.Tuner(
                 trainable,
                 param_space={"run": tune.grid_search([{"settings": t} for t in trials]),
