@@ -213,7 +213,7 @@ def _check_value(target: str, option: str, value: Any, default: Any) -> None:
 def check_sweep(sweep: Sweep) -> None:
     """Raise :class:`SweepError` for anything that would make a run fail for a reason known now."""
     from agents import agent_spec
-    from corruption_env.data import DATASETS
+    from corruption_env.data import load_dataset
 
     for option, value in (("--seeds", sweep.seeds), ("--train-steps", sweep.train_steps),
                           ("--eval-steps", sweep.eval_steps)):
@@ -250,13 +250,14 @@ def check_sweep(sweep: Sweep) -> None:
             for reward in sweep.rewards or [None]:
                 cfg = sweep.env_config(task, reward)
                 _check_names(cfg)
-            loader = DATASETS[cfg.dataset]
+            # the cheapest complete check of data_root and dataset_kwargs (planted-shortcut options
+            # included) is loading the smaller split; it is cached, and runs load it anyway
+            options = cfg.dataset_options() if hasattr(cfg, "dataset_options") else cfg.dataset_kwargs
             try:
-                inspect.signature(loader).bind(root=cfg.data_root, image_size=cfg.image_size, split="train",
-                                               **cfg.dataset_kwargs)
-            except TypeError as exc:
-                raise SweepError(f"task {task!r}: dataset {cfg.dataset!r} rejects dataset_kwargs "
-                                 f"{cfg.dataset_kwargs}: {exc}") from None
+                load_dataset(cfg.dataset, root=cfg.data_root, image_size=cfg.image_size, split="test", **options)
+            except (TypeError, ValueError, OSError) as exc:
+                raise SweepError(f"task {task!r}: dataset {cfg.dataset!r} with dataset_kwargs {cfg.dataset_kwargs} "
+                                 f"and data_root {cfg.data_root!r} cannot be loaded: {exc}") from None
     except SweepError:
         raise
     except (ValueError, TypeError, KeyError) as exc:
