@@ -30,6 +30,7 @@ import numpy as np
 
 KINDS = ("agent", "baseline", "reference")  # a row's kind, in the order the report lists them
 REFERENCES = ("untrained", "simclr_aug")
+# options of the fixed corruptors (any agent registered with learns=False is a baseline); --hyperparams overrides
 BASELINE_KWARGS: dict[str, dict[str, Any]] = {"keep_all": {}, "random": {"keep_prob": 0.75},
                                               "cowmask": {"keep_range": (0.5, 1.0)}}
 
@@ -212,7 +213,7 @@ def _check_value(target: str, option: str, value: Any, default: Any) -> None:
 
 def check_sweep(sweep: Sweep) -> None:
     """Raise :class:`SweepError` for anything that would make a run fail for a reason known now."""
-    from agents import agent_spec
+    from agents import agent_spec, available_agents
     from corruption_env.data import load_dataset
 
     for option, value in (("--seeds", sweep.seeds), ("--train-steps", sweep.train_steps),
@@ -224,9 +225,10 @@ def check_sweep(sweep: Sweep) -> None:
     for option, names in (("--rewards", sweep.rewards), ("--algos", sweep.algos)):
         if len(set(names)) != len(names):
             raise SweepError(f"{option} names something twice: {','.join(names)}")
-    unknown = [b for b in sweep.baselines if b not in BASELINE_KWARGS]
+    fixed = [name for name in available_agents() if not agent_spec(name).learns]  # keep_all, random, cowmask, ...
+    unknown = [b for b in sweep.baselines if b not in fixed]
     if unknown:
-        raise SweepError(f"unknown baseline(s) {', '.join(unknown)}; available: {', '.join(BASELINE_KWARGS)}")
+        raise SweepError(f"unknown baseline(s) {', '.join(unknown)}; available: {', '.join(fixed)}")
     if sweep.algos and not sweep.rewards:
         raise SweepError(f"agents ({','.join(sweep.algos)}) need a reward to train with, and --rewards is empty; "
                          "give --rewards, or --algos '' for baselines and references only")
