@@ -1,18 +1,30 @@
-"""benchmark.py on a tiny sweep: every file, CIs around their means, resuming, failures recorded."""
+"""benchmark.py on tiny sweeps (local engine): every file, CIs around their means, resuming, and the
+runner's promises: settings changes refused, failures recorded with a non-zero exit, bad options
+rejected before any run, Ctrl-C keeping finished runs, no worker outliving a killed parent."""
 from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import agents
 import benchmark
+from benchmarking import bootstrap_ci, iqm
+from benchmarking.report import summarize
 
-TINY = ["--seeds", "2", "--train-steps", "8", "--eval-steps", "6", "--hyperparams", "reinforce.n_steps:4",
-        "--env-kwargs", "image_size:16", "batch_size:4", "dataset_kwargs:{'train_size': 256, 'test_size': 64}",
-        "heldout_size:16", "decorruptor:'bicubic'"]
+ROOT = Path(__file__).resolve().parents[1]
+ENV = ["--env-kwargs", "image_size:16", "batch_size:4", "dataset_kwargs:{'train_size': 256, 'test_size': 64}",
+       "heldout_size:16", "decorruptor:'bicubic'"]
+TINY = ["--seeds", "2", "--train-steps", "8", "--eval-steps", "6", *ENV]
+REFERENCES_ONLY = ["--rewards", "", "--algos", "", "--baselines", ""]
 
 
 def read_rows(path):
@@ -20,16 +32,25 @@ def read_rows(path):
         return list(csv.DictReader(handle))
 
 
+def exit_code(argv) -> int:
+    """main's return value, or the status of the SystemExit argparse raises."""
+    try:
+        return benchmark.main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
 def test_tiny_sweep_writes_everything_and_resumes(tmp_path, capsys):
     out = tmp_path / "bench"
     args = ["--rewards", "neg_loss,prediction_gain", "--algos", "reinforce", "--baselines", "keep_all",
-            "--out", str(out), "--workers", "2", *TINY]  # two spawned worker processes
+            "--hyperparams", "reinforce.n_steps:4", "--out", str(out), "--workers", "2", *TINY]  # two spawned workers
     assert benchmark.main(args) == 0
-    for name in ("runs.csv", "curves.json", "summary.md", "accuracy.png", "learning_curves.png"):
+    for name in ("runs.csv", "curves.json", "summary.md", "accuracy.png", "learning_curves.png", "run_settings.json"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     rows = read_rows(out / "runs.csv")
     assert len(rows) == 2 * 2 + 2 + 2 * 2  # agents, baseline, references (untrained, simclr_aug) per seed
     assert all(r["status"] == "ok" for r in rows)
+    assert [r["kind"] for r in rows] == ["agent"] * 4 + ["baseline"] * 2 + ["reference"] * 4  # grid order
     agent_rows = [r for r in rows if r["kind"] == "agent"]
     # every run records its return under every reward definition
     assert {"eval_return/heldout_gain", "eval_return/probe_accuracy", "train_return/grad_norm"} <= set(rows[0])
@@ -51,14 +72,50 @@ def test_bootstrap_intervals_contain_their_means():
     rng = np.random.default_rng(0)
     for n in (2, 3, 5, 20):
         values = rng.normal(0.5, 0.1, n)
-        lo, hi = benchmark.bootstrap_ci(values)
+        lo, hi = bootstrap_ci(values)
         assert lo <= values.mean() <= hi
-    assert benchmark.bootstrap_ci(np.array([0.3, 0.3])) == (0.3, 0.3)
-    assert np.isnan(benchmark.bootstrap_ci(np.array([0.3]))[0])
-    assert benchmark.iqm(np.array([0.0, 1.0, 1.0, 100.0])) == pytest.approx(1.0)
+    assert bootstrap_ci(np.array([0.3, 0.3])) == (0.3, 0.3)
+    assert np.isnan(bootstrap_ci(np.array([0.3]))[0])
+    assert iqm(np.array([0.0, 1.0, 1.0, 100.0])) == pytest.approx(1.0)
 
 
-def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+def test_report_is_keyed_on_kind_and_carries_extra_metrics():
+    rows = [{"run_id": f"t/{kind}/{name}/-/s{seed}", "task": "t", "dataset": "shapes", "kind": kind, "name": name,
+             "reward": reward, "seed": seed, "status": "ok", "error": "", "knn": knn + 0.01 * seed, "linear": 0.5,
+             "keep_fraction": 1.0, "keep_shortcut": shortcut}
+            for seed in (0, 1)
+            for kind, name, reward, knn, shortcut in [("agent", "a x b", "r", 0.6, 0.25),  # " x " in a name
+                                                      ("baseline", "keep_all", "", 0.5, 1.0),
+                                                      ("reference", "untrained", "", 0.2, None)]]
+    summary = summarize(rows, {"command": "c", "train_steps": 1, "eval_steps": 1, "seeds": 2, "env_preset": "cpu"})
+    assert "| r × a x b | 2 |" in summary and "the floor holds" in summary
+    assert "| run | keep_shortcut |" in summary and "| r × a x b | 0.250 |" in summary
+
+
+def test_extra_numeric_metrics_of_an_evaluation_reach_runs_csv(tmp_path, monkeypatch):
+    from dataclasses import dataclass
+
+    from agents.evaluation import CorruptorEvaluation, RowResult
+    from benchmarking.cli import build_parser, make_sweep
+    from benchmarking.results import ResultStore
+    from benchmarking.sweep import RunSpec, run_one
+
+    @dataclass
+    class WithShortcut(RowResult):
+        keep_shortcut: float = 0.25
+
+    monkeypatch.setattr(CorruptorEvaluation, "untrained", lambda self: WithShortcut("untrained", 0.5, 0.6))
+    argv = [*REFERENCES_ONLY, *TINY]
+    sweep = make_sweep(build_parser().parse_args(argv), argv)
+    settings = sweep.settings(RunSpec("shapes", "reference", "untrained", "", 0))
+    row = run_one(settings)
+    assert row["status"] == "ok" and row["keep_shortcut"] == 0.25
+    store = ResultStore(tmp_path)
+    store.record(row, settings)
+    assert ResultStore(tmp_path).rows[row["run_id"]]["keep_shortcut"] == 0.25  # a number again, read back
+
+
+def test_a_failed_run_is_recorded_the_sweep_goes_on_and_the_exit_status_says_so(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(agents.AGENTS, "entries", dict(agents.AGENTS.entries))
 
     def broken(env, **kwargs):
@@ -67,17 +124,138 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
     agents.register_agent("broken", broken, agent_class=type("Broken", (), {}))
     out = tmp_path / "bench"
     assert benchmark.main(["--rewards", "neg_loss", "--algos", "broken", "--baselines", "keep_all",
-                           "--out", str(out), "--workers", "1", *TINY]) == 0  # in-process: sees the registration
+                           "--out", str(out), "--workers", "1", *TINY]) == 1  # in-process: sees the registration
     rows = read_rows(out / "runs.csv")
     failed = [r for r in rows if r["status"] == "failed"]
     assert len(failed) == 2 and "this agent always fails" in failed[0]["error"]
     assert sum(r["status"] == "ok" for r in rows) == 6
     assert "## Failed runs" in (out / "summary.md").read_text()
+    assert "2 run(s) failed" in capsys.readouterr().err
 
 
-def test_unknown_names_fail_before_any_run(tmp_path):
-    with pytest.raises(SystemExit, match="unknown reward"):
-        benchmark.main(["--rewards", "vibes", "--out", str(tmp_path / "b"), *TINY])
-    with pytest.raises(SystemExit, match="unknown baseline"):
-        benchmark.main(["--baselines", "keep_some", "--algos", "ppo", "--out", str(tmp_path / "b"), *TINY])
-    assert not (tmp_path / "b" / "runs.csv").exists()
+@pytest.mark.parametrize("bad, message", [
+    (["--rewards", "vibes"], "unknown reward"),
+    (["--baselines", "keep_some"], "unknown baseline"),
+    (["--hyperparams", "ppo.lrr:0.1"], "'ppo' has no option(s) lrr"),
+    (["--algos", "reinforce", "--hyperparams", "reinforce.lrr:0.1"], "'reinforce' has no option(s) lrr"),
+    (["--hyperparams", "n_steps:4"], "name the agent, e.g. ppo.n_steps:4"),
+    (["--hyperparams", "ppo.n_steps:abc"], "ppo.n_steps:'abc': expected a number"),
+    (["--hyperparams", "reinforce.n_steps:4"], "'reinforce', which is in neither --algos"),
+    (["--workers", "0"], "--workers: must be > 0"),
+    (["--seeds", "0"], "--seeds: must be > 0"),
+    (["--tasks", "nope"], "unknown task 'nope'"),
+    (["--env-kwargs", "batch_size:1"], "batch_size must be >= 2"),
+    (["--env-kwargs", "dataset_kwargs:{'trian_size': 3}"], "cannot be loaded: "),
+    (["--gpus-per-trial", "0.5"], "--gpus-per-trial is for --engine ray"),
+])
+def test_bad_options_fail_before_any_run_with_one_line(tmp_path, capsys, bad, message):
+    out = tmp_path / "b"
+    assert exit_code(["--algos", "ppo", "--out", str(out), *TINY, *bad]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not (out / "runs.csv").exists()
+
+
+def test_changed_settings_are_refused_or_rerun_never_reused(tmp_path, capsys):
+    out = tmp_path / "bench"
+    args = [*REFERENCES_ONLY, "--seeds", "1", "--train-steps", "8", *ENV, "--out", str(out), "--workers", "1"]
+    assert benchmark.main([*args, "--eval-steps", "6"]) == 0
+    before = read_rows(out / "runs.csv")
+    capsys.readouterr()
+    assert benchmark.main([*args, "--eval-steps", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "holds 2 of these runs made with other settings" in err and "eval_steps 6 -> 8" in err
+    assert read_rows(out / "runs.csv") == before  # untouched
+    assert benchmark.main([*args, "--eval-steps", "8", "--rerun-changed"]) == 0
+    assert "2 runs, 0 already finished" in capsys.readouterr().err
+    after = read_rows(out / "runs.csv")
+    assert [r["config_id"] for r in after] != [r["config_id"] for r in before]
+    # a setting that reaches only the env (not a CLI budget) is part of the identity too
+    assert benchmark.main([*args, "--eval-steps", "8", "--env-kwargs", *ENV[1:], "lr:0.002"]) == 2
+    assert "env.lr 0.001 -> 0.002" in capsys.readouterr().err
+
+
+def _start(args, out, env=None):
+    """benchmark.py in a new session (its own process group, as in a terminal); output in files next to ``out``,
+    not pipes, so that a leftover worker cannot keep the test waiting."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    logs = [open(out.parent / f"{out.name}.{stream}", "w") for stream in ("out", "err")]
+    process = subprocess.Popen([sys.executable, str(ROOT / "benchmark.py"), *args, "--out", str(out)], cwd=ROOT,
+                               env=env, stdout=logs[0], stderr=logs[1], start_new_session=True)
+    process.stderr_text = lambda: (out.parent / f"{out.name}.err").read_text()
+    return process
+
+
+def _wait_for_rows(out, n, process, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (out / "runs.csv").is_file() and len(read_rows(out / "runs.csv")) >= n:
+            return
+        assert process.poll() is None, process.stderr_text()
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {n} rows after {timeout} s")
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _still_running(pids: list[int], timeout: float) -> list[bytes]:
+    """The command lines of ``pids`` still running (not exited, not zombies) after up to ``timeout`` seconds."""
+    def running() -> list[bytes]:
+        out = []
+        for pid in pids:
+            try:
+                if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                    out.append(Path(f"/proc/{pid}/cmdline").read_bytes())
+            except OSError:
+                pass
+        return out
+
+    deadline = time.time() + timeout
+    while running() and time.time() < deadline:
+        time.sleep(0.2)
+    return running()
+
+
+# untrained rows finish at once; simclr_aug rows (10,000 updates) keep both workers busy for minutes
+SLOW = [*REFERENCES_ONLY, "--seeds", "2", "--train-steps", "8", "--eval-steps", "10000", *ENV, "--workers", "2"]
+
+
+def test_ctrl_c_is_fast_keeps_finished_runs_and_names_a_file_that_exists(tmp_path):
+    out = tmp_path / "bench"
+    process = _start(SLOW, out)
+    _wait_for_rows(out, 2, process)
+    time.sleep(1.0)  # both simclr_aug runs under way
+    children = _children(process.pid)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    start = time.time()
+    process.wait(timeout=30)
+    err = process.stderr_text()
+    assert time.time() - start < 10 and process.returncode == 130, err
+    assert "Traceback" not in err
+    rows = read_rows(out / "runs.csv")
+    assert [r["name"] for r in rows] == ["untrained", "untrained"] and all(r["status"] == "ok" for r in rows)
+    assert "2 of 4 runs finished" in err and str(out / "runs.csv") in err
+    assert not _still_running(children, timeout=10)  # workers stopped, not left running
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
+def test_no_worker_outlives_a_killed_parent(tmp_path):
+    out = tmp_path / "bench"
+    process = _start(SLOW, out)
+    _wait_for_rows(out, 2, process)
+    children = _children(process.pid)
+    assert len(children) >= 2  # the workers (and the resource tracker)
+    process.kill()
+    process.wait()
+    assert not _still_running(children, timeout=15)

@@ -1,0 +1,259 @@
+"""Benchmark reward definitions (and agents) by what their corruptors do to the learned representation.
+
+For each (task, reward, algo, seed) an agent is trained with that reward, then its corruptor is judged
+the way ``train_agent.py`` judges it: a fresh encoder trained for ``--eval-steps`` SimCLR updates with
+the agent's masks, scored by kNN and linear-probe accuracy on the test split. Each fixed baseline and
+the references (``untrained``, ``simclr_aug``) are evaluated once per (task, seed), with the same
+encoder initialisation and batches as that seed's agents (paired comparisons). Every evaluation
+episode also records its return under *every* reward definition, so the summary can ask which
+definitions track accuracy.
+
+    python benchmark.py --preset quick                          # ~30 min on 2 CPU cores
+    python benchmark.py --rewards ma_neg_loss_derivative,prediction_gain,heldout_gain \\
+        --algos ppo,reinforce --baselines keep_all,random,cowmask --seeds 5 --train-steps 2000 --eval-steps 1000
+    python benchmark.py --engine ray --preset quick             # the same sweep as Ray Tune trials (local Ray)
+    python benchmark.py --engine ray --address auto --preset paper   # on a running Ray cluster
+
+Options left unset are filled by --preset (default quick):
+{presets}
+
+Writes to --out: runs.csv (one row per run), curves.json (reward over training), summary.md (means
+with 95 % bootstrap CIs, IQM, difference to the best fixed baseline, Spearman correlations between
+returns and accuracy), accuracy.png and learning_curves.png. Rerunning the same command continues an
+interrupted sweep without redoing finished runs; a run whose settings changed is refused (or redone
+with --rerun-changed). Exit status: 0 all runs finished, 1 some failed (recorded with their error),
+2 a bad option (nothing ran), 130 interrupted (finished runs kept).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from benchmarking.sweep import PRESETS, Sweep, SweepError, check_sweep, resolve_task
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not usage + message
+        self.exit(2, f"error: {message} (see python benchmark.py --help)\n")
+
+
+def _positive(cast: type) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {cast.__name__}, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    parse.__name__ = f"positive {cast.__name__}"
+    return parse
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    presets = "\n".join(f"  {name:7s} {p.description}; tasks {','.join(p.tasks)}, env preset {p.env_preset}, "
+                        f"{p.workers} local worker(s)" for name, p in PRESETS.items())
+    doc = __doc__.format(presets=presets)
+    parser = _Parser(prog="benchmark.py", description=doc.split("\n\n")[0], epilog=doc.split("\n\n", 1)[1],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    fill = "(default: the preset's)"
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+                        help="fills every option below marked 'the preset's' that is not given (default quick)")
+    parser.add_argument("--tasks", help=f"comma-separated tasks (data variants, one table each) {fill}")
+    parser.add_argument("--rewards", help=f"comma-separated reward definitions to train with {fill}")
+    parser.add_argument("--algos", help=f"comma-separated agents (ppo, reinforce, a2c, module:Class) {fill}")
+    parser.add_argument("--baselines", help=f"comma-separated fixed corruptors (keep_all, random, cowmask) {fill}")
+    parser.add_argument("--seeds", type=_positive(int), help=f"seeds per cell; seeds 0..N-1 are used {fill}")
+    parser.add_argument("--train-steps", type=_positive(int), help=f"environment steps each agent trains for {fill}")
+    parser.add_argument("--eval-steps", type=_positive(int),
+                        help=f"SimCLR updates of the fresh encoder that judges each corruptor {fill}")
+    parser.add_argument("--env-preset", choices=("cpu", "gpu"), help=f"EnvConfig preset of every run {fill}")
+    parser.add_argument("--env-kwargs", nargs="*", metavar="KEY:VALUE",
+                        help="EnvConfig overrides for every run, e.g. batch_size:32 decorruptor:bicubic")
+    parser.add_argument("--hyperparams", nargs="*", metavar="AGENT.KEY:VALUE",
+                        help="agent options, e.g. ppo.n_steps:16 reinforce.learning_rate:0.01 random.keep_prob:0.5")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: a process pool on this machine (default); ray: Ray Tune trials "
+                             "(pip install -e '.[ray]')")
+    parser.add_argument("--workers", type=_positive(int),
+                        help=f"local engine: runs in parallel processes; ray: at most this many trials at once {fill}")
+    parser.add_argument("--cpus-per-trial", type=_positive(float),
+                        help="CPUs each run reserves (ray) and torch threads it uses, at least 1 "
+                             "(default: local, CPUs / workers; ray, 1)")
+    parser.add_argument("--gpus-per-trial", type=_non_negative_float, default=0.0,
+                        help="ray: GPUs each trial reserves, fractions allowed (e.g. 0.25; default 0)")
+    parser.add_argument("--max-failures", type=int, default=2,
+                        help="ray: retries of a failed trial before it is recorded as failed (default 2)")
+    parser.add_argument("--address", help="ray: the cluster to join (e.g. auto, or ray://host:10001; default "
+                                          "RAY_ADDRESS, else a local Ray is started)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results folder, Tune's storage path for --engine ray (default results/benchmark_<preset>)")
+    parser.add_argument("--rerun-changed", action="store_true",
+                        help="redo runs that --out holds with other settings (default: refuse)")
+    parser.add_argument("--verbose", action="store_true", help="print tracebacks of failed runs, and Ray's logs")
+    return parser
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def make_sweep(args: argparse.Namespace, argv: list[str]) -> Sweep:
+    """The sweep the command line asks for, with the preset filling what it leaves unset."""
+    from corruption_env.cli_options import parse_key_values
+
+    preset = PRESETS[args.preset]
+
+    def pick(name: str) -> Any:
+        return getattr(args, name) if getattr(args, name) is not None else getattr(preset, name)
+
+    def listed(name: str) -> list[str]:
+        return _names(getattr(args, name)) if getattr(args, name) is not None else list(getattr(preset, name))
+
+    env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
+    tasks = {}
+    for task in listed("tasks"):
+        overrides = resolve_task(task)
+        dataset_kwargs = {**overrides.get("dataset_kwargs", {}), **env_kwargs.get("dataset_kwargs", {})}
+        tasks[task] = {**overrides, **env_kwargs, **({"dataset_kwargs": dataset_kwargs} if dataset_kwargs else {})}
+    algos, baselines = listed("algos"), listed("baselines")
+    # the preset's options of agents this sweep does not run are dropped; the command line's are checked
+    hyper = {k: dict(v) for k, v in preset.hyperparams.items() if k in algos or k in baselines}
+    for key, value in parse_key_values(args.hyperparams, "--hyperparams").items():
+        agent, dot, option = key.partition(".")
+        if not dot or not agent or not option:
+            raise SweepError(f"--hyperparams {key}:{value!r}: name the agent, e.g. ppo.{key}:{value!r}")
+        hyper.setdefault(agent, {})[option] = value
+    return Sweep(tasks=tasks, rewards=listed("rewards"), algos=algos, baselines=baselines,
+                 seeds=pick("seeds"), train_steps=pick("train_steps"), eval_steps=pick("eval_steps"),
+                 env_preset=pick("env_preset"), hyperparams=hyper,
+                 command="python benchmark.py " + " ".join(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args, argv)
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    from tqdm import tqdm
+
+    from benchmarking.engines import run_local, run_ray
+    from benchmarking.plots import plot
+    from benchmarking.report import summarize
+    from benchmarking.results import ResultStore
+    from corruption_env.files import atomic_write_text
+
+    try:
+        sweep = make_sweep(args, argv)
+    except ValueError as exc:
+        raise SweepError(str(exc)) from None
+    check_sweep(sweep)
+    if args.engine == "local":
+        for flag, value in (("--address", args.address), ("--gpus-per-trial", args.gpus_per_trial or None)):
+            if value is not None:
+                raise SweepError(f"{flag} is for --engine ray")
+    else:
+        try:
+            import ray.tune  # noqa: F401
+        except ImportError:
+            raise SweepError("--engine ray needs Ray Tune: pip install -e '.[ray]' (or pip install 'ray[tune]')") from None
+    devices = {sweep.env_config(task).device for task in sweep.tasks}
+    if any(d.startswith("cuda") for d in devices):
+        if args.engine == "ray" and not args.gpus_per_trial:
+            raise SweepError(f"the runs use device {'/'.join(sorted(devices))} (env preset {sweep.env_preset}): "
+                             "give --gpus-per-trial (e.g. 0.25 for four trials per GPU), or --env-kwargs device:cpu")
+        if args.engine == "local":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise SweepError(f"the runs use device {'/'.join(sorted(devices))} (env preset {sweep.env_preset}) "
+                                 "but CUDA is not available here: use --env-preset cpu or --env-kwargs device:cpu")
+    if args.max_failures < 0:
+        raise SweepError(f"--max-failures must be >= 0, got {args.max_failures}")
+    workers = args.workers or PRESETS[args.preset].workers
+    out = args.out or Path("results") / f"benchmark_{args.preset}"
+    if out.exists() and not out.is_dir():
+        raise SweepError(f"--out {out} is a file; give a folder")
+
+    specs = sweep.specs()
+    trials = [sweep.settings(spec) for spec in specs]
+    store = ResultStore(out, order=[spec.run_id for spec in specs])
+    changed = [(t["run_id"], diff) for t in trials if (diff := store.changed(t))]
+    if changed and not args.rerun_changed:
+        first_id, diff = changed[0]
+        raise SweepError(f"{out} holds {len(changed)} of these runs made with other settings ({first_id}: "
+                         f"{'; '.join(diff[:3])}{'; ...' if len(diff) > 3 else ''}); use another --out, or "
+                         f"--rerun-changed to redo them")
+    todo = [t for t in trials if not store.is_finished(t)]
+    cpus = args.cpus_per_trial or (1.0 if args.engine == "ray" else max(1, (os.cpu_count() or 1) // workers))
+    engine = (f"{workers} local worker(s)" if args.engine == "local" else
+              f"Ray Tune ({cpus:g} CPU{f', {args.gpus_per_trial:g} GPU' if args.gpus_per_trial else ''} per trial)")
+    print(f"{len(trials)} runs, {len(trials) - len(todo)} already finished in {out}; running {len(todo)} "
+          f"with {engine}", file=sys.stderr)
+
+    bar = tqdm(total=len(todo), desc="benchmark runs", unit="run", dynamic_ncols=True, file=sys.stderr)
+
+    counted: set[str] = set()
+
+    def record(row: dict[str, Any], settings: dict[str, Any]) -> None:
+        store.record(row, settings)
+        bar.set_postfix_str(f"{row['run_id']}: {row['status']}")
+        if row["run_id"] not in counted:  # a retried Ray trial reports more than once
+            counted.add(row["run_id"])
+            bar.update(1)
+
+    try:
+        if todo and args.engine == "local":
+            # one in-process worker keeps this process's threads unless told; pool workers split the CPUs
+            threads = max(1, int(cpus)) if args.cpus_per_trial or workers > 1 else None
+            run_local(todo, record, workers, threads, args.verbose)
+        elif todo:
+            run_ray(todo, record, out, cpus, args.gpus_per_trial, args.max_failures, args.address, args.workers,
+                    args.verbose)
+    except KeyboardInterrupt:
+        bar.close()
+        done = sum(store.is_finished(t) for t in trials)
+        where = (f"the {done} finished are in {store.runs_csv}" if store.runs_csv.is_file()
+                 else "nothing was written")
+        print(f"\ninterrupted: {done} of {len(trials)} runs finished; {where}. Rerun the same command to continue.",
+              file=sys.stderr)
+        return 130
+    bar.close()
+    rows = [store.rows[t["run_id"]] for t in trials if t["run_id"] in store.rows]
+    summary = summarize(rows, {"command": sweep.command, "train_steps": sweep.train_steps,
+                               "eval_steps": sweep.eval_steps, "seeds": sweep.seeds, "env_preset": sweep.env_preset})
+    atomic_write_text(out / "summary.md", summary)
+    plot(rows, store.curves, out)
+    print(summary)
+    print(f"wrote {out}/runs.csv, curves.json, summary.md, accuracy.png, learning_curves.png")
+    missing = [t["run_id"] for t in trials if t["run_id"] not in store.rows]
+    if missing:
+        print(f"{len(missing)} run(s) never reported ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); "
+              "rerun the same command to run them.", file=sys.stderr)
+        return 1
+    failed = [r["run_id"] for r in rows if r["status"] == "failed"]
+    if failed:
+        print(f"{len(failed)} run(s) failed ({', '.join(failed[:3])}{', ...' if len(failed) > 3 else ''}); "
+              f"their errors are in {store.runs_csv} and summary.md. Rerun the same command to retry them.",
+              file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,123 @@
+"""The Markdown summary of a sweep: floor check, a table per task, extra metrics, Spearman correlations.
+
+Rows are grouped by their explicit ``kind`` (agent, baseline, reference) and name, never by parsing a
+label. Any numeric column the runs carry beyond the known ones (e.g. a known-answer task's
+``keep_shortcut``) gets a mean-per-group table of its own, so new metrics need no change here.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from benchmarking.results import FIXED_COLUMNS
+from benchmarking.statistics import bootstrap_ci, format_ci, iqm
+from benchmarking.sweep import KINDS
+
+Group = tuple[str, str, str]  # (kind, name, reward)
+FLOOR_MARGIN = 0.05  # with one seed, keep_all must beat untrained by this much kNN accuracy
+
+
+def group_key(row: dict[str, Any]) -> Group:
+    return row["kind"], row["name"], row["reward"] or ""
+
+
+def label(group: Group) -> str:
+    kind, name, reward = group
+    return f"{reward} × {name}" if kind == "agent" else f"{name} ({kind})"
+
+
+def sorted_groups(rows: list[dict[str, Any]]) -> list[Group]:
+    return sorted({group_key(r) for r in rows}, key=lambda g: (KINDS.index(g[0]), g[2], g[1]))
+
+
+def extra_metrics(rows: list[dict[str, Any]]) -> list[str]:
+    """Numeric columns beyond the fixed ones and the per-reward returns."""
+    keys = {k for r in rows for k, v in r.items()
+            if k not in FIXED_COLUMNS and "return/" not in k and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return sorted(keys)
+
+
+def summarize(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
+    """The summary of ``rows`` (the current grid's); ``header`` holds command and budgets for its first lines."""
+    from scipy import stats
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    lines = ["# Benchmark summary", "",
+             f"Command: `{header['command']}`  ",
+             f"train steps {header['train_steps']}, eval steps {header['eval_steps']}, seeds {header['seeds']}, "
+             f"env preset {header['env_preset']}; 95 % percentile-bootstrap CIs over seeds.", ""]
+    for task in sorted({r["task"] for r in rows}):
+        runs = [r for r in ok if r["task"] == task]
+
+        def by_seed(group: Group, runs: list[dict[str, Any]] = runs) -> dict[int, dict[str, Any]]:
+            return {r["seed"]: r for r in runs if group_key(r) == group}
+
+        datasets = sorted({r["dataset"] for r in rows if r["task"] == task})
+        lines.append(f"## {task}" + (f" (dataset {', '.join(datasets)})" if datasets != [task] else ""))
+        keep, untrained = by_seed(("baseline", "keep_all", "")), by_seed(("reference", "untrained", ""))
+        seeds = sorted(set(keep) & set(untrained))
+        if seeds:
+            diff = np.array([keep[s]["knn"] - untrained[s]["knn"] for s in seeds])
+            ci = bootstrap_ci(diff)
+            readable = len(seeds) >= 2 and ci[0] > 0 or (len(seeds) == 1 and diff[0] > FLOOR_MARGIN)
+            verdict = ("the floor holds: the table can be read." if readable else
+                       "the floor does NOT hold: keep_all does not clearly beat an untrained encoder, so this table "
+                       "cannot be read yet (raise --eval-steps).")
+            lines.append(f"**Floor check:** keep_all − untrained kNN = {format_ci(diff.mean(), ci)} over {len(seeds)} "
+                         f"seed(s); {verdict}")
+        else:
+            lines.append("**Floor check:** needs the keep_all baseline and the untrained reference; not run.")
+        lines.append("")
+        groups = sorted_groups(runs)
+        baseline_means = {g: np.mean([r["knn"] for r in by_seed(g).values()]) for g in groups if g[0] == "baseline"}
+        best = max(baseline_means, key=baseline_means.get) if baseline_means else None
+        lines.append(f"| run | n | kNN mean [95% CI] | kNN IQM | linear mean [95% CI] | keep | Δ kNN vs best baseline"
+                     f"{f' ({label(best)})' if best else ''} [95% CI] |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for group in groups:
+            runs_of = by_seed(group)
+            knn = np.array([r["knn"] for r in runs_of.values()])
+            lin = np.array([r["linear"] for r in runs_of.values()])
+            keeps = [r["keep_fraction"] for r in runs_of.values() if r.get("keep_fraction") is not None]
+            delta = ""
+            if best and group != best:
+                ref = by_seed(best)
+                paired = np.array([runs_of[s]["knn"] - ref[s]["knn"] for s in sorted(set(runs_of) & set(ref))])
+                if len(paired):
+                    delta = format_ci(paired.mean(), bootstrap_ci(paired))
+            keep = f"{np.mean(keeps):.2f}" if keeps else ""
+            lines.append(f"| {label(group)} | {len(knn)} | {format_ci(knn.mean(), bootstrap_ci(knn))} | {iqm(knn):.3f} | "
+                         f"{format_ci(lin.mean(), bootstrap_ci(lin))} | {keep} | {delta} |")
+        learned = [g for g in groups if g[0] == "agent"]
+        if best and learned:
+            wins = [label(g) for g in learned if np.mean([r["knn"] for r in by_seed(g).values()]) > baseline_means[best]]
+            lines += ["", ("Learned corruptors with a higher mean kNN than the best fixed baseline "
+                           f"({label(best)}): {', '.join(wins)} (check whether the CI of Δ excludes 0)." if wins else
+                           f"No learned corruptor beats the best fixed baseline ({label(best)}) on mean kNN accuracy yet.")]
+        metrics = extra_metrics(runs)
+        if metrics:
+            lines += ["", "Other metrics (mean over seeds):", "", "| run | " + " | ".join(metrics) + " |",
+                      "|---|" + "---|" * len(metrics)]
+            for group in groups:
+                cells = []
+                for metric in metrics:
+                    values = [r[metric] for r in by_seed(group).values() if r.get(metric) is not None]
+                    cells.append(f"{np.mean(values):.3f}" if values else "")
+                lines.append(f"| {label(group)} | " + " | ".join(cells) + " |")
+        lines += ["", "Spearman correlation between each reward definition's return on the evaluation episode and "
+                      "the kNN accuracy that episode's encoder reached, across all runs above:", "",
+                  "| reward definition | Spearman ρ | p | runs |", "|---|---|---|---|"]
+        for key in sorted({k for r in runs for k in r if k.startswith("eval_return/")}):
+            pairs = [(r[key], r["knn"]) for r in runs if r.get(key) is not None]
+            if len(pairs) >= 3 and np.ptp([p[0] for p in pairs]) > 0:
+                rho, p = stats.spearmanr([p[0] for p in pairs], [p[1] for p in pairs])
+                lines.append(f"| {key.split('/', 1)[1]} | {rho:+.2f} | {p:.3f} | {len(pairs)} |")
+            else:
+                lines.append(f"| {key.split('/', 1)[1]} | n/a | | {len(pairs)} |")
+        lines.append("")
+    failed = [r for r in rows if r["status"] != "ok"]
+    if failed:
+        lines += ["## Failed runs", "", "| run | status | error |", "|---|---|---|"]
+        lines += [f"| {r['run_id']} | {r['status']} | {str(r['error'])[:200]} |" for r in failed]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,366 @@
+"""What a benchmark sweep runs: the preset and task tables, the grid of runs, and one run.
+
+A sweep is a grid of runs: every (task, reward, algo, seed) trains an agent and evaluates its
+corruptor; every (task, baseline or reference, seed) is evaluated once and shared by that seed's
+agents (paired comparisons). Each run is a pure function of its **settings**, a JSON-able dict
+holding everything that changes its result (the resolved EnvConfig, the agent's options, the step
+budgets, the seed); the run's ``config_id`` is a hash of those settings. Both engines call
+:func:`run_one` with the same settings, so they make the same rows, and a results folder can tell
+a finished run from one that was made with other settings.
+
+Presets and tasks are tables, so a new one is a new entry:
+
+- a **task** is a named variant of the data (EnvConfig overrides, typically ``dataset`` and
+  ``dataset_kwargs``; a registered dataset name works as a task of its own);
+- a **preset** fills every option the command line leaves unset.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+import platform
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+KINDS = ("agent", "baseline", "reference")  # a row's kind, in the order the report lists them
+REFERENCES = ("untrained", "simclr_aug")
+# options of the fixed corruptors (any agent registered with learns=False is a baseline); --hyperparams overrides
+BASELINE_KWARGS: dict[str, dict[str, Any]] = {"keep_all": {}, "random": {"keep_prob": 0.75},
+                                              "cowmask": {"keep_range": (0.5, 1.0)}}
+
+# name -> EnvConfig overrides. Known-answer tasks (planted shortcuts) are entries here with dataset_kwargs.
+TASKS: dict[str, dict[str, Any]] = {
+    "shapes": {"dataset": "shapes"},
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Values for every sweep option the command line leaves unset.
+
+    :param description: one line for ``--help``.
+    :param tasks: names from :data:`TASKS` (or registered datasets), one table each in the summary.
+    :param hyperparams: agent options, ``{algo: {option: value}}``; ``--hyperparams`` overrides them one by one.
+    :param workers: parallel runs of the local engine.
+    """
+
+    description: str
+    rewards: tuple[str, ...]
+    algos: tuple[str, ...]
+    baselines: tuple[str, ...]
+    seeds: int
+    train_steps: int
+    eval_steps: int
+    tasks: tuple[str, ...] = ("shapes",)
+    env_preset: str = "cpu"
+    workers: int = 1
+    hyperparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    # 250 updates clear the learnability floor (README's floor table)
+    "quick": Preset("PPO x 2 rewards, 2 seeds, 256 train / 250 eval steps: ~30 min on 2 CPU cores",
+                    rewards=("ma_neg_loss_derivative", "heldout_gain"), algos=("ppo",),
+                    baselines=("keep_all", "random", "cowmask"), seeds=2, train_steps=256, eval_steps=250, workers=2),
+    "paper": Preset("every built-in reward x PPO and REINFORCE, 5 seeds, 20,000 train steps: GPU-sized",
+                    rewards=("ma_neg_loss_derivative", "neg_loss_delta", "prediction_gain", "heldout_gain",
+                             "probe_accuracy", "tscl_window", "neg_loss", "grad_norm"),
+                    algos=("ppo", "reinforce"), baselines=("keep_all", "random", "cowmask"), seeds=5,
+                    train_steps=20000, eval_steps=2000, env_preset="gpu", workers=1),
+}
+
+
+class SweepError(ValueError):
+    """A sweep that cannot start (bad name, option or value); its message is one line with the fix."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One cell of the grid: train-and-evaluate an agent, or evaluate a baseline or reference."""
+
+    task: str
+    kind: str  # one of KINDS
+    name: str  # algo for agents, baseline or reference name otherwise
+    reward: str  # the training reward for agents, "" otherwise
+    seed: int
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.task}/{self.kind}/{self.name}/{self.reward or '-'}/s{self.seed}"
+
+
+@dataclass
+class Sweep:
+    """A resolved sweep: every option filled, every name checked."""
+
+    tasks: dict[str, dict[str, Any]]  # name -> EnvConfig overrides (task's, then --env-kwargs)
+    rewards: list[str]
+    algos: list[str]
+    baselines: list[str]
+    seeds: int
+    train_steps: int
+    eval_steps: int
+    env_preset: str
+    hyperparams: dict[str, dict[str, Any]]  # algo or baseline -> options
+    command: str = ""
+
+    def specs(self) -> list[RunSpec]:
+        """The grid, in the order rows are written: per task, agents, baselines, references; seeds inside."""
+        out = []
+        for task in self.tasks:
+            out += [RunSpec(task, "agent", a, r, s) for r in self.rewards for a in self.algos for s in range(self.seeds)]
+            out += [RunSpec(task, "baseline", b, "", s) for b in self.baselines for s in range(self.seeds)]
+            out += [RunSpec(task, "reference", ref, "", s) for ref in REFERENCES for s in range(self.seeds)]
+        return out
+
+    def env_config(self, task: str, reward: str | None = None) -> Any:
+        from corruption_env import EnvConfig
+
+        overrides = dict(self.tasks[task])
+        if reward:
+            overrides["reward"] = reward
+        return EnvConfig.preset(self.env_preset, **overrides)
+
+    def settings(self, spec: RunSpec) -> dict[str, Any]:
+        """Everything that changes the run's result; :func:`run_one` reads nothing else."""
+        env = self.env_config(spec.task, spec.reward or None).to_dict()
+        env.pop("num_threads")  # the engine's choice: float noise only
+        for key in ("data_root", "camnet_checkpoint"):  # Ray moves each trial to a folder of its own
+            if env[key]:
+                env[key] = os.path.abspath(os.path.expanduser(env[key]))
+        options = {}
+        if spec.kind == "agent":
+            options = self.hyperparams.get(spec.name, {})
+        elif spec.kind == "baseline":
+            options = {**BASELINE_KWARGS.get(spec.name, {}), **self.hyperparams.get(spec.name, {})}
+        settings = {"run_id": spec.run_id, "task": spec.task, "kind": spec.kind, "name": spec.name,
+                    "reward": spec.reward, "seed": spec.seed, "env": env, "agent_options": options,
+                    "train_steps": self.train_steps if spec.kind == "agent" else 0, "eval_steps": self.eval_steps}
+        return json.loads(json.dumps(settings, sort_keys=True, default=str))  # what a JSON file or a Ray trial sees
+
+
+def config_id(settings: dict[str, Any]) -> str:
+    """A short hash of a run's settings: two runs with the same id are the same computation."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def settings_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``["eval_steps 6 -> 8", "env.batch_size 4 -> 8"]``: the flattened keys whose values differ."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += settings_diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key} {a!r} -> {b!r}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+def resolve_task(name: str) -> dict[str, Any]:
+    if name in TASKS:
+        return dict(TASKS[name])
+    from corruption_env.data import available_datasets
+
+    if name in available_datasets():
+        return {"dataset": name}
+    raise SweepError(f"unknown task {name!r}; available: {', '.join(TASKS)} or a dataset "
+                     f"({', '.join(available_datasets())})")
+
+
+def accepted_options(name: str) -> dict[str, Any] | None:
+    """The keyword options agent ``name`` accepts, with their defaults (None: any, its builder passes
+    ``**kwargs`` on to the end).
+
+    Read from the ``__init__`` signatures along the agent class's MRO while each passes ``**kwargs`` on;
+    ``env``, ``policy`` and ``seed`` are set by the sweep.
+    """
+    from agents import agent_spec
+
+    options: dict[str, Any] = {}
+    for klass in agent_spec(name).agent_class.__mro__:
+        if "__init__" not in vars(klass) or klass is object:
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        for p in params:
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and not p.name.startswith("_") \
+                    and p.name not in ("self", "env", "policy", "seed"):
+                options.setdefault(p.name, p.default)
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            return options
+    return None
+
+
+def _check_value(target: str, option: str, value: Any, default: Any) -> None:
+    """Reject a value whose type cannot be what a numeric or boolean option expects (``n_steps:abc``)."""
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, (int, float)):
+        ok = _is_number(value) or (isinstance(default, float) and callable(value))
+    else:
+        return
+    if not ok:
+        expected = "True or False" if isinstance(default, bool) else "a number"
+        raise SweepError(f"--hyperparams {target}.{option}:{value!r}: expected {expected} (default {default!r})")
+
+
+def check_sweep(sweep: Sweep) -> None:
+    """Raise :class:`SweepError` for anything that would make a run fail for a reason known now."""
+    from agents import agent_spec, available_agents
+    from corruption_env.data import load_dataset
+
+    for option, value in (("--seeds", sweep.seeds), ("--train-steps", sweep.train_steps),
+                          ("--eval-steps", sweep.eval_steps)):
+        if not isinstance(value, int) or value < 1:
+            raise SweepError(f"{option} must be a positive integer, got {value!r}")
+    if not sweep.tasks:
+        raise SweepError("--tasks is empty")
+    for option, names in (("--rewards", sweep.rewards), ("--algos", sweep.algos)):
+        if len(set(names)) != len(names):
+            raise SweepError(f"{option} names something twice: {','.join(names)}")
+    fixed = [name for name in available_agents() if not agent_spec(name).learns]  # keep_all, random, cowmask, ...
+    unknown = [b for b in sweep.baselines if b not in fixed]
+    if unknown:
+        raise SweepError(f"unknown baseline(s) {', '.join(unknown)}; available: {', '.join(fixed)}")
+    if sweep.algos and not sweep.rewards:
+        raise SweepError(f"agents ({','.join(sweep.algos)}) need a reward to train with, and --rewards is empty; "
+                         "give --rewards, or --algos '' for baselines and references only")
+    try:
+        for algo in sweep.algos:
+            agent_spec(algo)
+        for target, options in sweep.hyperparams.items():
+            if target not in sweep.algos and target not in sweep.baselines:
+                raise SweepError(f"--hyperparams sets options of {target!r}, which is in neither --algos "
+                                 f"({','.join(sweep.algos) or 'none'}) nor --baselines ({','.join(sweep.baselines) or 'none'})")
+            valid = accepted_options(target)
+            if valid is None:
+                continue
+            bad = sorted(set(options) - set(valid))
+            if bad:
+                raise SweepError(f"--hyperparams: {target!r} has no option(s) {', '.join(bad)}; "
+                                 f"it accepts: {', '.join(sorted(valid))}")
+            for option, value in options.items():
+                _check_value(target, option, value, valid[option])
+        for task in sweep.tasks:
+            for reward in sweep.rewards or [None]:
+                cfg = sweep.env_config(task, reward)
+                _check_names(cfg)
+            # the cheapest complete check of data_root and dataset_kwargs (planted-shortcut options
+            # included) is loading the smaller split; it is cached, and runs load it anyway
+            options = cfg.dataset_options() if hasattr(cfg, "dataset_options") else cfg.dataset_kwargs
+            try:
+                load_dataset(cfg.dataset, root=cfg.data_root, image_size=cfg.image_size, split="test", **options)
+            except (TypeError, ValueError, OSError) as exc:
+                raise SweepError(f"task {task!r}: dataset {cfg.dataset!r} with dataset_kwargs {cfg.dataset_kwargs} "
+                                 f"and data_root {cfg.data_root!r} cannot be loaded: {exc}") from None
+    except SweepError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        raise SweepError(str(exc).strip("'\"")) from None
+
+
+def _check_names(cfg: Any) -> None:
+    """The config's own name check: ``EnvConfig.validate()`` where it exists (issue 13), else ``check_names``."""
+    if hasattr(cfg, "validate"):
+        cfg.validate()
+    else:
+        from corruption_env.env import check_names
+
+        check_names(cfg)
+
+
+# ------------------------------------------------------------------------------------------- one run
+
+def blank_row(settings: dict[str, Any]) -> dict[str, Any]:
+    """A row naming the run, before any result: what a run that never reported leaves."""
+    return {"run_id": settings["run_id"], "config_id": config_id(settings), "task": settings["task"],
+            "dataset": settings["env"]["dataset"], "kind": settings["kind"], "name": settings["name"],
+            "reward": settings["reward"], "seed": settings["seed"], "status": "failed", "error": ""}
+
+
+def run_one(settings: dict[str, Any], threads: int | None = None, verbose: bool = False) -> dict[str, Any]:
+    """Train (agents) and evaluate one run; never raises: a failure becomes a row with its error.
+
+    :param settings: from :meth:`Sweep.settings`.
+    :param threads: torch CPU threads of this run (None: leave the process's setting).
+    :param verbose: print the traceback of a failure.
+    :returns: the runs.csv row, with the training reward per step under ``"curve"``. Numeric fields
+        the evaluation adds to its result (besides the known ones) become columns of their own.
+    """
+    import dataclasses
+
+    import torch
+
+    from agents import make_agent
+    from agents.evaluation import CorruptorEvaluation, agent_act
+    from corruption_env import CorruptionEnv, EnvConfig
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    if threads:
+        torch.set_num_threads(threads)
+    row = {**blank_row(settings), "status": "ok"}
+    start = time.time()
+    curve: list[float] = []
+    kind, name, seed = settings["kind"], settings["name"], settings["seed"]
+    try:
+        cfg = EnvConfig.from_dict({**settings["env"], "num_threads": threads})
+        evaluation = CorruptorEvaluation(cfg, settings["eval_steps"], seed=seed, progress=False, track_rewards="all")
+        if kind == "agent":
+            env = CorruptionEnv(cfg.replace(track_rewards="all"))
+
+            class Recorder(BaseCallback):
+                """Per-step training reward; summed returns under every definition."""
+
+                def __init__(self) -> None:
+                    super().__init__()
+                    self.returns: dict[str, float] = {}
+                    self.divergences = 0
+
+                def _on_step(self) -> bool:
+                    for info, reward in zip(self.locals["infos"], np.ravel(self.locals["rewards"])):
+                        curve.append(float(reward))
+                        self.divergences += int(info.get("diverged", False))
+                        for term, value in info.get("reward_terms", {}).items():
+                            self.returns[term] = self.returns.get(term, 0.0) + value
+                    return True
+
+            recorder = Recorder()
+            agent = make_agent(name, env, seed=seed, **settings["agent_options"])
+            agent.learn(settings["train_steps"], callback=recorder)
+            row["train_seconds"] = round(time.time() - start, 1)
+            row["train_divergences"] = recorder.divergences
+            row.update({f"train_return/{k}": v for k, v in recorder.returns.items()})
+            result = evaluation.run_policy(name, agent_act(agent))
+        elif kind == "baseline":
+            baseline = make_agent(name, evaluation.env, seed=seed, **settings["agent_options"])
+            result = evaluation.run_policy(name, agent_act(baseline))
+        elif name == "untrained":
+            result = evaluation.untrained()
+        else:
+            result = evaluation.simclr_aug()
+        fields = dataclasses.asdict(result)
+        row.update(knn=fields.pop("knn"), linear=fields.pop("linear"), keep_fraction=fields.pop("keep_fraction"))
+        row.update({f"eval_return/{k}": v for k, v in fields.pop("returns").items()})
+        extra = {**fields, **(fields.pop("metrics", None) or {})}  # e.g. keep_shortcut: any number it measures
+        row.update({k: v for k, v in extra.items() if k not in ("name", "seconds") and _is_number(v)})
+    except Exception as exc:  # noqa: BLE001 - a failed run is data, not the end of the sweep
+        row["status"] = "diverged" if isinstance(exc, FloatingPointError) else "failed"
+        row["error"] = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+        if verbose:
+            traceback.print_exc()
+    row["seconds"] = round(time.time() - start, 1)
+    row["host"] = platform.node()
+    row["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    row["curve"] = curve
+    return row
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)

@@ -1,0 +1,109 @@
+"""benchmark.py --engine ray on a local Ray (one session for the module, 2 CPUs): the same rows as the
+local engine, a sweep killed midway resumes without redoing finished trials, failures are retried
+and recorded."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import benchmark
+from benchmarking.results import MACHINE_COLUMNS, read_rows
+
+ray = pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]'")
+
+from test_benchmark import ENV, REFERENCES_ONLY, _children, _start, _still_running, _wait_for_rows  # noqa: E402
+
+BATCH8 = [*ENV[:2], "batch_size:8", *ENV[3:]]
+
+
+def _descendants(pid: int) -> list[int]:
+    children = _children(pid)
+    return children + [d for child in children for d in _descendants(child)]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
+def test_nothing_of_a_local_ray_outlives_a_killed_driver(tmp_path):
+    """First in the module: it starts a Ray of its own (the shared one does not exist yet)."""
+    out = tmp_path / "bench"
+    sweep = [*REFERENCES_ONLY, "--seeds", "2", "--train-steps", "8", "--eval-steps", "3000", *BATCH8, "--engine", "ray"]
+    process = _start(sweep, out)
+    _wait_for_rows(out, 2, process)
+    family = _descendants(process.pid)  # raylet, GCS, agents, trial workers, the reaper
+    process.kill()
+    process.wait()
+    assert len(family) >= 4 and not _still_running(family, timeout=20)
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """One local Ray for every test here; benchmark.py in this process reuses it, subprocesses join it."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture
+def torch_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)  # the in-process local run sets one thread
+
+
+def _same(a, b):
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+    return a == b
+
+
+def test_ray_makes_the_same_rows_as_the_local_engine(tmp_path, ray_address, torch_threads):
+    sweep = ["--rewards", "neg_loss", "--algos", "reinforce", "--baselines", "", "--seeds", "1", "--train-steps", "8",
+             "--eval-steps", "6", "--hyperparams", "reinforce.n_steps:4", "--cpus-per-trial", "1", *BATCH8]
+    assert benchmark.main([*sweep, "--out", str(tmp_path / "local"), "--workers", "1"]) == 0
+    assert benchmark.main([*sweep, "--out", str(tmp_path / "ray"), "--engine", "ray"]) == 0
+    local, on_ray = read_rows(tmp_path / "local" / "runs.csv"), read_rows(tmp_path / "ray" / "runs.csv")
+    assert [r["run_id"] for r in on_ray] == [r["run_id"] for r in local] and len(local) == 3
+    for a, b in zip(local, on_ray):
+        assert a.keys() == b.keys()
+        differ = {k: (a[k], b[k]) for k in a if k not in MACHINE_COLUMNS and not _same(a[k], b[k])}
+        assert not differ, (a["run_id"], differ)
+    for name in ("curves.json", "summary.md", "accuracy.png", "learning_curves.png"):
+        assert (tmp_path / "ray" / name).is_file(), name
+    assert list((tmp_path / "ray").glob("tune_*/experiment_state-*.json"))  # --out is Tune's storage path
+
+
+def test_a_sweep_killed_midway_resumes_without_redoing_finished_trials(tmp_path, ray_address, capsys):
+    out = tmp_path / "bench"
+    sweep = [*REFERENCES_ONLY, "--seeds", "2", "--train-steps", "8", "--eval-steps", "300", *BATCH8, "--engine", "ray"]
+    process = _start(sweep, out, env={"RAY_ADDRESS": ray_address})
+    _wait_for_rows(out, 2, process)  # the untrained rows; simclr_aug (300 updates) is under way
+    process.kill()
+    process.wait()
+    finished = read_rows(out / "runs.csv")
+    assert len(finished) < 4
+    assert benchmark.main([*sweep, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"4 runs, {len(finished)} already finished" in err and "resuming the Ray Tune experiment" in err
+    rows = {r["run_id"]: r for r in read_rows(out / "runs.csv")}
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows.values())
+    for row in finished:  # not run again: the same row, finished at the same time
+        assert rows[row["run_id"]] == row
+
+
+def test_a_failing_trial_is_retried_then_recorded_with_its_error(tmp_path, ray_address, capsys):
+    out = tmp_path / "bench"
+    start = time.time()
+    # an option the agent accepts, with a value that fails when the run builds it
+    assert benchmark.main(["--rewards", "neg_loss", "--algos", "reinforce", "--baselines", "", "--seeds", "1",
+                           "--train-steps", "8", "--eval-steps", "6", "--hyperparams", "reinforce.learning_rate:-1.0",
+                           *BATCH8, "--engine", "ray", "--max-failures", "1", "--out", str(out)]) == 1
+    rows = {r["name"]: r for r in read_rows(out / "runs.csv")}
+    assert rows["reinforce"]["status"] == "failed" and "learning rate" in rows["reinforce"]["error"].lower()
+    assert rows["untrained"]["status"] == rows["simclr_aug"]["status"] == "ok"
+    assert "1 run(s) failed" in capsys.readouterr().err
+    trial = next(p for p in out.glob("tune_*/*") if p.is_dir() and (p / "error.txt").is_file())
+    assert (trial / "error.txt").read_text().count("RuntimeError") >= 1  # Tune saw it fail (and retried it)
+    assert time.time() - start < 120
