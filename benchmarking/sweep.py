@@ -28,15 +28,20 @@ from typing import Any
 
 import numpy as np
 
+from corruption_env.precision import resolve_precision
+
 KINDS = ("agent", "baseline", "reference")  # a row's kind, in the order the report lists them
 REFERENCES = ("untrained", "simclr_aug")
 # options of the fixed corruptors (any agent registered with learns=False is a baseline); --hyperparams overrides
 BASELINE_KWARGS: dict[str, dict[str, Any]] = {"keep_all": {}, "random": {"keep_prob": 0.75},
                                               "cowmask": {"keep_range": (0.5, 1.0)}}
 
-# name -> EnvConfig overrides. Known-answer tasks (planted shortcuts) are entries here with dataset_kwargs.
+# name -> EnvConfig overrides. Known-answer tasks plant a shortcut whose cells the best corruptor
+# drops (corruption_env.data.Shortcut; the ``oracle`` baseline drops exactly them).
 TASKS: dict[str, dict[str, Any]] = {
     "shapes": {"dataset": "shapes"},
+    "shortcut_fixed": {"dataset": "shapes", "dataset_kwargs": {"shortcut": "fixed"}},
+    "shortcut_random": {"dataset": "shapes", "dataset_kwargs": {"shortcut": "random"}},
 }
 
 
@@ -73,6 +78,11 @@ PRESETS: dict[str, Preset] = {
                              "probe_accuracy", "tscl_window", "neg_loss", "grad_norm"),
                     algos=("ppo", "reinforce"), baselines=("keep_all", "random", "cowmask"), seeds=5,
                     train_steps=20000, eval_steps=2000, env_preset="gpu", workers=1),
+    # random keeps 0.75 of the cells, the oracle's keep fraction on both variants (one row of four)
+    "known_answer": Preset("planted-shortcut tasks (fixed, random): oracle vs keep_all vs random masks, 3 seeds, "
+                           "500 eval steps: ~35 min on 2 CPU cores",
+                           rewards=(), algos=(), baselines=("oracle", "keep_all", "random"), seeds=3, train_steps=1,
+                           eval_steps=500, tasks=("shortcut_fixed", "shortcut_random"), workers=2),
 }
 
 
@@ -131,6 +141,7 @@ class Sweep:
         """Everything that changes the run's result; :func:`run_one` reads nothing else."""
         env = self.env_config(spec.task, spec.reward or None).to_dict()
         env.pop("num_threads")  # the engine's choice: float noise only
+        env["precision"] = resolve_precision(env["precision"], env["device"])  # bf16 and fp32 runs differ
         for key in ("data_root", "camnet_checkpoint"):  # Ray moves each trial to a folder of its own
             if env[key]:
                 env[key] = os.path.abspath(os.path.expanduser(env[key]))
@@ -250,13 +261,12 @@ def check_sweep(sweep: Sweep) -> None:
                 _check_value(target, option, value, valid[option])
         for task in sweep.tasks:
             for reward in sweep.rewards or [None]:
-                cfg = sweep.env_config(task, reward)
-                _check_names(cfg)
+                cfg = sweep.env_config(task, reward).validate()
             # the cheapest complete check of data_root and dataset_kwargs (planted-shortcut options
             # included) is loading the smaller split; it is cached, and runs load it anyway
-            options = cfg.dataset_options() if hasattr(cfg, "dataset_options") else cfg.dataset_kwargs
             try:
-                load_dataset(cfg.dataset, root=cfg.data_root, image_size=cfg.image_size, split="test", **options)
+                load_dataset(cfg.dataset, root=cfg.data_root, image_size=cfg.image_size, split="test",
+                             **cfg.dataset_options())
             except (TypeError, ValueError, OSError) as exc:
                 raise SweepError(f"task {task!r}: dataset {cfg.dataset!r} with dataset_kwargs {cfg.dataset_kwargs} "
                                  f"and data_root {cfg.data_root!r} cannot be loaded: {exc}") from None
@@ -264,16 +274,6 @@ def check_sweep(sweep: Sweep) -> None:
         raise
     except (ValueError, TypeError, KeyError) as exc:
         raise SweepError(str(exc).strip("'\"")) from None
-
-
-def _check_names(cfg: Any) -> None:
-    """The config's own name check: ``EnvConfig.validate()`` where it exists (issue 13), else ``check_names``."""
-    if hasattr(cfg, "validate"):
-        cfg.validate()
-    else:
-        from corruption_env.env import check_names
-
-        check_names(cfg)
 
 
 # ------------------------------------------------------------------------------------------- one run

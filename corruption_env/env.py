@@ -338,11 +338,6 @@ class CorruptionEnv(gym.Env):
         return knn_accuracy(feats[:half], labels[:half], feats[half:], labels[half:], k=min(50, half))
 
 
-def check_names(cfg: EnvConfig) -> None:
-    """``cfg.validate()``, under its old name while benchmark.py still imports it."""
-    cfg.validate()
-
-
 def _lap(start: float) -> tuple[float, float]:
     now = time.perf_counter()
     return now - start, now
