@@ -145,7 +145,7 @@ def test_a_failed_run_is_recorded_the_sweep_goes_on_and_the_exit_status_says_so(
     (["--seeds", "0"], "--seeds: must be > 0"),
     (["--tasks", "nope"], "unknown task 'nope'"),
     (["--env-kwargs", "batch_size:1"], "batch_size must be >= 2"),
-    (["--env-kwargs", "dataset_kwargs:{'trian_size': 3}"], "cannot be loaded: "),
+    (["--env-kwargs", "dataset_kwargs:{'trian_size': 3}"], "has no option(s) trian_size"),
     (["--gpus-per-trial", "0.5"], "--gpus-per-trial is for --engine ray"),
 ])
 def test_bad_options_fail_before_any_run_with_one_line(tmp_path, capsys, bad, message):
