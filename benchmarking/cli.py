@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from benchmarking.sweep import PRESETS, Sweep, SweepError, check_sweep, resolve_task
+from corruption_env.cli_options import answer_ctrl_c
 
 
 class _Parser(argparse.ArgumentParser):
@@ -144,6 +145,7 @@ def make_sweep(args: argparse.Namespace, argv: list[str]) -> Sweep:
 
 
 def main(argv: list[str] | None = None) -> int:
+    answer_ctrl_c()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import ast
 import functools
+import signal
 import sys
+import threading
 from typing import Any, Callable, NoReturn
 
 
@@ -51,11 +53,21 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+def answer_ctrl_c() -> None:
+    """Make Ctrl-C raise KeyboardInterrupt (so runs save and say how to resume) even in a process that
+    inherited SIGINT ignored: a non-interactive shell starts background jobs that way, and Python then
+    leaves it ignored. Call from the main thread of a CLI."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def usage_errors(main: Callable[..., int]) -> Callable[..., int]:
-    """Decorate a CLI's ``main``: a :class:`UsageError` becomes ``error: <message>`` on stderr and status 2."""
+    """Decorate a CLI's ``main``: a :class:`UsageError` becomes ``error: <message>`` on stderr and status 2;
+    Ctrl-C is answered (:func:`answer_ctrl_c`)."""
 
     @functools.wraps(main)
     def wrapper(*args: Any, **kwargs: Any) -> int:
+        answer_ctrl_c()
         try:
             return main(*args, **kwargs)
         except UsageError as exc:

@@ -6,13 +6,15 @@ Weights, optimizer state, gradients and the loss reductions (NT-Xent, IMLE dista
 autocast only lowers the matrix multiplications and convolutions, and callers cast results back to
 fp32 before reducing them. ``auto`` picks bf16 where it is native (a CPU reporting AMX-BF16 or
 AVX512-BF16, or a CUDA device with bf16 support) and fp32 otherwise, because emulated bf16 is slower
-than fp32. Seeded runs reproduce exactly within one precision on one machine.
+than fp32. Seeded runs reproduce exactly within one precision on one machine at one torch thread count
+(a different thread count changes the floating-point summation order, in fp32 too).
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 from pathlib import Path
+
 import torch
 
 PRECISIONS = ("auto", "bf16", "fp32")
