@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds are first-seed .. first-seed + seeds - 1")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {', '.join(ROWS)}")
     parser.add_argument("--dataset", default="shapes")
     parser.add_argument("--task", default="sr_colorize")
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if kind is not None and decorruptor is None:
             decorruptor = build_decorruptor(kind, args.task, args.scale, size, dataset=args.dataset)
         views = ViewMaker(decorruptor if kind else None, args.task, args.scale, augmentation, size, precision)
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             learner = SimCLRLearner(args.encoder, seed=seed, precision=precision)
             start = time.time()
             run = train_encoder(views, learner, train, test, args.steps, args.batch_size, eval_at=eval_at,
