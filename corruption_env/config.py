@@ -143,17 +143,7 @@ class EnvConfig:
             if bad:
                 raise ValueError(f"dataset {self.dataset!r} has no option(s) {', '.join(bad)} in dataset_kwargs; "
                                  f"its options: {', '.join(valid) or 'none'}")
-        try:
-            device = torch.device(self.device)
-        except RuntimeError:
-            raise ValueError(f"unknown device {self.device!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {self.device!r} but torch sees no CUDA device on this machine; use device 'cpu' "
-                             "(the 'gpu' preset sets device 'cuda')")
-        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-            raise ValueError(f"device {self.device!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
-        if device.type not in ("cpu", "cuda"):
-            raise ValueError(f"device {self.device!r} is not supported; use 'cpu', 'cuda' or 'cuda:N'")
+        check_device(self.device, "(the 'gpu' preset sets device 'cuda')")
         if set(self.dataset_kwargs) & set(SHORTCUT_OPTIONS):
             from corruption_env.data import Shortcut
 
@@ -258,3 +248,20 @@ def _has_type(value: Any, hint: Any) -> bool:
 def _type_name(hint: Any) -> str:
     return " or ".join(_type_name(a) for a in typing.get_args(hint)) if typing.get_origin(hint) in (
         typing.Union, types.UnionType) else ("None" if hint is type(None) else getattr(hint, "__name__", str(hint)))
+
+
+def check_device(name: str, hint: str = "") -> None:
+    """Raise a ValueError naming the fix unless ``name`` is a torch device this machine has (``cpu``,
+    ``cuda``, ``cuda:N``); ``hint`` is appended to the no-CUDA message. The one device check of every CLI."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"unknown device {name!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not supported; use 'cpu', 'cuda' or 'cuda:N'")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} but torch sees no CUDA device on this machine; use device 'cpu' {hint}".strip())
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")

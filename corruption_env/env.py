@@ -135,8 +135,9 @@ class CorruptionEnv(gym.Env):
         n_heldout = min(cfg.heldout_size, len(data) // 4)
         self.train_images = torch.from_numpy(np.array(data.images[:len(data) - n_heldout]))
         # cells carrying a planted shortcut (known-answer tasks), per training image; None without one
-        self.train_shortcut_cells = None if data.shortcut_cells is None else data.shortcut_cells[:len(data) - n_heldout]
-        self.shortcut_cells: np.ndarray | None = None  # (B, g, g) bool for the batch the next mask applies to
+        self.train_shortcut_cells = (None if data.shortcut_cells is None else
+                                     torch.from_numpy(np.array(data.shortcut_cells[:len(data) - n_heldout])).to(self.device))
+        self._batch_cells: torch.Tensor | None = None  # (B, g, g) bool for the batch the next mask applies to
         self.heldout_images = to_unit(data.images[len(data) - n_heldout:]).to(self.device)
         self.heldout_labels = torch.tensor(np.asarray(data.labels[len(data) - n_heldout:]))
         decorruptor = build_decorruptor(cfg.decorruptor, cfg.task, cfg.scale, cfg.image_size, cfg.dataset,
@@ -257,19 +258,25 @@ class CorruptionEnv(gym.Env):
         return {n: make_reward(n) for n in names if n != self.config.reward}
 
     def _draw_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        index = self.np_random.integers(0, len(self.train_images), self.config.batch_size)
+        index = torch.from_numpy(self.np_random.integers(0, len(self.train_images), self.config.batch_size))
         if self.train_shortcut_cells is not None:
-            self.shortcut_cells = self.train_shortcut_cells[index]
-        full = self.train_images[torch.from_numpy(index)].to(self.device, non_blocking=True).float().div_(255.0)
+            self._batch_cells = self.train_shortcut_cells[index.to(self.device)]
+        full = self.train_images[index].to(self.device, non_blocking=True).float().div_(255.0)
         return full, self.views.degrade(full)
+
+    @property
+    def shortcut_cells(self) -> np.ndarray | None:
+        """Known-answer tasks: bool (B, g, g), the planted shortcut's cells in the batch the next mask
+        applies to (what the ``oracle`` corruptor drops); None without a planted shortcut."""
+        return None if self._batch_cells is None else self._batch_cells.cpu().numpy()
 
     def _shortcut_info(self, mask: torch.Tensor) -> dict[str, Any]:
         """Where the planted shortcut was in this step's batch, and how much of it the mask kept."""
-        if self.shortcut_cells is None:
+        cells = self._batch_cells
+        if cells is None:
             return {}
-        cells = torch.from_numpy(self.shortcut_cells).to(mask.device)
         kept = mask.bool()
-        return {"shortcut_cells": self.shortcut_cells,
+        return {"shortcut_cells": cells.cpu().numpy(),
                 "keep_shortcut": float((kept & cells).sum() / cells.sum().clamp_min(1)),
                 "keep_other": float((kept & ~cells).sum() / (~cells).sum().clamp_min(1))}
 

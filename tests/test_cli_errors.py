@@ -137,7 +137,7 @@ def pretrain_cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["--out", str(tmp / "junk.pt"), "--eval-only"], "junk.pt could not be read"),
         ([*out, "--dataset", "imagefolder", "--data-root", str(tmp / "nope")], "nope does not exist"),
         ([*out, "--dataset", "nosuch"], "unknown dataset 'nosuch'"),
-        ([*out, "--device", "foo"], "unknown --device 'foo'"),
+        ([*out, "--device", "foo"], "--device: unknown device 'foo'"),
     ]
 
 

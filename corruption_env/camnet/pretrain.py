@@ -39,6 +39,7 @@ from tqdm import tqdm
 from corruption_env.camnet.checkpoint import read_camnet, save_camnet
 from corruption_env.camnet.model import CAMNet, CAMNetConfig, count_parameters, level_targets
 from corruption_env.cli_options import ArgumentParser, UsageError, usage_errors
+from corruption_env.config import check_device
 from corruption_env.corruption import TASKS, apply_mask, bicubic_restoration, degrade, random_training_masks
 from corruption_env.data import ImageDataset, available_datasets, load_dataset, to_unit
 from corruption_env.files import atomic_path, atomic_write_json
@@ -355,11 +356,9 @@ def check_args(args: argparse.Namespace, camnet_cfg: CAMNetConfig, cfg: Pretrain
         raise UsageError(f"--mask-grid {cfg.mask_grid} must divide the input side image_size / scale = "
                          f"{camnet_cfg.image_size // camnet_cfg.scale}")
     try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        raise UsageError(f"unknown --device {args.device!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device} but torch sees no CUDA device here; use --device cpu")
+        check_device(args.device)
+    except ValueError as exc:
+        raise UsageError(f"--device: {exc}") from None
     if args.out.is_dir():
         raise UsageError(f"--out {args.out} is a folder; pass a weights file path such as {args.out / 'camnet.pt'}")
     try:  # a bad data root fails here, not after minutes of training
