@@ -5,6 +5,9 @@ They never learn, but ``learn`` still steps the environment with callbacks (so a
 TensorBoard curves and returns like any agent), and ``predict``, ``save`` and ``load`` work as for
 PPO. Their masks come from a torch generator seeded by the agent's ``seed``, so runs reproduce.
 ``predict(deterministic=True)`` does not change them: a random corruptor's randomness *is* its policy.
+They work in every ``action_mode``: in ``shared`` one mask per batch (the oracle only where the
+shortcut is in the same cells of every image, the ``fixed`` task); in ``family`` the menu entry
+closest to the corruptor (keep level 1.0; bernoulli or cowmask at the nearest keep level; no oracle).
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from stable_baselines3.common.policies import BasePolicy
 
 from agents.policies import mask_geometry
 from agents.rollout import RolloutAgent
-from corruption_env.corruption import bernoulli_mask, cowmask
+from corruption_env.corruption import KEEP_LEVELS, MASK_FAMILIES, bernoulli_mask, cowmask
 
 
 class FixedMaskPolicy(BasePolicy):
@@ -42,7 +45,10 @@ class FixedMaskPolicy(BasePolicy):
             raise ValueError(f"keep_prob ({keep_prob}) and keep_range {keep_range} must lie in [0, 1]")
         self.kind, self.keep_prob = kind, keep_prob
         self.keep_range, self.sigma_range = tuple(keep_range), tuple(sigma_range)
-        self.batch, _, _, self.grid = mask_geometry(observation_space, action_space)
+        self.batch, _, _, self.grid, self.mode = mask_geometry(observation_space, action_space)
+        if self.mode == "family" and kind == "oracle":
+            raise ValueError("the oracle corruptor drops chosen cells, which action_mode='family' cannot express; "
+                             "use action_mode='cells' (or 'shared' on a fixed shortcut)")
         self.generator = torch.Generator()
         # the oracle's view of the environment: shortcut cells of the batch(es) being masked, (N, g, g)
         self.shortcut_cells: Callable[[], np.ndarray] | None = None
@@ -51,23 +57,42 @@ class FixedMaskPolicy(BasePolicy):
         self.generator.manual_seed(0 if seed is None else seed)
 
     def _predict(self, observation: dict[str, torch.Tensor], deterministic: bool = False) -> torch.Tensor:
-        n = observation["images"].shape[0] * self.batch
+        n_envs = observation["images"].shape[0]
+        if self.mode == "family":
+            return self._menu_entry().expand(n_envs, 2)
+        n = n_envs * (self.batch if self.mode == "cells" else 1)
         if self.kind == "keep_all":
             masks = torch.ones(n, self.grid, self.grid)
         elif self.kind == "random":
             masks = bernoulli_mask(n, self.grid, self.keep_prob, self.generator)
         elif self.kind == "oracle":
-            if self.shortcut_cells is None:
-                raise ValueError("the oracle corruptor needs its environment: build it with make_agent('oracle', env) "
-                                 "or load it with env=...")
-            masks = torch.from_numpy(~self.shortcut_cells().reshape(n, self.grid, self.grid)).float()
+            masks = self._oracle_masks(n_envs)
         else:
             lo, hi = self.keep_range
             keep = lo + (hi - lo) * torch.rand(n, generator=self.generator)
             s_lo, s_hi = self.sigma_range
             sigma = s_lo + (s_hi - s_lo) * torch.rand(n, generator=self.generator)
             masks = cowmask(n, self.grid, keep, sigma, self.generator)
-        return masks.reshape(observation["images"].shape[0], -1)
+        return masks.reshape(n_envs, -1)
+
+    def _oracle_masks(self, n_envs: int) -> torch.Tensor:
+        if self.shortcut_cells is None:
+            raise ValueError("the oracle corruptor needs its environment: build it with make_agent('oracle', env) "
+                             "or load it with env=...")
+        cells = self.shortcut_cells().reshape(n_envs, self.batch, self.grid, self.grid)
+        if self.mode == "shared":
+            if (cells != cells[:, :1]).any():
+                raise ValueError("the oracle cannot share one mask across the batch: the shortcut's cells differ "
+                                 "between images (a 'random' shortcut); use action_mode='cells'")
+            cells = cells[:, 0]
+        return torch.from_numpy(~cells).float()
+
+    def _menu_entry(self) -> torch.Tensor:
+        """The ``family`` action closest to this corruptor: (family index, keep-level index)."""
+        keep = {"keep_all": 1.0, "random": self.keep_prob, "cowmask": sum(self.keep_range) / 2}[self.kind]
+        family = MASK_FAMILIES.index("cowmask" if self.kind == "cowmask" else "bernoulli")
+        level = min(range(len(KEEP_LEVELS)), key=lambda i: abs(KEEP_LEVELS[i] - keep))
+        return torch.tensor([[family, level]])
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()

@@ -102,7 +102,7 @@ class CorruptorEvaluation:
         views = self.env.views
         self.env.views = OriginalImageViews(self.env, views)
         try:
-            row = self.run_policy("simclr_aug", lambda obs: np.ones(self.env.action_space.shape, dtype=np.int8))
+            row = self.run_policy("simclr_aug", agent_act(make_agent("keep_all", self.env, seed=self.seed)))
         finally:
             self.env.views = views
         row.keep_fraction = None  # no mask was applied

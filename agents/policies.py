@@ -2,7 +2,10 @@
 
 The same small CNN looks at each low-resolution image of the batch on its own (plus an embedding of
 the ``learner`` state vector and a learned per-cell bias) and outputs g x g keep-logits for that image, so the policy is the
-same for every image slot and its size does not depend on the batch size. A value head pools the
+same for every image slot and its size does not depend on the batch size. The env's ``action_mode``
+picks the head: ``cells`` keeps those per-image logits; ``shared`` averages them over the batch (one
+g x g mask); ``family`` reads the batch-pooled features and the learner vector into one categorical
+per menu dimension (mask family, keep level). A value head pools the
 per-image features over the batch and reads the learner vector. Observations reach it flattened by
 :class:`MaskObservationExtractor` (images scaled to [0, 1], then the learner vector), which is what
 lets it sit inside SB3's ``ActorCriticPolicy`` as the "mlp_extractor": ``latent_pi`` are the
@@ -20,19 +23,28 @@ import torch.nn.functional as F
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
+from corruption_env.env import SharedMaskSpace
 
-def mask_geometry(observation_space: gym.spaces.Dict, action_space: gym.spaces.MultiBinary
-                  ) -> tuple[int, int, int, int]:
-    """(batch B, channels C, side h, grid g) of a CorruptionEnv's spaces, with a clear error otherwise."""
+
+def mask_geometry(observation_space: gym.spaces.Dict, action_space: gym.spaces.Space
+                  ) -> tuple[int, int, int, int, str]:
+    """(batch B, channels C, side h, grid g, action mode) of a CorruptionEnv's spaces, with a clear error
+    otherwise. The mode follows the action space: MultiBinary(B g^2) ``cells``, SharedMaskSpace(g^2)
+    ``shared``, MultiDiscrete ``family`` (which has no grid: g = 1)."""
     if not isinstance(observation_space, gym.spaces.Dict) or set(observation_space.spaces) != {"images", "learner"}:
         raise ValueError(f"the mask policy needs CorruptionEnv's Dict observation (images, learner), got {observation_space}")
     b, c, h, w = observation_space["images"].shape
+    if isinstance(action_space, gym.spaces.MultiDiscrete) and action_space.nvec.ndim == 1:
+        return b, c, h, 1, "family"
     n = int(action_space.n) if isinstance(action_space, gym.spaces.MultiBinary) else -1
-    g = math.isqrt(max(n // b, 0)) if n > 0 else 0
-    if n <= 0 or g * g * b != n or h % g:
-        raise ValueError(f"the mask policy needs a MultiBinary(B * g * g) action space matching the images {(b, c, h, w)}, "
-                         f"got {action_space}")
-    return b, c, h, g
+    for mode, per in (("cells", b), ("shared", 1)):
+        if (mode == "shared") != isinstance(action_space, SharedMaskSpace):
+            continue
+        g = math.isqrt(max(n // per, 0)) if n > 0 else 0
+        if n > 0 and g * g * per == n and h % g == 0:
+            return b, c, h, g, mode
+    raise ValueError(f"the mask policy needs a MultiBinary(B * g * g), MultiBinary(g * g) or MultiDiscrete action space "
+                     f"matching the images {(b, c, h, w)}, got {action_space}")
 
 
 class MaskObservationExtractor(BaseFeaturesExtractor):
@@ -51,16 +63,16 @@ class MaskNetwork(nn.Module):
     """Per-image CNN -> g x g keep-logits; pooled features + learner vector -> value latent.
 
     :param observation_space: CorruptionEnv's Dict space.
-    :param action_space: its MultiBinary(B * g * g) space.
+    :param action_space: its action space (one per ``action_mode``, see :func:`mask_geometry`).
     :param channels: widths of the per-image convolutions.
     :param value_dim: size of the value latent.
     :param initial_keep_prob: keep probability of the untrained policy (sets the logit bias).
     """
 
-    def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.MultiBinary,
+    def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Space,
                  channels: tuple[int, ...] = (16, 32, 32), value_dim: int = 64, initial_keep_prob: float = 0.5) -> None:
         super().__init__()
-        self.batch, self.in_channels, self.side, self.grid = mask_geometry(observation_space, action_space)
+        self.batch, self.in_channels, self.side, self.grid, self.mode = mask_geometry(observation_space, action_space)
         self.learner_dim = int(observation_space["learner"].shape[0])
         layers: list[nn.Module] = []
         width = self.in_channels
@@ -75,7 +87,12 @@ class MaskNetwork(nn.Module):
         # convolutions are translation-equivariant; a per-cell bias lets the policy prefer places
         self.cell_bias = nn.Parameter(torch.zeros(self.grid, self.grid))
         self.value_mlp = nn.Sequential(nn.Linear(width + self.learner_dim, value_dim), nn.Tanh())
-        self.latent_dim_pi = self.batch * self.grid * self.grid
+        if self.mode == "family":  # one categorical per menu dimension, uniform at the start
+            self.menu_head = nn.Linear(width + self.learner_dim, int(sum(action_space.nvec)))
+            nn.init.zeros_(self.menu_head.weight)
+            nn.init.zeros_(self.menu_head.bias)
+        self.latent_dim_pi = {"cells": self.batch * self.grid * self.grid, "shared": self.grid * self.grid,
+                              "family": int(sum(getattr(action_space, "nvec", [0])))}[self.mode]
         self.latent_dim_vf = value_dim
 
     def _split(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,9 +117,14 @@ class MaskNetwork(nn.Module):
         return self._value(*self._cells(features))
 
     def _logits(self, cells: torch.Tensor, learner: torch.Tensor) -> torch.Tensor:
+        if self.mode == "family":
+            return self.menu_head(torch.cat([cells.mean(dim=(1, 3, 4)), learner], dim=1))
         conditioned = F.relu(cells + self.learner_embed(learner)[:, None, :, None, None])
         logits = self.logit_head(conditioned.flatten(0, 1)) + self.cell_bias  # (N*B, 1, g, g)
-        return logits.reshape(cells.shape[0], self.latent_dim_pi)  # row-major over (B, g, g)
+        logits = logits.reshape(cells.shape[0], self.batch, self.grid * self.grid)
+        if self.mode == "shared":
+            return logits.mean(dim=1)  # one mask for the batch: every image has its say
+        return logits.flatten(1)  # row-major over (B, g, g)
 
     def _value(self, cells: torch.Tensor, learner: torch.Tensor) -> torch.Tensor:
         pooled = cells.mean(dim=(1, 3, 4))
@@ -110,7 +132,8 @@ class MaskNetwork(nn.Module):
 
 
 class MaskActorCriticPolicy(ActorCriticPolicy):
-    """SB3 actor-critic policy (Bernoulli over MultiBinary) built on :class:`MaskNetwork`.
+    """SB3 actor-critic policy built on :class:`MaskNetwork` (Bernoulli over MultiBinary in the
+    ``cells`` and ``shared`` modes, one categorical per dimension of MultiDiscrete in ``family``).
 
     Works with every SB3 on-policy algorithm that uses ``ActorCriticPolicy`` (PPO, A2C, sb3-contrib's
     TRPO). :param mask_net_kwargs: options of :class:`MaskNetwork`. Other parameters are SB3's.
@@ -128,7 +151,7 @@ class MaskActorCriticPolicy(ActorCriticPolicy):
 
     def _build(self, lr_schedule: Any) -> None:
         super()._build(lr_schedule)
-        self.action_net = nn.Identity()  # MaskNetwork's latent_pi already are the per-cell logits
+        self.action_net = nn.Identity()  # MaskNetwork's latent_pi already are the logits of the action space
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:

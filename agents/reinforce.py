@@ -1,7 +1,8 @@
 """REINFORCE with a moving-average baseline and an entropy bonus, on the shared mask network.
 
-Read top to bottom: the policy (a Bernoulli over every mask cell, logits from ``MaskNetwork``), then
-the update. Each rollout of ``n_steps`` steps gives discounted returns G_t = sum_k gamma^k r_{t+k},
+Read top to bottom: the policy (SB3's distribution for the env's action space: a Bernoulli over every
+mask cell in the ``cells``/``shared`` modes, a categorical per menu dimension in ``family``; logits
+from ``MaskNetwork``), then the update. Each rollout of ``n_steps`` steps gives discounted returns G_t = sum_k gamma^k r_{t+k},
 cut at episode ends and at the rollout's end (no critic, so no bootstrap); the baseline b is a
 moving average of past returns; the loss is
 
@@ -17,6 +18,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from stable_baselines3.common.distributions import BernoulliDistribution, Distribution, make_proba_distribution
 from stable_baselines3.common.policies import BasePolicy
 
 from agents.policies import MaskNetwork, MaskObservationExtractor
@@ -24,27 +26,28 @@ from agents.rollout import Rollout, RolloutAgent, torch_observations
 
 
 class MaskPolicy(BasePolicy):
-    """Independent Bernoulli per mask cell with logits from :class:`MaskNetwork`.
+    """The action space's SB3 distribution (Bernoulli per mask cell, or one categorical per MultiDiscrete
+    dimension) with logits from :class:`MaskNetwork`.
 
     :param mask_net_kwargs: options of :class:`MaskNetwork`.
     :param lr_schedule: SB3 learning-rate schedule of the Adam optimizer (None: 1e-3).
     """
 
-    def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.MultiBinary,
+    def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Space,
                  lr_schedule: Any = None, mask_net_kwargs: dict[str, Any] | None = None) -> None:
         super().__init__(observation_space, action_space, features_extractor_class=MaskObservationExtractor)
         self.mask_net_kwargs = mask_net_kwargs or {}
         self.features_extractor = MaskObservationExtractor(observation_space)
         self.mask_net = MaskNetwork(observation_space, action_space, **self.mask_net_kwargs)
+        self.action_dist = make_proba_distribution(action_space)
         self.optimizer = torch.optim.Adam(self.parameters(), lr=lr_schedule(1) if lr_schedule else 1e-3)
 
-    def distribution(self, obs: dict[str, torch.Tensor]) -> torch.distributions.Bernoulli:
+    def distribution(self, obs: dict[str, torch.Tensor]) -> Distribution:
         features = self.features_extractor({k: v.to(self.device) for k, v in obs.items()})
-        return torch.distributions.Bernoulli(logits=self.mask_net.forward_actor(features))
+        return self.action_dist.proba_distribution(action_logits=self.mask_net.forward_actor(features))
 
     def _predict(self, observation: dict[str, torch.Tensor], deterministic: bool = False) -> torch.Tensor:
-        dist = self.distribution(observation)
-        return (dist.probs > 0.5).float() if deterministic else dist.sample()
+        return self.distribution(observation).get_actions(deterministic=deterministic)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -94,8 +97,8 @@ class Reinforce(RolloutAgent):
 
         dist = self.policy.distribution(torch_observations(rollout.observations, self.device))
         actions = torch.as_tensor(rollout.actions, device=self.device).flatten(0, 1).float()
-        log_prob = dist.log_prob(actions).sum(dim=1)
-        entropy = dist.entropy().sum(dim=1)
+        log_prob = dist.log_prob(actions)  # summed over cells / menu dimensions
+        entropy = dist.entropy()
         policy_loss = -(advantage * log_prob).mean()
         loss = policy_loss - self.ent_coef * entropy.mean()
 
@@ -109,4 +112,5 @@ class Reinforce(RolloutAgent):
         self.logger.record("train/policy_loss", policy_loss.item())
         self.logger.record("train/entropy", entropy.mean().item())
         self.logger.record("train/baseline", self.baseline)
-        self.logger.record("train/keep_probability", dist.probs.mean().item())
+        if isinstance(dist, BernoulliDistribution):
+            self.logger.record("train/keep_probability", dist.distribution.probs.mean().item())

@@ -32,6 +32,10 @@ class EnvConfig:
     :param task: ``sr_colorize`` (default: grayscale low-res in, colour high-res out), ``sr`` or ``colorize``.
     :param batch_size: images per step, B (the agent masks all of them).
     :param mask_grid: side g of the g x g mask grid over each low-resolution image.
+    :param action_mode: what an action chooses (every mode ends in the same (B, g, g) mask): ``cells``
+        (default: every cell of every image, ``MultiBinary(B * g * g)``), ``shared`` (one g x g mask for
+        the whole batch, ``MultiBinary(g * g)``) or ``family`` (a menu entry: mask family x keep level,
+        ``MultiDiscrete([3, 4])``; the env draws the masks).
     :param episode_length: SimCLR updates per episode (the episode is truncated after it).
     :param decorruptor: ``camnet`` (the frozen generator) or ``bicubic`` (cheap, for tests/ablations).
     :param camnet_checkpoint: a CAM-Net checkpoint; None uses the one shipped for (dataset, task, scale).
@@ -70,6 +74,7 @@ class EnvConfig:
     task: str = "sr_colorize"
     batch_size: int = 64
     mask_grid: int = 4
+    action_mode: str = "cells"
     episode_length: int = 200
     decorruptor: str = "camnet"
     camnet_checkpoint: str | None = None
@@ -90,6 +95,7 @@ class EnvConfig:
     seed: int | None = None
 
     PRESETS = ("cpu", "gpu")
+    ACTION_MODES = ("cells", "shared", "family")
 
     def __post_init__(self) -> None:
         wrong = [f"{f.name}={getattr(self, f.name)!r} (expected {_type_name(hint)})"
@@ -108,6 +114,8 @@ class EnvConfig:
             raise ValueError(f"EnvConfig: image_size ({self.image_size}) / scale ({self.scale}) = {low} must be a "
                              f"whole multiple of mask_grid ({self.mask_grid}); change one of them")
         check_task(self.task, self.scale)
+        if self.action_mode not in self.ACTION_MODES:
+            raise ValueError(f"EnvConfig: unknown action_mode {self.action_mode!r}; available: {', '.join(self.ACTION_MODES)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"EnvConfig: unknown precision {self.precision!r}; available: {', '.join(PRECISIONS)}")
         if self.temperature <= 0 or self.lr <= 0:

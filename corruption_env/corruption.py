@@ -108,6 +108,42 @@ def cowmask(batch: int, grid: int, keep_fraction: float | torch.Tensor, sigma: f
     return (rank < keep_count[:, None]).float().reshape(batch, grid, grid)
 
 
+def block_mask(batch: int, grid: int, keep_fraction: float, generator: torch.Generator | None = None,
+               device: str | torch.device = "cpu") -> torch.Tensor:
+    """Drop one axis-aligned block of about ``(1 - keep_fraction) * grid**2`` cells at a random place per image
+    (the smallest h x w block with h = ceil(sqrt(cells to drop)) that covers them)."""
+    drop = round((1.0 - keep_fraction) * grid * grid)
+    masks = torch.ones(batch, grid, grid, device=device)
+    if drop == 0:
+        return masks
+    h = min(math.ceil(math.sqrt(drop)), grid)
+    w = min(math.ceil(drop / h), grid)
+    top = torch.randint(0, grid - h + 1, (batch,), generator=generator, device=device)
+    left = torch.randint(0, grid - w + 1, (batch,), generator=generator, device=device)
+    rows = torch.arange(grid, device=device)
+    in_rows = (rows[None] >= top[:, None]) & (rows[None] < top[:, None] + h)
+    in_cols = (rows[None] >= left[:, None]) & (rows[None] < left[:, None] + w)
+    return masks.masked_fill(in_rows[:, :, None] & in_cols[:, None, :], 0.0)
+
+
+# the ``family`` action mode's menu: an action (family index, keep-level index) draws one mask per image
+MASK_FAMILIES = ("bernoulli", "cowmask", "block")
+KEEP_LEVELS = (0.25, 0.5, 0.75, 1.0)
+COWMASK_SIGMA = 1.0  # smoothing scale of the family menu's CowMasks, in cells
+
+
+def family_masks(family: str, keep: float, batch: int, grid: int, generator: torch.Generator | None = None,
+                 device: str | torch.device = "cpu") -> torch.Tensor:
+    """(batch, grid, grid) masks of one family of :data:`MASK_FAMILIES` at keep fraction ``keep``."""
+    if family == "bernoulli":
+        return bernoulli_mask(batch, grid, keep, generator, device)
+    if family == "cowmask":
+        return cowmask(batch, grid, keep, COWMASK_SIGMA, generator, device)
+    if family == "block":
+        return block_mask(batch, grid, keep, generator, device)
+    raise ValueError(f"unknown mask family {family!r}; available: {', '.join(MASK_FAMILIES)}")
+
+
 def random_training_masks(batch: int, grid: int, generator: torch.Generator,
                           keep_range: tuple[float, float] = (0.25, 1.0), sigma_range: tuple[float, float] = (0.5, 1.5),
                           device: str | torch.device = "cpu") -> torch.Tensor:

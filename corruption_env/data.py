@@ -154,7 +154,9 @@ def _require_dir(root: str | None, dataset: str, expected: str) -> Path:
 
 SHORTCUT_KINDS = ("fixed", "random")
 SHORTCUT_POSITIONS = ("bottom", "top", "left", "right")
-SHORTCUT_OPTIONS = ("shortcut", "shortcut_bits", "shortcut_contrast", "shortcut_positions", "shortcut_grid", "shortcut_seed")
+SHORTCUT_LAYOUTS = ("band", "overlay")
+SHORTCUT_OPTIONS = ("shortcut", "shortcut_bits", "shortcut_rows", "shortcut_contrast", "shortcut_layout",
+                    "shortcut_positions", "shortcut_grid", "shortcut_seed")
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,9 @@ class Shortcut:
 
     kind: str
     bits: int = 8
+    rows: int = 1
     contrast: float = 1.0
+    layout: str = "overlay"
     positions: tuple[str, ...] = ()
     grid: int = 4
     seed: int = 0
@@ -200,9 +204,11 @@ class Shortcut:
             raise ValueError(f"unknown shortcut position(s) {bad}; available: {', '.join(SHORTCUT_POSITIONS)}")
         if self.kind == "fixed" and len(self.positions) != 1:
             raise ValueError(f"a fixed shortcut has one position, got {list(self.positions)}; use shortcut='random'")
-        if not isinstance(self.bits, int) or self.bits < 1 or not 0 < self.contrast <= 1 or self.grid < 1:
-            raise ValueError(f"shortcut: bits ({self.bits}) and grid ({self.grid}) must be positive integers and "
-                             f"contrast ({self.contrast}) in (0, 1]")
+        if self.layout not in SHORTCUT_LAYOUTS:
+            raise ValueError(f"unknown shortcut layout {self.layout!r}; available: {', '.join(SHORTCUT_LAYOUTS)}")
+        if not all(isinstance(v, int) and v >= 1 for v in (self.bits, self.rows, self.grid)) or not 0 < self.contrast <= 1:
+            raise ValueError(f"shortcut: bits ({self.bits}), rows ({self.rows}) and grid ({self.grid}) must be positive "
+                             f"integers and contrast ({self.contrast}) in (0, 1]")
 
 
     @classmethod
@@ -215,34 +221,52 @@ class Shortcut:
                 raise ValueError(f"shortcut options {sorted('shortcut_' + k for k in fields)} given without shortcut='fixed' or 'random'")
             return None
         shortcut = cls(kind, **fields)
-        if image_size % (2 * shortcut.bits) or image_size % shortcut.grid:
+        if image_size % (2 * shortcut.bits) or image_size % shortcut.grid or (image_size // shortcut.grid) % shortcut.rows:
             raise ValueError(f"shortcut: image_size {image_size} must be a multiple of 2 x bits ({2 * shortcut.bits}) "
-                             f"and of grid ({shortcut.grid})")
+                             f"and of grid ({shortcut.grid}), and a cell ({image_size // shortcut.grid} px) a multiple "
+                             f"of rows ({shortcut.rows})")
         return shortcut
 
     def plant(self, data: ImageDataset, split: str) -> ImageDataset:
         """A copy of ``data`` with a barcode drawn into every image and ``shortcut_cells`` set."""
         n, _, size, _ = data.images.shape
         rng = np.random.default_rng([self.seed, SPLITS.index(split), 0x5C])
-        bits = rng.integers(0, 2, (n, self.bits))
+        bits = rng.integers(0, 2, (n, self.rows, self.bits))
         where = rng.integers(0, len(self.positions), n)
-        bars = np.concatenate([bits, bits[:, ::-1]], axis=1)  # mirror-symmetric: a flip leaves it unchanged
+        bars = np.concatenate([bits, bits[:, :, ::-1]], axis=2)  # mirror-symmetric: a flip leaves it unchanged
         levels = (0.5 + self.contrast * (bars - 0.5)) * 255.0
-        strip = np.repeat(levels, size // (2 * self.bits), axis=1).round().astype(np.uint8)  # (n, size)
         cell = size // self.grid
+        # (n, cell, size): each of the ``rows`` barcodes is cell / rows pixels thick, bars 2 px wide at 32 px
+        strip = np.repeat(np.repeat(levels, size // (2 * self.bits), axis=2), cell // self.rows, axis=1)
+        strip = strip.round().astype(np.uint8)
         images = np.array(data.images)  # a writable copy
         cells = np.zeros((n, self.grid, self.grid), dtype=bool)
         for k, position in enumerate(self.positions):
             sel = where == k
-            band = slice(size - cell, size) if position in ("bottom", "right") else slice(0, cell)
-            index = self.grid - 1 if position in ("bottom", "right") else 0
+            far = position in ("bottom", "right")
+            band = slice(size - cell, size) if far else slice(0, cell)
+            rest = slice(0, size - cell) if far else slice(cell, size)
+            index = self.grid - 1 if far else 0
             if position in ("bottom", "top"):  # a row of cells, vertical bars
-                images[sel, :, band, :] = strip[sel][:, None, None, :]
+                if self.layout == "band":
+                    images[sel, :, rest, :] = _squeeze(data.images[sel], size - cell, axis=2)
+                images[sel, :, band, :] = strip[sel][:, None, :, :]
                 cells[sel, index, :] = True
             else:  # a column of cells, horizontal bars
-                images[sel, :, :, band] = strip[sel][:, None, :, None]
+                if self.layout == "band":
+                    images[sel, :, :, rest] = _squeeze(data.images[sel], size - cell, axis=3)
+                images[sel, :, :, band] = strip[sel].transpose(0, 2, 1)[:, None, :, :]
                 cells[sel, :, index] = True
         return dataclasses.replace(data, images=images, shortcut_cells=cells)
+
+
+def _squeeze(images: np.ndarray, length: int, axis: int) -> np.ndarray:
+    """Resize uint8 (N, C, H, W) images along one spatial axis (2 = height, 3 = width) to ``length`` pixels."""
+    size = images.shape[2:]
+    target = (length, size[1]) if axis == 2 else (size[0], length)
+    chunk = torch.tensor(images, dtype=torch.float32)
+    chunk = F.interpolate(chunk, size=target, mode="bilinear", antialias=True, align_corners=False)
+    return chunk.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 # --------------------------------------------------------------------------------------------- shapes

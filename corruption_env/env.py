@@ -12,7 +12,7 @@ import torch
 from gymnasium import spaces
 
 from corruption_env.config import EnvConfig
-from corruption_env.corruption import input_channels
+from corruption_env.corruption import KEEP_LEVELS, MASK_FAMILIES, family_masks, input_channels
 from corruption_env.data import load_dataset
 from corruption_env.evaluation import knn_accuracy, to_unit
 from corruption_env.precision import resolve_precision
@@ -24,6 +24,11 @@ from corruption_env.views import ViewMaker, build_decorruptor
 
 LEARNER_FEATURES = ("progress", "last_loss", "loss_average", "last_reward", "last_keep_fraction", "last_loss_delta")
 STAGES = ("data", "camnet", "augment", "learner", "reward")
+
+
+class SharedMaskSpace(spaces.MultiBinary):
+    """``MultiBinary(g * g)`` of the ``shared`` action mode: one mask for every image of the batch. A
+    subclass only so that policies can tell it from a ``cells`` space of the same size (B = 4, g = 2)."""
 
 
 class CorruptionEnv(gym.Env):
@@ -42,9 +47,20 @@ class CorruptionEnv(gym.Env):
 
     ## Action Space
 
-    ``MultiBinary(B * g * g)``: 1 keeps a cell, 0 drops it, row-major over (B, g, g) (SB3 accepts only
-    1-D MultiBinary). ``step`` also accepts an array shaped (B, g, g). Any other shape, a non-numeric
-    dtype, or values other than 0 and 1 raise a ``ValueError`` naming what was expected.
+    ``action_mode`` chooses what an action decides; every mode ends in the same (B, g, g) mask of the
+    batch, so everything after it is unchanged:
+
+    | action_mode | space                    | an action is                                            |
+    |-------------|--------------------------|---------------------------------------------------------|
+    | ``cells``   | ``MultiBinary(B * g * g)`` | every cell of every image, row-major over (B, g, g) (default) |
+    | ``shared``  | ``MultiBinary(g * g)``     | one g x g mask, applied to every image of the batch      |
+    | ``family``  | ``MultiDiscrete([3, 4])``  | (mask family, keep level): family from ``bernoulli``, ``cowmask``, ``block``; keep level from 0.25, 0.5, 0.75, 1.0; the env draws one mask per image from its seeded generator |
+
+    In the binary modes 1 keeps a cell and 0 drops it (SB3 accepts only 1-D MultiBinary; ``step`` also
+    accepts (B, g, g) or (g, g) arrays). Any other shape, a non-numeric dtype, or values outside the
+    space raise a ``ValueError`` naming what was expected. ``cells`` is the hardest to learn (B g^2
+    bits judged by one reward) and the only mode that can drop different cells in different images;
+    ``family`` is a small menu, like AutoAugment's search space.
 
     ## Observation Space
 
@@ -153,7 +169,8 @@ class CorruptionEnv(gym.Env):
             "images": spaces.Box(0, 255, (b, c, h, h), np.uint8),
             "learner": spaces.Box(-np.inf, np.inf, (len(LEARNER_FEATURES),), np.float32),
         })
-        self.action_space = spaces.MultiBinary(b * g * g)
+        self.action_space = {"cells": spaces.MultiBinary(b * g * g), "shared": SharedMaskSpace(g * g),
+                             "family": spaces.MultiDiscrete([len(MASK_FAMILIES), len(KEEP_LEVELS)])}[cfg.action_mode]
         self.chance_loss = math.log(2 * b - 1)  # NT-Xent of uninformative projections
         self._heldout_views: tuple[torch.Tensor, torch.Tensor] | None = None
         self._batch: torch.Tensor | None = None  # degraded next batch (float), None before reset
@@ -281,18 +298,35 @@ class CorruptionEnv(gym.Env):
                 "keep_other": float((kept & ~cells).sum() / (~cells).sum().clamp_min(1))}
 
     def _mask_from_action(self, action: Any) -> torch.Tensor:
-        b, g = self.config.batch_size, self.config.mask_grid
-        expected = (f"a MultiBinary action: 0/1 values shaped ({b * g * g},) (row-major over batch {b} x grid "
-                    f"{g} x {g}) or ({b}, {g}, {g}), any int/bool/float dtype")
+        """The (B, g, g) float mask an action of this env's ``action_mode`` stands for."""
+        b, g, mode = self.config.batch_size, self.config.mask_grid, self.config.action_mode
+        if mode == "family":
+            expected = (f"a family action: two integers (mask family 0..{len(MASK_FAMILIES) - 1} = "
+                        f"{'/'.join(MASK_FAMILIES)}, keep level 0..{len(KEEP_LEVELS) - 1} = "
+                        f"{'/'.join(map(str, KEEP_LEVELS))})")
+            shapes = ((2,),)
+        elif mode == "shared":
+            expected = f"a shared MultiBinary action: 0/1 values shaped ({g * g},) or ({g}, {g}), any int/bool/float dtype"
+            shapes = ((g * g,), (g, g))
+        else:
+            expected = (f"a MultiBinary action: 0/1 values shaped ({b * g * g},) (row-major over batch {b} x grid "
+                        f"{g} x {g}) or ({b}, {g}, {g}), any int/bool/float dtype")
+            shapes = ((b * g * g,), (b, g, g))
         array = np.asarray(action)
-        if array.shape not in ((b * g * g,), (b, g, g)):
-            raise ValueError(f"expected {expected}; got shape {array.shape}")
+        if array.shape not in shapes:
+            raise ValueError(f"expected {expected}; got shape {array.shape} (action_mode={mode!r})")
         if array.dtype.kind not in "biuf":
             raise ValueError(f"expected {expected}; got dtype {array.dtype}")
+        if mode == "family":
+            if not self.action_space.contains(array.astype(np.int64)) or (array != np.round(array)).any():
+                raise ValueError(f"expected {expected}; got {array.tolist()}")
+            family, level = MASK_FAMILIES[int(array[0])], KEEP_LEVELS[int(array[1])]
+            return family_masks(family, level, b, g, self.generator).to(self.device)
         if not ((array == 0) | (array == 1)).all():
             bad = np.unique(array[(array != 0) & (array != 1)])[:5]
             raise ValueError(f"expected {expected}; got values {bad.tolist()} (threshold or round them first)")
-        return torch.from_numpy(array.reshape(b, g, g).astype(np.float32)).to(self.device)
+        mask = torch.from_numpy(array.astype(np.float32)).reshape(-1, g, g)
+        return mask.expand(b, g, g).contiguous().to(self.device)  # shared: the same mask for every image
 
     def _observation(self) -> dict[str, np.ndarray]:
         images = (self._batch * 255).round_().to(torch.uint8).cpu().numpy()
