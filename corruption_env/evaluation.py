@@ -44,6 +44,23 @@ def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_
     return correct / max(test_n.shape[0], 1)
 
 
+@torch.no_grad()
+def prototype_cross_entropy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                            test_labels: torch.Tensor, temperature: float = 0.1) -> float:
+    """Nearest-class-mean cross-entropy: a smooth label-based score of frozen features (lower is better).
+
+    Features are L2-normalised; each class's prototype is the normalised mean of its training
+    features; test features are classified by softmax(cos(feature, prototype) / temperature). Unlike
+    kNN accuracy it changes with every small move of the features, so it can score a single update.
+    """
+    train_n = F.normalize(train_features.float(), dim=1)
+    test_n = F.normalize(test_features.float(), dim=1)
+    classes = int(max(train_labels.max(), test_labels.max())) + 1
+    sums = torch.zeros(classes, train_n.shape[1]).index_add_(0, train_labels, train_n)
+    prototypes = F.normalize(sums, dim=1)  # a class missing from the train half has a zero prototype
+    return float(F.cross_entropy(test_n @ prototypes.T / temperature, test_labels))
+
+
 def linear_probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
                           test_labels: torch.Tensor, weight_decay: float = 1e-4, max_iter: int = 200) -> float:
     """Test accuracy of a logistic regression fitted on standardised frozen features (L-BFGS)."""
