@@ -343,12 +343,10 @@ class CorruptionEnv(gym.Env):
     def _measure(self, stats: StepStats, wanted: set[str]) -> StepStats:
         if "heldout_loss" in wanted:
             stats.heldout_loss = self.heldout_loss()
-        if wanted & {"probe_accuracy", "label_loss"}:
-            probe = self._probe_split()  # one forward of the labelled subset serves both
-            if "probe_accuracy" in wanted:
-                stats.probe_accuracy = self.probe_accuracy(probe)
-            if "label_loss" in wanted:
-                stats.label_loss = self.label_loss(probe)
+        if "probe_accuracy" in wanted:
+            stats.probe_accuracy = self.probe_accuracy()
+        if "label_loss" in wanted:
+            stats.label_loss = self.label_loss()
         return stats
 
     def heldout_loss(self) -> float:
@@ -367,24 +365,25 @@ class CorruptionEnv(gym.Env):
         losses = [self.learner.loss(v1[i:i + b], v2[i:i + b]) for i in range(0, max(v1.shape[0] - b, 0) + 1, b)]
         return float(np.mean(losses))
 
-    def _probe_split(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _probe_split(self, batch_statistics: bool = False) -> tuple[torch.Tensor, ...]:
         """Encoder features and labels of the held-out images: (bank features, bank labels, query
         features, query labels), the first half being the labelled bank and the second the queries."""
-        feats = self.learner.encode(self.heldout_images)
+        feats = self.learner.encode(self.heldout_images, batch_statistics=batch_statistics)
         half = feats.shape[0] // 2
         labels = self.heldout_labels
         return feats[:half], labels[:half], feats[half:], labels[half:]
 
-    def probe_accuracy(self, probe: tuple[torch.Tensor, ...] | None = None) -> float:
-        """kNN accuracy on the held-out images: first half as the labelled bank, second half as queries
-        (``probe``: a :meth:`_probe_split` of the current encoder, if at hand)."""
-        bank, bank_labels, queries, query_labels = probe or self._probe_split()
+    def probe_accuracy(self) -> float:
+        """kNN accuracy on the held-out images: first half as the labelled bank, second half as queries."""
+        bank, bank_labels, queries, query_labels = self._probe_split()
         return knn_accuracy(bank, bank_labels, queries, query_labels, k=min(50, bank.shape[0]))
 
-    def label_loss(self, probe: tuple[torch.Tensor, ...] | None = None) -> float:
+    def label_loss(self) -> float:
         """Nearest-class-mean cross-entropy on the held-out images (uses labels): class means of the
-        first half's normalised features classify the second half (temperature ``LABEL_TEMPERATURE``)."""
-        return prototype_cross_entropy(*(probe or self._probe_split()), temperature=self.LABEL_TEMPERATURE)
+        first half's normalised features classify the second half (temperature ``LABEL_TEMPERATURE``).
+        Features use the held-out set's own BatchNorm statistics: BatchNorm's running statistics lag
+        the weights by tens of updates early in an episode, which would blur what one update did."""
+        return prototype_cross_entropy(*self._probe_split(batch_statistics=True), temperature=self.LABEL_TEMPERATURE)
 
     # ------------------------------------------------------------------------------------ counterfactuals
 

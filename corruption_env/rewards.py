@@ -266,6 +266,8 @@ class LabelGain(_Periodic):
     The loss is a nearest-class-mean (prototype) cross-entropy: features of the held-out images are
     L2-normalised, the first half gives one mean per class, and the second half is classified by
     softmax(cos(feature, class mean) / T) (see ``corruption_env.evaluation.prototype_cross_entropy``).
+    Features are computed with the held-out set's own BatchNorm statistics (the running ones lag the
+    weights early in an episode; with them the oracle lost to keep_all on the known-answer task).
     It falls only when the features carry class information, so on a known-answer task an update
     that fits a class-independent shortcut earns less than one that learns the shapes. Measured every
     step by default (one encoder forward of the held-out subset, no backward); since the encoder

@@ -210,10 +210,15 @@ class SimCLRLearner:
             return self._loss(v1, v2).item()
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """Encoder features (N, feature_dim) of images in [0, 1], in eval mode."""
-        self.encoder.eval()
-        with autocast(self.precision, self.device):
+    def encode(self, images: torch.Tensor, batch_size: int = 512, batch_statistics: bool = False) -> torch.Tensor:
+        """Encoder features (N, feature_dim) of images in [0, 1], in eval mode.
+
+        :param batch_statistics: normalise each chunk of ``batch_size`` images with its own BatchNorm
+            statistics, as in training (running statistics untouched), instead of the running ones: the
+            features of the current weights alone, while the running statistics still lag behind them.
+        """
+        self.encoder.train(batch_statistics)
+        with autocast(self.precision, self.device), frozen_batchnorm_stats(self.encoder):
             feats = [self.encoder((images[i:i + batch_size].to(self.device) - _MEAN) / _STD).float().cpu()
                      for i in range(0, images.shape[0], batch_size)]
         return torch.cat(feats) if feats else torch.zeros(0, self.feature_dim)
