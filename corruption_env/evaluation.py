@@ -4,6 +4,8 @@ that every evaluation of a corruptor shares.
 ``knn_accuracy`` is the weighted kNN classifier of the SimCLR/InstDisc/lightly benchmarks (cosine
 similarity, the k nearest training features vote with weight exp(sim / T)). ``linear_probe_accuracy``
 fits a multinomial logistic regression on standardised frozen features (full-batch L-BFGS).
+``prototype_cross_entropy`` is a smooth nearest-class-mean score, small enough to run every step (the
+``label_gain`` reward).
 ``train_encoder`` runs SimCLR for a number of updates with views from any ``ViewMaker`` and a mask
 policy, measuring both accuracies at chosen update counts: it is the learnability floor's loop, the
 evaluation of a learned corruptor, and the benchmark's, so all of them measure the same thing.
