@@ -22,7 +22,7 @@ read only on the steps where they are measured (column n).
 and latent codes; the mask draws no randomness from the env): mean return difference over the pooled
 standard deviation of returns across seeds ("return SNR"). Positive numbers favour A.
 
-    python bench/reward_snr.py                                  # 3 seeds x 50 steps x 2 tasks, ~10 min on 2 cores
+    python bench/reward_snr.py                                  # 3 seeds x 50 steps x 2 tasks, ~4 min on 2 idle cores
     python bench/reward_snr.py --seeds 2 --steps 30 --tasks shapes --out results/reward_snr_small.md
     python bench/reward_snr.py --env-kwargs batch_size:32 precision:fp32
 
