@@ -1,6 +1,7 @@
 """CorruptionEnv: one SimCLR run as an episode, one update per step, masks as actions."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import time
@@ -14,9 +15,10 @@ from gymnasium import spaces
 from corruption_env.config import EnvConfig
 from corruption_env.corruption import KEEP_LEVELS, MASK_FAMILIES, family_masks, input_channels
 from corruption_env.data import load_dataset
-from corruption_env.evaluation import knn_accuracy, to_unit
+from corruption_env.evaluation import knn_accuracy, prototype_cross_entropy, to_unit
 from corruption_env.precision import resolve_precision
-from corruption_env.rewards import OPTIONAL_STATS, Reward, StepStats, available_rewards, make_reward
+from corruption_env.rewards import (OPTIONAL_STATS, PERIODIC_STATS, Reward, StepStats, available_rewards,
+                                    make_reward)
 from corruption_env.simclr import SimCLRLearner
 from corruption_env.pictures import comparison_grid
 from corruption_env.threads import set_torch_threads
@@ -85,6 +87,10 @@ class CorruptionEnv(gym.Env):
     default ``ma_neg_loss_derivative`` is r_t = beta r_{t-1} + (1 - beta)(-(L_t - L_{t-1})), 0 on the
     first step. ``info["reward_terms"]`` also reports the definitions in ``track_rewards``, so one run
     can be scored under several definitions. Statistics no reward needs are not computed.
+    ``paired_progress`` pays this update's decrease of the loss on reference views of the same batch
+    (all cells kept, same latent codes and augmentations; its extra restoration is timed in the
+    ``reward`` stage); ``label_gain`` and ``probe_accuracy`` read labels of the held-out subset and
+    are upper references, not self-supervised rewards.
 
     ## Starting State
 
@@ -128,6 +134,7 @@ class CorruptionEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
     LOSS_AVERAGE_DECAY = 0.9  # smoothing of observation entry 2
+    LABEL_TEMPERATURE = 0.1  # softmax temperature of label_loss over cosine similarities
 
     def __init__(self, config: EnvConfig | None = None, render_mode: str | None = None, preset: str = "cpu",
                  **overrides: Any) -> None:
@@ -203,19 +210,25 @@ class CorruptionEnv(gym.Env):
         seconds = dict.fromkeys(STAGES, 0.0)
         clock = time.perf_counter()
 
+        stream = self.generator.get_state() if "paired_gain" in self.needs else None
         v1, v2, x_c = self.views.restore(self._batch, mask, self.generator)
         seconds["camnet"], clock = _lap(clock)
         v1, v2 = self.views.augment_pair(v1, v2, self.generator)
         seconds["augment"], clock = _lap(clock)
-        update = self.learner.update(v1, v2, loss_after="loss_after" in self.needs, grad_norm="grad_norm" in self.needs)
+        reference = None if stream is None else self._reference_views(mask, stream, (v1, v2))
+        seconds["reward"], clock = _lap(clock)
+        update = self.learner.update(v1, v2, loss_after="loss_after" in self.needs, grad_norm="grad_norm" in self.needs,
+                                     reference=reference)
         seconds["learner"], clock = _lap(clock)
 
         self.step_count += 1
         keep = float(mask.mean())
         shortcut_info = self._shortcut_info(mask)
         stats = StepStats(step=self.step_count, loss=update.loss, keep_fraction=keep,
-                          loss_after=update.loss_after, grad_norm=update.grad_norm, mask=mask)
-        diverged = not all(math.isfinite(v) for v in (update.loss, update.loss_after or 0.0, update.grad_norm or 0.0))
+                          loss_after=update.loss_after, grad_norm=update.grad_norm, paired_gain=update.reference_gain,
+                          mask=mask)
+        diverged = not all(math.isfinite(v or 0.0) for v in (update.loss, update.loss_after, update.grad_norm,
+                                                              update.reference_gain))
         if diverged:
             reward = float(self.config.divergence_penalty)
             terms = dict.fromkeys(self.tracked, reward)
@@ -224,7 +237,8 @@ class CorruptionEnv(gym.Env):
             reward = float(self._score(self.reward_fn, stats))
             terms = {name: float(self._score(r, stats)) for name, r in self.tracked.items()}
         terms[self.config.reward] = reward
-        seconds["reward"], clock = _lap(clock)
+        reward_seconds, clock = _lap(clock)
+        seconds["reward"] += reward_seconds
 
         if self.render_mode == "rgb_array":
             self._last_render = (self._batch_full, x_c, v1, v2)
@@ -334,18 +348,30 @@ class CorruptionEnv(gym.Env):
                             self.last_reward, self.last_keep, self.last_delta], dtype=np.float32)
         return {"images": images, "learner": learner}
 
+    def _reference_views(self, mask: torch.Tensor, stream: torch.Tensor,
+                         views: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's batch under the reference corruption (all cells kept), restored and augmented
+        from the generator state ``stream`` the agent's views were drawn from: the same latent codes,
+        crops, flips and jitters, so the two pairs differ only where the agent dropped cells. A keep-all
+        mask's views already are the reference views (no second restoration)."""
+        if bool(mask.all()):
+            return views
+        generator = torch.Generator().set_state(stream)  # a copy: the env's own stream moves on unchanged
+        v1, v2, _ = self.views.restore(self._batch, torch.ones_like(mask), generator)
+        return self.views.augment_pair(v1, v2, generator)
+
     def _due(self, step: int) -> set[str]:
         """Periodic statistics some reward wants measured at this step."""
         due = set()
         for reward in (self.reward_fn, *self.tracked.values()):
             if step % reward.measure_every == 0:
-                due |= set(reward.needs) & {"heldout_loss", "probe_accuracy"}
+                due |= set(reward.needs) & set(PERIODIC_STATS)
         return due
 
     def _score(self, reward: Reward, stats: StepStats) -> float:
         """Call ``reward`` with only the periodic statistics that are due on its own schedule."""
         if stats.step % reward.measure_every:
-            stats = dataclasses.replace(stats, heldout_loss=None, probe_accuracy=None)
+            stats = dataclasses.replace(stats, **dict.fromkeys(PERIODIC_STATS))
         return reward(stats)
 
     def _measure(self, stats: StepStats, wanted: set[str]) -> StepStats:
@@ -353,6 +379,8 @@ class CorruptionEnv(gym.Env):
             stats.heldout_loss = self.heldout_loss()
         if "probe_accuracy" in wanted:
             stats.probe_accuracy = self.probe_accuracy()
+        if "label_loss" in wanted:
+            stats.label_loss = self.label_loss()
         return stats
 
     def heldout_loss(self) -> float:
@@ -371,12 +399,46 @@ class CorruptionEnv(gym.Env):
         losses = [self.learner.loss(v1[i:i + b], v2[i:i + b]) for i in range(0, max(v1.shape[0] - b, 0) + 1, b)]
         return float(np.mean(losses))
 
-    def probe_accuracy(self) -> float:
-        """kNN accuracy on the held-out images: first half as the labelled bank, second half as queries."""
-        feats = self.learner.encode(self.heldout_images)
+    def _probe_split(self, batch_statistics: bool = False) -> tuple[torch.Tensor, ...]:
+        """Encoder features and labels of the held-out images: (bank features, bank labels, query
+        features, query labels), the first half being the labelled bank and the second the queries."""
+        feats = self.learner.encode(self.heldout_images, batch_statistics=batch_statistics)
         half = feats.shape[0] // 2
         labels = self.heldout_labels
-        return knn_accuracy(feats[:half], labels[:half], feats[half:], labels[half:], k=min(50, half))
+        return feats[:half], labels[:half], feats[half:], labels[half:]
+
+    def probe_accuracy(self) -> float:
+        """kNN accuracy on the held-out images: first half as the labelled bank, second half as queries."""
+        bank, bank_labels, queries, query_labels = self._probe_split()
+        return knn_accuracy(bank, bank_labels, queries, query_labels, k=min(50, bank.shape[0]))
+
+    def label_loss(self) -> float:
+        """Nearest-class-mean cross-entropy on the held-out images (uses labels): class means of the
+        first half's normalised features classify the second half (temperature ``LABEL_TEMPERATURE``).
+        Features use the held-out set's own BatchNorm statistics: BatchNorm's running statistics lag
+        the weights by tens of updates early in an episode, which would blur what one update did."""
+        return prototype_cross_entropy(*self._probe_split(batch_statistics=True), temperature=self.LABEL_TEMPERATURE)
+
+    # ------------------------------------------------------------------------------------ counterfactuals
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything a step changes (learner and optimizer, latent-code and batch streams, reward states,
+        the observation's counters, the next batch), to :meth:`restore` later: step from one state with
+        two actions to compare them on the same encoder state and batch (``bench/reward_snr.py``)."""
+        keep = ("step_count", "last_loss", "loss_average", "last_reward", "last_keep", "last_delta", "_batch",
+                "_batch_full", "_batch_cells", "_needs_reset", "_last_render")
+        return {"learner": copy.deepcopy(self.learner.state_dict()), "generator": self.generator.get_state(),
+                "np_random": copy.deepcopy(self.np_random.bit_generator.state),
+                "rewards": copy.deepcopy((self.reward_fn, self.tracked)), "attributes": {k: getattr(self, k) for k in keep}}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Return to a :meth:`snapshot` (which stays valid: restore it as often as needed)."""
+        self.learner.load_state_dict(copy.deepcopy(snapshot["learner"]))
+        self.generator.set_state(snapshot["generator"])
+        self.np_random.bit_generator.state = copy.deepcopy(snapshot["np_random"])
+        self.reward_fn, self.tracked = copy.deepcopy(snapshot["rewards"])
+        for key, value in snapshot["attributes"].items():
+            setattr(self, key, value)
 
 
 def _lap(start: float) -> tuple[float, float]:

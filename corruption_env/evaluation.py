@@ -4,6 +4,8 @@ that every evaluation of a corruptor shares.
 ``knn_accuracy`` is the weighted kNN classifier of the SimCLR/InstDisc/lightly benchmarks (cosine
 similarity, the k nearest training features vote with weight exp(sim / T)). ``linear_probe_accuracy``
 fits a multinomial logistic regression on standardised frozen features (full-batch L-BFGS).
+``prototype_cross_entropy`` is a smooth nearest-class-mean score, small enough to run every step (the
+``label_gain`` reward).
 ``train_encoder`` runs SimCLR for a number of updates with views from any ``ViewMaker`` and a mask
 policy, measuring both accuracies at chosen update counts: it is the learnability floor's loop, the
 evaluation of a learned corruptor, and the benchmark's, so all of them measure the same thing.
@@ -42,6 +44,23 @@ def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_
         votes.scatter_add_(1, train_labels[top_idx], (top_sim / temperature).exp())
         correct += int((votes.argmax(1) == test_labels[start:start + chunk]).sum())
     return correct / max(test_n.shape[0], 1)
+
+
+@torch.no_grad()
+def prototype_cross_entropy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                            test_labels: torch.Tensor, temperature: float = 0.1) -> float:
+    """Nearest-class-mean cross-entropy: a smooth label-based score of frozen features (lower is better).
+
+    Features are L2-normalised; each class's prototype is the normalised mean of its training
+    features; test features are classified by softmax(cos(feature, prototype) / temperature). Unlike
+    kNN accuracy it changes with every small move of the features, so it can score a single update.
+    """
+    train_n = F.normalize(train_features.float(), dim=1)
+    test_n = F.normalize(test_features.float(), dim=1)
+    classes = int(max(train_labels.max(), test_labels.max())) + 1
+    sums = torch.zeros(classes, train_n.shape[1]).index_add_(0, train_labels, train_n)
+    prototypes = F.normalize(sums, dim=1)  # a class missing from the train half has a zero prototype
+    return float(F.cross_entropy(test_n @ prototypes.T / temperature, test_labels))
 
 
 def linear_probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,

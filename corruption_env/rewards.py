@@ -2,8 +2,11 @@
 
 A reward sees one :class:`StepStats` per environment step and returns a float. It declares which
 optional statistics it needs (``needs``) so the environment computes only those: ``loss_after`` costs
-one more forward pass, ``heldout_loss`` and ``probe_accuracy`` cost a measurement every
-``measure_every`` steps, and nothing else costs anything. Write your own by subclassing
+one more forward pass, ``paired_gain`` one more restoration of the batch (none when the agent kept
+every cell) and two forward passes, ``heldout_loss``, ``probe_accuracy`` and ``label_loss`` a
+measurement every ``measure_every`` steps, and nothing else costs anything. Rewards that read labels
+(``uses_labels``: ``probe_accuracy``, ``label_gain``) are upper references for the label-free ones,
+not self-supervised rewards. Write your own by subclassing
 :class:`Reward` (override ``__call__``, and ``reset`` if it keeps state) and decorating it with
 ``@register_reward("name")``; ``gym.make("CorruptionEnv-v0", reward="name")`` then uses it.
 
@@ -24,7 +27,8 @@ import torch
 
 from corruption_env.registry import Registry
 
-OPTIONAL_STATS = ("loss_after", "grad_norm", "heldout_loss", "probe_accuracy")
+OPTIONAL_STATS = ("loss_after", "grad_norm", "paired_gain", "heldout_loss", "probe_accuracy", "label_loss")
+PERIODIC_STATS = ("heldout_loss", "probe_accuracy", "label_loss")  # measured every ``measure_every`` steps
 
 
 @dataclass
@@ -37,8 +41,13 @@ class StepStats:
     :param keep_fraction: fraction of mask cells the agent kept.
     :param loss_after: loss on the same views after the update.
     :param grad_norm: L2 norm of the update's gradient.
+    :param paired_gain: L_ref(before) - L_ref(after): decrease, across this update, of the loss on
+        *reference views* of this step's batch (all cells kept, the same latent codes and augmentations
+        as the agent's views), see :class:`PairedProgress`.
     :param heldout_loss: loss on a fixed held-out set with a fixed reference corruption.
     :param probe_accuracy: kNN accuracy of the encoder on a small labelled held-out subset.
+    :param label_loss: nearest-class-mean cross-entropy of the encoder's features on the same labelled
+        subset (uses labels), see :class:`LabelGain`.
     :param mask: the (B, g, g) mask the agent chose (1 = kept), for rewards about where cells are kept.
     """
 
@@ -47,8 +56,10 @@ class StepStats:
     keep_fraction: float = 1.0
     loss_after: float | None = None
     grad_norm: float | None = None
+    paired_gain: float | None = None
     heldout_loss: float | None = None
     probe_accuracy: float | None = None
+    label_loss: float | None = None
     mask: torch.Tensor | None = None
 
 
@@ -56,10 +67,12 @@ class Reward:
     """Base class of reward definitions.
 
     :cvar needs: optional statistics (names from ``OPTIONAL_STATS``) this reward reads.
+    :cvar uses_labels: True for rewards that read class labels (upper references, not self-supervised).
     :ivar measure_every: for periodic statistics, the interval K in steps at which the env measures them.
     """
 
     needs: ClassVar[frozenset[str]] = frozenset()
+    uses_labels: ClassVar[bool] = False
     measure_every: int = 1
 
     def reset(self, initial: StepStats | None = None) -> None:
@@ -209,9 +222,65 @@ class ProbeAccuracy(_Periodic):
     """
 
     needs = frozenset({"probe_accuracy"})
+    uses_labels = True
     stat, sign = "probe_accuracy", 1.0
 
     def __init__(self, every: int = 50) -> None:
+        super().__init__(every)
+
+
+@register_reward("paired_progress")
+class PairedProgress(Reward):
+    """Paired progress: what this step's update did for the encoder on a fixed yardstick, the same batch
+    under a reference corruption.
+
+    r_t = L(theta_t; v_ref) - L(theta_{t+1}; v_ref), where v_ref are *reference views* of this step's
+    batch: every cell kept, restored with the same latent codes and augmented with the same crops,
+    flips and jitters as the agent's views (so they differ from the agent's views only where the
+    agent dropped cells), and theta_t -> theta_{t+1} is the update trained on the agent's views.
+    Both losses are measured on the same views with the same weights on either side of one update,
+    so the batch's difficulty cancels out of the difference; a mask changes r_t only through the
+    direction of the update it causes. Unlike ``ma_neg_loss_derivative`` (whose return telescopes to
+    L_1 - L_T on the agent's own views, so that easy views raise r_t and lower r_{t+1} by about as
+    much), the next step's reward is measured on other images' reference views, so nothing cancels:
+    each step is paid for its own update's effect. The yardstick is label-free; it is a property of
+    the reference corruption, so on a known-answer task it pays for fitting whatever the reference
+    views contain, the planted shortcut included.
+
+    Cost: one more CAM-Net restoration and augmentation of the batch (skipped when the agent kept
+    every cell: its views are then the reference views) and two forward passes of the learner.
+    """
+
+    needs = frozenset({"paired_gain"})
+
+    def __call__(self, stats: StepStats) -> float:
+        return stats.paired_gain
+
+
+@register_reward("label_gain")
+class LabelGain(_Periodic):
+    """Dense label-based reference (**uses labels**: an upper bound for the label-free rewards, like
+    ``probe_accuracy``): the decrease, across the update(s) since the last measurement, of a smooth
+    label-based loss of the encoder's features on the env's labelled held-out subset.
+
+    The loss is a nearest-class-mean (prototype) cross-entropy: features of the held-out images are
+    L2-normalised, the first half gives one mean per class, and the second half is classified by
+    softmax(cos(feature, class mean) / T) (see ``corruption_env.evaluation.prototype_cross_entropy``).
+    Features are computed with the held-out set's own BatchNorm statistics (the running ones lag the
+    weights early in an episode; with them the oracle lost to keep_all on the known-answer task).
+    It falls only when the features carry class information, so on a known-answer task an update
+    that fits a class-independent shortcut earns less than one that learns the shapes. Measured every
+    step by default (one encoder forward of the held-out subset, no backward); since the encoder
+    changes only through updates, each step is paid exactly for its own update.
+
+    :param every: measurement interval K in steps.
+    """
+
+    needs = frozenset({"label_loss"})
+    uses_labels = True
+    stat, sign = "label_loss", -1.0
+
+    def __init__(self, every: int = 1) -> None:
         super().__init__(every)
 
 
@@ -266,6 +335,7 @@ class RewardWrapper(Reward):
     def __init__(self, inner: Reward) -> None:
         self.inner = inner
         self.needs = inner.needs  # type: ignore[misc]  # per-instance: depends on the wrapped reward
+        self.uses_labels = inner.uses_labels  # type: ignore[misc]
         self.measure_every = inner.measure_every
 
     def reset(self, initial: StepStats | None = None) -> None:

@@ -3,8 +3,9 @@
 SimCLR (Chen et al. 2020) learns an encoder f by making the projections of two views of one image
 agree and differ from those of the other images in the batch (the NT-Xent loss). ``SimCLRLearner``
 holds encoder + head + optimizer, does one update per call, and reports the statistics the reward
-definitions need (loss, optionally the loss on the same views after the update and the gradient
-norm) without extra forward passes for statistics nobody asked for. Encoders come from a registry:
+definitions need (loss, optionally the loss on the same views after the update, the gradient norm,
+and the update's gain on other, reference views) without extra forward passes for statistics nobody
+asked for. Encoders come from a registry:
 ``small_cnn`` (the CPU default that passed the learnability floor: conv 32-64-128-256 with
 BatchNorm) and ``resnet18`` (torchvision's, with the CIFAR stem). Views are float images in [0, 1].
 """
@@ -101,11 +102,14 @@ class UpdateStats:
     :param loss: NT-Xent on the batch before the update (the training loss).
     :param loss_after: NT-Xent on the same views after the update.
     :param grad_norm: L2 norm of the gradient of the update.
+    :param reference_gain: NT-Xent on reference views before the update minus after it (the update
+        itself is trained on the other views only).
     """
 
     loss: float
     loss_after: float | None = None
     grad_norm: float | None = None
+    reference_gain: float | None = None
 
 
 class SimCLRLearner:
@@ -170,13 +174,16 @@ class SimCLRLearner:
         return nt_xent(*z.chunk(2), self.temperature)
 
     def update(self, v1: torch.Tensor, v2: torch.Tensor, loss_after: bool = False,
-               grad_norm: bool = False) -> UpdateStats:
+               grad_norm: bool = False, reference: tuple[torch.Tensor, torch.Tensor] | None = None) -> UpdateStats:
         """One optimizer step on NT-Xent(f(v1), f(v2)).
 
         :param loss_after: also measure the loss on the same views after the step (one more forward,
             BatchNorm statistics untouched).
         :param grad_norm: also report the gradient's L2 norm.
+        :param reference: a pair of reference views to measure ``reference_gain`` on (two more forwards,
+            one before and one after the step, BatchNorm statistics untouched); the step does not train on them.
         """
+        reference_before = None if reference is None else self.loss(*reference)
         self.encoder.train()
         self.head.train()
         loss = self._loss(v1, v2)
@@ -190,6 +197,8 @@ class SimCLRLearner:
         self.updates += 1
         if loss_after:
             stats.loss_after = self.loss(v1, v2)
+        if reference is not None:
+            stats.reference_gain = reference_before - self.loss(*reference)
         return stats
 
     @torch.no_grad()
@@ -201,10 +210,15 @@ class SimCLRLearner:
             return self._loss(v1, v2).item()
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """Encoder features (N, feature_dim) of images in [0, 1], in eval mode."""
-        self.encoder.eval()
-        with autocast(self.precision, self.device):
+    def encode(self, images: torch.Tensor, batch_size: int = 512, batch_statistics: bool = False) -> torch.Tensor:
+        """Encoder features (N, feature_dim) of images in [0, 1], in eval mode.
+
+        :param batch_statistics: normalise each chunk of ``batch_size`` images with its own BatchNorm
+            statistics, as in training (running statistics untouched), instead of the running ones: the
+            features of the current weights alone, while the running statistics still lag behind them.
+        """
+        self.encoder.train(batch_statistics)
+        with autocast(self.precision, self.device), frozen_batchnorm_stats(self.encoder):
             feats = [self.encoder((images[i:i + batch_size].to(self.device) - _MEAN) / _STD).float().cpu()
                      for i in range(0, images.shape[0], batch_size)]
         return torch.cat(feats) if feats else torch.zeros(0, self.feature_dim)

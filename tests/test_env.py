@@ -252,3 +252,49 @@ def test_known_answer_task_reports_shortcut_cells_and_keep_rates():
     assert "keep_shortcut" not in make().reset(seed=0)[1] and make().shortcut_cells is None
     with pytest.raises(ValueError, match="shortcut_grid=2 differs from mask_grid=4"):
         make(dataset_kwargs={"shortcut": "fixed", "shortcut_grid": 2})
+
+
+def test_paired_progress_is_computed_only_when_needed_and_paired_with_keep_all():
+    env = make(reward="paired_progress", track_rewards=[])
+    assert env.needs == {"paired_gain"} and "paired_gain" not in make().needs
+    env.reset(seed=0)
+    keep_all = [env.step(np.ones(128))[4] for _ in range(3)]
+    # keep-all views are the reference views, so the paired gain is the prediction gain
+    env = make(reward="paired_progress", track_rewards=["prediction_gain"])
+    env.reset(seed=0)
+    for _ in range(3):
+        _, reward, _, _, info = env.step(np.ones(128))
+        assert reward == pytest.approx(info["reward_terms"]["prediction_gain"], abs=1e-5)
+    assert np.mean([info["reward_terms"]["paired_progress"] for info in keep_all]) > 0  # early training helps
+    # a partial mask: reference views still share codes and augmentations, the env's streams move on unchanged
+    a, b = make(reward="paired_progress"), make()
+    rng = np.random.default_rng(0)
+    actions = [rng.integers(0, 2, 128) for _ in range(3)]
+    same_training = lambda trace: [(t[0]["images"], np.delete(t[0]["learner"], 3), t[4]["loss"]) for t in trace[1:]]
+    assert_same(same_training(rollout(a, 1, actions)), same_training(rollout(b, 1, actions)))  # all but the reward
+
+
+def test_label_gain_measured_every_step_only_when_needed(monkeypatch):
+    env = make(reward="label_gain", track_rewards=[])
+    calls = []
+    real = env.label_loss
+    monkeypatch.setattr(env, "label_loss", lambda: calls.append(1) or real())
+    env.reset(seed=0)
+    paid = [env.step(np.ones(128))[1] for _ in range(3)]
+    assert len(calls) == 4 and all(p != 0.0 for p in paid)  # at reset and after every update
+    plain = make()
+    monkeypatch.setattr(plain, "label_loss", lambda: pytest.fail("label_loss measured without a reward needing it"))
+    plain.reset(seed=0)
+    plain.step(np.ones(128))
+
+
+def test_snapshot_restore_replays_a_step_exactly():
+    env = make(track_rewards="all")
+    env.reset(seed=0)
+    env.step(np.ones(128))
+    state = env.snapshot()
+    first = env.step(np.zeros(128))
+    env.restore(state)
+    env.step(np.ones(128))  # another action from the same state ...
+    env.restore(state)
+    assert_same(env.step(np.zeros(128)), first)  # ... leaves no trace

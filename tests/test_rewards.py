@@ -109,3 +109,32 @@ def test_registry_rejects_unknown_and_accepts_custom(monkeypatch):
 
     assert make_reward("test_keep_more")(StepStats(step=1, loss=1.0, keep_fraction=0.75)) == 0.75
     assert math.isfinite(make_reward("neg_loss")(StepStats(step=1, loss=2.0)))
+
+
+def test_paired_progress_pays_the_paired_gain_and_label_gain_the_label_loss_decrease():
+    paired = make_reward("paired_progress")
+    assert paired.needs == {"paired_gain"} and not paired.uses_labels
+    assert run(paired, paired_gain=[0.3, -0.1, 0.0, 0.2]) == pytest.approx([0.3, -0.1, 0.0, 0.2])
+    label = make_reward("label_gain")
+    assert label.needs == {"label_loss"} and label.uses_labels and label.measure_every == 1
+    label.reset(StepStats(step=0, loss=0.0, label_loss=1.6))
+    assert [label(StepStats(step=t, loss=0.0, label_loss=v)) for t, v in [(1, 1.5), (2, 1.55)]] == \
+        pytest.approx([0.1, -0.05])
+
+
+def test_label_using_rewards_are_marked_and_listed():
+    assert {"paired_progress", "label_gain"} <= set(available_rewards())
+    assert {n for n in available_rewards() if make_reward(n).uses_labels} == {"probe_accuracy", "label_gain"}
+    assert make_reward("label_gain", rescale=True).uses_labels  # wrappers keep the mark
+    assert set(rewards.PERIODIC_STATS) <= set(rewards.OPTIONAL_STATS)
+
+
+def test_prototype_cross_entropy_is_low_for_separated_classes():
+    from corruption_env.evaluation import prototype_cross_entropy
+    import torch
+
+    labels = torch.arange(60) % 3
+    separated = torch.nn.functional.one_hot(labels, 3).float() + 0.01 * torch.randn(60, 3)
+    mixed = torch.randn(60, 3)
+    assert prototype_cross_entropy(separated, labels, separated, labels) < 0.01
+    assert prototype_cross_entropy(mixed, labels, mixed, labels, temperature=1.0) > 0.5
