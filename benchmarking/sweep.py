@@ -42,6 +42,8 @@ TASKS: dict[str, dict[str, Any]] = {
     "shapes": {"dataset": "shapes"},
     "shortcut_fixed": {"dataset": "shapes", "dataset_kwargs": {"shortcut": "fixed"}},
     "shortcut_random": {"dataset": "shapes", "dataset_kwargs": {"shortcut": "random"}},
+    # the same task with one mask per batch: it cannot drop a shortcut whose row differs per image
+    "shortcut_random_shared": {"dataset": "shapes", "dataset_kwargs": {"shortcut": "random"}, "action_mode": "shared"},
 }
 
 
@@ -83,6 +85,15 @@ PRESETS: dict[str, Preset] = {
                            "500 eval steps: ~35 min on 2 CPU cores",
                            rewards=(), algos=(), baselines=("oracle", "keep_all", "random"), seeds=3, train_steps=1,
                            eval_steps=500, tasks=("shortcut_fixed", "shortcut_random"), workers=2),
+    # does any agent find a known answer? keep_all on shapes (neg_loss), the oracle on the shortcut
+    # tasks (label_gain: the label-using reference; the label-free rewards: the question)
+    "learning": Preset("PPO and REINFORCE x {neg_loss, label_gain, paired_progress, ma_neg_loss_derivative} on "
+                       "shapes and the known-answer tasks (cells and shared masks), 3 seeds, 2048 train steps: "
+                       "~16 h on 2 CPU cores, GPU-sized",
+                       rewards=("neg_loss", "label_gain", "paired_progress", "ma_neg_loss_derivative"),
+                       algos=("ppo", "reinforce"), baselines=("keep_all", "oracle", "random"), seeds=3,
+                       train_steps=2048, eval_steps=500,
+                       tasks=("shapes", "shortcut_fixed", "shortcut_random", "shortcut_random_shared"), workers=2),
 }
 
 
@@ -125,9 +136,20 @@ class Sweep:
         out = []
         for task in self.tasks:
             out += [RunSpec(task, "agent", a, r, s) for r in self.rewards for a in self.algos for s in range(self.seeds)]
-            out += [RunSpec(task, "baseline", b, "", s) for b in self.baselines for s in range(self.seeds)]
+            out += [RunSpec(task, "baseline", b, "", s) for b in self.baselines if self._has_baseline(task, b)
+                    for s in range(self.seeds)]
             out += [RunSpec(task, "reference", ref, "", s) for ref in REFERENCES for s in range(self.seeds)]
         return out
+
+    def _has_baseline(self, task: str, baseline: str) -> bool:
+        """The oracle exists only where its mask can be expressed: a planted shortcut, and per-image cells
+        (or a shared mask on the ``fixed`` shortcut, the same cells in every image)."""
+        if baseline != "oracle":
+            return True
+        overrides = self.tasks[task]
+        shortcut = overrides.get("dataset_kwargs", {}).get("shortcut")
+        mode = overrides.get("action_mode", "cells")
+        return shortcut is not None and (mode == "cells" or (mode == "shared" and shortcut == "fixed"))
 
     def env_config(self, task: str, reward: str | None = None) -> Any:
         from corruption_env import EnvConfig

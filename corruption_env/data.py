@@ -97,8 +97,8 @@ def load_dataset(
     :param channels: if given, convert to this many channels (1 -> 3 repeats grayscale).
     :param kwargs: loader-specific options (e.g. ``classes=3`` or ``seed`` for ``shapes``), and the
         planted-shortcut options of any dataset: ``shortcut`` (``"fixed"`` or ``"random"``) with
-        ``shortcut_bits``, ``shortcut_contrast``, ``shortcut_positions``, ``shortcut_grid``,
-        ``shortcut_seed`` (the fields of :class:`Shortcut`, prefixed).
+        ``shortcut_bits``, ``shortcut_rows``, ``shortcut_contrast``, ``shortcut_layout``,
+        ``shortcut_positions``, ``shortcut_grid``, ``shortcut_seed`` (the fields of :class:`Shortcut`, prefixed).
     """
     DATASETS[name]  # an unknown name lists the valid ones
     if split not in SPLITS:
@@ -175,7 +175,10 @@ class Shortcut:
         drawn per image from ``positions`` (visible in the agent's observation, so only a corruptor
         that looks at the image can drop exactly it).
     :param bits: random bits per barcode; ``image_size`` must be a multiple of ``2 * bits``.
+    :param rows: barcodes stacked in the band, each ``cell / rows`` pixels thick (``rows * bits`` bits in all).
     :param contrast: 1.0 is black/white bars, smaller values are weaker (grayer) shortcuts.
+    :param layout: ``overlay`` draws the barcode over the image; ``band`` first squeezes the image into the
+        other rows (or columns), so the barcode hides nothing of it.
     :param positions: where the barcode may go: ``bottom``/``top`` (a row of cells, vertical bars) or
         ``left``/``right`` (a column of cells, horizontal bars). Default: ``("bottom",)`` for ``fixed``,
         ``("bottom", "top")`` for ``random``.

@@ -259,3 +259,15 @@ def test_no_worker_outlives_a_killed_parent(tmp_path):
     process.kill()
     process.wait()
     assert not _still_running(children, timeout=15)
+
+
+def test_the_oracle_runs_only_where_its_mask_can_be_expressed():
+    from benchmarking.cli import build_parser, make_sweep
+    from benchmarking.sweep import check_sweep
+
+    argv = ["--preset", "learning"]
+    sweep = make_sweep(build_parser().parse_args(argv), argv)
+    check_sweep(sweep)
+    oracle_tasks = {s.task for s in sweep.specs() if s.name == "oracle"}
+    assert oracle_tasks == {"shortcut_fixed", "shortcut_random"}  # not on plain shapes, not shared on random
+    assert {s.task for s in sweep.specs() if s.kind == "agent"} == set(sweep.tasks)

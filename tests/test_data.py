@@ -6,6 +6,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from corruption_env.data import available_datasets, generate_shapes, load_dataset
@@ -164,6 +165,14 @@ def test_shortcut_strength_and_geometry_options():
     assert set(np.unique(weak.images[:, :, 24:])) <= {64, 191}  # 0.5 +- 0.25, in uint8
     side = load_dataset("shapes", shortcut="fixed", shortcut_positions=["right"], **SMALL)
     assert side.shortcut_cells[:, :, 3].all() and not side.shortcut_cells[:, :, :3].any()
+    plain = load_dataset("shapes", **SMALL)
+    band = load_dataset("shapes", shortcut="fixed", shortcut_layout="band", shortcut_rows=2, **SMALL)
+    top, bottom = band.images[:, :, 24:28], band.images[:, :, 28:32]
+    assert (top == top[:, :, :1]).all() and (bottom == bottom[:, :, :1]).all()  # two barcodes, 4 px each
+    assert (top[:, :, 0] != bottom[:, :, 0]).any()  # ... with their own bits
+    squeezed = torch.nn.functional.interpolate(torch.tensor(plain.images, dtype=torch.float32), size=(24, 32),
+                                               mode="bilinear", antialias=True, align_corners=False)
+    np.testing.assert_allclose(band.images[:, :, :24], squeezed.round().clamp(0, 255).numpy(), atol=1)
 
 
 @pytest.mark.parametrize("options,match", [
@@ -172,6 +181,8 @@ def test_shortcut_strength_and_geometry_options():
     ({"shortcut": "fixed", "shortcut_positions": ["top", "bottom"]}, "use shortcut='random'"),
     ({"shortcut": "fixed", "shortcut_bits": 5}, "multiple of 2 x bits"),
     ({"shortcut_bits": 8}, "without shortcut="),
+    ({"shortcut": "fixed", "shortcut_layout": "under"}, "unknown shortcut layout"),
+    ({"shortcut": "fixed", "shortcut_rows": 3}, "multiple of rows"),
 ])
 def test_bad_shortcut_options_are_explained(options, match):
     with pytest.raises(ValueError, match=match):
