@@ -119,7 +119,10 @@ def test_sigint_leaves_a_loadable_agent(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob("*/tb/*/events*")):
         time.sleep(0.5)  # TensorBoard's file appears once learning has started
-    time.sleep(2)
+    events = list(tmp_path.glob("*/tb/*/events*"))
+    header = events[0].stat().st_size if events else 0
+    while time.time() < deadline and events and events[0].stat().st_size <= header:
+        time.sleep(0.5)  # ... and grows when the first rollout's scalars are written (a loaded machine is slow)
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, output
