@@ -181,9 +181,12 @@ class SimCLRLearner:
             BatchNorm statistics untouched).
         :param grad_norm: also report the gradient's L2 norm.
         :param reference: a pair of reference views to measure ``reference_gain`` on (two more forwards,
-            one before and one after the step, BatchNorm statistics untouched); the step does not train on them.
+            one before and one after the step, BatchNorm statistics untouched; when they *are* (v1, v2), the
+            training forward serves as the first); the step does not train on them.
         """
-        reference_before = None if reference is None else self.loss(*reference)
+        # a keep-all mask's views are the reference views: the training forward is the "before" loss
+        same = reference is not None and reference[0] is v1 and reference[1] is v2
+        reference_before = None if reference is None or same else self.loss(*reference)
         self.encoder.train()
         self.head.train()
         loss = self._loss(v1, v2)
@@ -198,7 +201,8 @@ class SimCLRLearner:
         if loss_after:
             stats.loss_after = self.loss(v1, v2)
         if reference is not None:
-            stats.reference_gain = reference_before - self.loss(*reference)
+            after = stats.loss_after if same and loss_after else self.loss(*reference)
+            stats.reference_gain = (stats.loss if same else reference_before) - after
         return stats
 
     @torch.no_grad()
