@@ -25,6 +25,7 @@ import ray
 from ray import tune
 
 from benchmarking.engines import Record
+from benchmarking.reaper import TOKEN_VARIABLE
 from benchmarking.results import FINISHED, read_rows
 from benchmarking.sweep import blank_row, config_id, run_one
 from corruption_env.files import atomic_write_json
@@ -105,10 +106,13 @@ def run_ray(trials: list[dict[str, Any]], record: Record, out: Path, cpus_per_tr
     """
     out = Path(out).resolve()
     started = not ray.is_initialized()
-    reaper = None
+    reaper, outer_token = None, os.environ.get(TOKEN_VARIABLE)
     if started and not (address or os.environ.get("RAY_ADDRESS")) and Path("/proc/self/stat").is_file():
         # a local Ray we start must not outlive us, even after a SIGKILL (see benchmarking.reaper)
-        reaper = subprocess.Popen([sys.executable, "-m", "benchmarking.reaper", str(os.getpid())],
+        # every process the local Ray starts inherits the token, so the reaper finds late and orphaned ones too
+        os.environ[TOKEN_VARIABLE] = f"{os.getpid()}-{time.time_ns()}"  # our own, even under another reaper
+        reaper = subprocess.Popen([sys.executable, "-m", "benchmarking.reaper", str(os.getpid()),
+                                   os.environ[TOKEN_VARIABLE]],
                                   env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
     token = str(out)
@@ -156,3 +160,7 @@ def run_ray(trials: list[dict[str, Any]], record: Record, out: Path, cpus_per_tr
         if reaper is not None:
             reaper.terminate()
             reaper.wait()
+            if outer_token is None:
+                os.environ.pop(TOKEN_VARIABLE, None)
+            else:
+                os.environ[TOKEN_VARIABLE] = outer_token

@@ -1,9 +1,13 @@
-"""Kill what a process leaves behind when it dies: ``python -m benchmarking.reaper PID``.
+"""Kill what a process leaves behind when it dies: ``python -m benchmarking.reaper PID [TOKEN]``.
 
-Every second it notes the descendants of PID (from Linux's /proc); once PID is gone it SIGKILLs those
-still running (checked by start time, so a reused process id is never hit) and exits. The Ray engine
-runs one beside a local Ray it starts: after a SIGKILL of the driver, Ray's trial workers, raylet and
-GCS exit on their own, but its dashboard and runtime-env agents lingered for a minute or more.
+Every second it notes the descendants of PID (from Linux's /proc). Once PID is gone it SIGKILLs those
+still running (checked by start time, so a reused process id is never hit) and, when TOKEN is given,
+every process whose environment carries ``REAPER_TOKEN=TOKEN`` (set by the owner before it starts
+anything, so every process it spawns inherits it): that catches a process started after the last look,
+or orphaned by a parent that exited first. It repeats until nothing is left, then exits. The Ray
+engine runs one beside a local Ray it starts: after a SIGKILL of the driver, Ray's raylet and GCS exit
+on their own, but its dashboard, runtime-env agents and a worker started in the driver's last second
+lingered for a minute or more.
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import signal
 import sys
 import time
 from pathlib import Path
+
+TOKEN_VARIABLE = "REAPER_TOKEN"
 
 
 def _stat(pid: int) -> tuple[int, str, str] | None:
@@ -23,14 +29,18 @@ def _stat(pid: int) -> tuple[int, str, str] | None:
     return int(fields[1]), fields[0], fields[19]
 
 
+def _pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
 def descendants(pid: int) -> dict[int, str]:
     """{pid: start time} of every process below ``pid``."""
     children: dict[int, list[int]] = {}
     starts: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (stat := _stat(int(entry.name))):
-            children.setdefault(stat[0], []).append(int(entry.name))
-            starts[int(entry.name)] = stat[2]
+    for other in _pids():
+        if stat := _stat(other):
+            children.setdefault(stat[0], []).append(other)
+            starts[other] = stat[2]
     out, todo = {}, list(children.get(pid, []))
     while todo:
         child = todo.pop()
@@ -39,20 +49,48 @@ def descendants(pid: int) -> dict[int, str]:
     return out
 
 
-def reap_after(pid: int, period: float = 1.0) -> None:
-    me = os.getpid()
+def carrying(token: str) -> dict[int, str]:
+    """{pid: start time} of every process (readable by us) whose environment has ``REAPER_TOKEN=token``."""
+    marker = f"{TOKEN_VARIABLE}={token}".encode()
+    out = {}
+    for pid in _pids():
+        try:
+            environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker in environment and (stat := _stat(pid)):
+            out[pid] = stat[2]
+    return out
+
+
+def _kill(victims: dict[int, str]) -> int:
+    """SIGKILL those of ``victims`` still running as the process we noted; how many were hit."""
+    hit = 0
+    for pid, start in victims.items():
+        stat = _stat(pid)
+        if pid != os.getpid() and stat and stat[2] == start and stat[1] != "Z":
+            try:
+                os.kill(pid, signal.SIGKILL)
+                hit += 1
+            except OSError:
+                pass
+    return hit
+
+
+def reap_after(pid: int, token: str | None = None, period: float = 1.0, rounds: int = 20) -> None:
     seen: dict[int, str] = {}
     while (stat := _stat(pid)) and stat[1] != "Z":
         seen.update(descendants(pid))
         time.sleep(period)
-    for child, start in seen.items():
-        stat = _stat(child)
-        if child != me and stat and stat[2] == start and stat[1] != "Z":
-            try:
-                os.kill(child, signal.SIGKILL)
-            except OSError:
-                pass
+    for _ in range(rounds):  # a process being killed may still be starting others
+        for parent in list(seen):
+            seen.update(descendants(parent))
+        if token:
+            seen.update(carrying(token))
+        if not _kill(seen):
+            return
+        time.sleep(0.1)
 
 
 if __name__ == "__main__":
-    reap_after(int(sys.argv[1]))
+    reap_after(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)

@@ -261,6 +261,27 @@ def test_no_worker_outlives_a_killed_parent(tmp_path):
     assert not _still_running(children, timeout=15)
 
 
+REAPED_DRIVER = """
+import os, subprocess, sys, time
+os.environ["REAPER_TOKEN"] = "test-" + str(os.getpid())
+subprocess.Popen([sys.executable, "-m", "benchmarking.reaper", str(os.getpid()), os.environ["REAPER_TOKEN"]],
+                 start_new_session=True)
+time.sleep(1.5)  # the reaper has looked at least once
+orphan = subprocess.run(["sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"], capture_output=True, text=True)
+print(orphan.stdout.strip(), flush=True)
+os._exit(0)  # within a second of the orphan's start: the reaper's last look may well have missed it
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="reads /proc")
+def test_the_reaper_kills_an_orphan_started_after_its_last_look():
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    driver = subprocess.run([sys.executable, "-c", REAPED_DRIVER], capture_output=True, text=True, env=env,
+                            timeout=60, cwd=ROOT)
+    orphan = int(driver.stdout.split()[-1])
+    assert not _still_running([orphan], timeout=10)
+
+
 def test_the_oracle_runs_only_where_its_mask_can_be_expressed():
     from benchmarking.cli import build_parser, make_sweep
     from benchmarking.sweep import check_sweep
