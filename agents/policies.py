@@ -67,11 +67,17 @@ class MaskNetwork(nn.Module):
     :param channels: widths of the per-image convolutions.
     :param value_dim: size of the value latent.
     :param initial_keep_prob: keep probability of the untrained policy (sets the logit bias).
+    :param value_trains_cnn: let the value loss train the shared CNN too. Off by default: the value
+        loss is a thousand times the per-cell policy loss when log-probabilities are averaged over
+        cells (``log_prob_reduction="mean"``), and through the shared features it moved the keep
+        logits in directions no advantage asked for; the value head then reads detached features.
     """
 
     def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Space,
-                 channels: tuple[int, ...] = (16, 32, 32), value_dim: int = 64, initial_keep_prob: float = 0.5) -> None:
+                 channels: tuple[int, ...] = (16, 32, 32), value_dim: int = 64, initial_keep_prob: float = 0.5,
+                 value_trains_cnn: bool = False) -> None:
         super().__init__()
+        self.value_trains_cnn = value_trains_cnn
         self.batch, self.in_channels, self.side, self.grid, self.mode = mask_geometry(observation_space, action_space)
         self.learner_dim = int(observation_space["learner"].shape[0])
         layers: list[nn.Module] = []
@@ -128,6 +134,8 @@ class MaskNetwork(nn.Module):
 
     def _value(self, cells: torch.Tensor, learner: torch.Tensor) -> torch.Tensor:
         pooled = cells.mean(dim=(1, 3, 4))
+        if not self.value_trains_cnn:
+            pooled = pooled.detach()
         return self.value_mlp(torch.cat([pooled, learner], dim=1))
 
 
@@ -137,11 +145,25 @@ class MaskActorCriticPolicy(ActorCriticPolicy):
 
     Works with every SB3 on-policy algorithm that uses ``ActorCriticPolicy`` (PPO, A2C, sb3-contrib's
     TRPO). :param mask_net_kwargs: options of :class:`MaskNetwork`. Other parameters are SB3's.
+
+    :param log_prob_reduction: ``"sum"`` gives SB3's joint log-probability of the whole action (1024
+        Bernoullis in the default ``cells`` mode); ``"mean"`` divides it, and the entropy, by the number
+        of factors. With ``mean`` PPO's ratio is the geometric mean of the per-cell ratios, so its clip
+        range bounds the average change per cell rather than the product of a thousand changes; A2C and
+        PPO gradients shrink by the same factor, which Adam's scale invariance undoes.
     """
 
+    LOG_PROB_REDUCTIONS = ("sum", "mean")
+
     def __init__(self, observation_space: gym.spaces.Space, action_space: gym.spaces.Space, lr_schedule: Any,
-                 mask_net_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+                 mask_net_kwargs: dict[str, Any] | None = None, log_prob_reduction: str = "mean",
+                 **kwargs: Any) -> None:
+        if log_prob_reduction not in self.LOG_PROB_REDUCTIONS:
+            raise ValueError(f"log_prob_reduction must be one of {self.LOG_PROB_REDUCTIONS}, got {log_prob_reduction!r}")
         self.mask_net_kwargs = mask_net_kwargs or {}
+        self.log_prob_reduction = log_prob_reduction
+        self.action_factors = (len(action_space.nvec) if isinstance(action_space, gym.spaces.MultiDiscrete)
+                               else int(action_space.n))
         kwargs.setdefault("features_extractor_class", MaskObservationExtractor)
         kwargs.setdefault("ortho_init", False)  # keep MaskNetwork's own initialisation
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
@@ -154,7 +176,21 @@ class MaskActorCriticPolicy(ActorCriticPolicy):
         self.action_net = nn.Identity()  # MaskNetwork's latent_pi already are the logits of the action space
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
+    def _reduce(self, per_action: torch.Tensor) -> torch.Tensor:
+        return per_action / self.action_factors if self.log_prob_reduction == "mean" else per_action
+
+    def forward(self, obs: torch.Tensor, deterministic: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        actions, values, log_prob = super().forward(obs, deterministic)
+        return actions, values, self._reduce(log_prob)
+
+    def evaluate_actions(self, obs: Any, actions: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        values, log_prob, entropy = super().evaluate_actions(obs, actions)
+        return values, self._reduce(log_prob), None if entropy is None else self._reduce(entropy)
+
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
         data["mask_net_kwargs"] = self.mask_net_kwargs
+        data["log_prob_reduction"] = self.log_prob_reduction
         return data

@@ -89,8 +89,10 @@ class CorruptionEnv(gym.Env):
     can be scored under several definitions. Statistics no reward needs are not computed.
     ``paired_progress`` pays this update's decrease of the loss on reference views of the same batch
     (all cells kept, same latent codes and augmentations; its extra restoration is timed in the
-    ``reward`` stage); ``label_gain`` and ``probe_accuracy`` read labels of the held-out subset and
-    are upper references, not self-supervised rewards.
+    ``reward`` stage); ``label_gain``, ``label_advantage`` (the label loss after this update minus
+    after a counterfactual keep-all update of the same batch, also timed in ``reward``) and
+    ``probe_accuracy`` read labels of the held-out subset and are upper references, not
+    self-supervised rewards.
 
     ## Starting State
 
@@ -191,7 +193,10 @@ class CorruptionEnv(gym.Env):
             seed = self.config.seed
         super().reset(seed=seed)
         self.learner.reset(int(self.np_random.integers(2**31)))
-        self.generator = torch.Generator().manual_seed(int(self.np_random.integers(2**62)))
+        codes_seed = int(self.np_random.integers(2**62))
+        self.generator = torch.Generator().manual_seed(codes_seed)
+        # family-mode masks have a stream of their own, so the menu entry chosen never shifts codes or augmentations
+        self.mask_generator = torch.Generator().manual_seed(codes_seed + 1)
         self.step_count = 0
         self.last_loss = self.loss_average = self.chance_loss
         self.last_reward, self.last_keep, self.last_delta = 0.0, 1.0, 0.0
@@ -210,15 +215,18 @@ class CorruptionEnv(gym.Env):
         seconds = dict.fromkeys(STAGES, 0.0)
         clock = time.perf_counter()
 
-        stream = self.generator.get_state() if "paired_gain" in self.needs else None
+        paired = self.needs & {"paired_gain", "reference_label_loss"}
+        stream = self.generator.get_state() if paired else None
         v1, v2, x_c = self.views.restore(self._batch, mask, self.generator)
         seconds["camnet"], clock = _lap(clock)
         v1, v2 = self.views.augment_pair(v1, v2, self.generator)
         seconds["augment"], clock = _lap(clock)
         reference = None if stream is None else self._reference_views(mask, stream, (v1, v2))
+        reference_label_loss = (self._counterfactual_label_loss(reference)
+                                if "reference_label_loss" in paired and not bool(mask.all()) else None)
         seconds["reward"], clock = _lap(clock)
         update = self.learner.update(v1, v2, loss_after="loss_after" in self.needs, grad_norm="grad_norm" in self.needs,
-                                     reference=reference)
+                                     reference=reference if "paired_gain" in paired else None)
         seconds["learner"], clock = _lap(clock)
 
         self.step_count += 1
@@ -226,7 +234,7 @@ class CorruptionEnv(gym.Env):
         shortcut_info = self._shortcut_info(mask)
         stats = StepStats(step=self.step_count, loss=update.loss, keep_fraction=keep,
                           loss_after=update.loss_after, grad_norm=update.grad_norm, paired_gain=update.reference_gain,
-                          mask=mask)
+                          reference_label_loss=reference_label_loss, mask=mask)
         diverged = not all(math.isfinite(v or 0.0) for v in (update.loss, update.loss_after, update.grad_norm,
                                                               update.reference_gain))
         if diverged:
@@ -335,7 +343,7 @@ class CorruptionEnv(gym.Env):
             if not self.action_space.contains(array.astype(np.int64)) or (array != np.round(array)).any():
                 raise ValueError(f"expected {expected}; got {array.tolist()}")
             family, level = MASK_FAMILIES[int(array[0])], KEEP_LEVELS[int(array[1])]
-            return family_masks(family, level, b, g, self.generator).to(self.device)
+            return family_masks(family, level, b, g, self.mask_generator).to(self.device)
         if not ((array == 0) | (array == 1)).all():
             bad = np.unique(array[(array != 0) & (array != 1)])[:5]
             raise ValueError(f"expected {expected}; got values {bad.tolist()} (threshold or round them first)")
@@ -360,6 +368,15 @@ class CorruptionEnv(gym.Env):
         v1, v2, _ = self.views.restore(self._batch, torch.ones_like(mask), generator)
         return self.views.augment_pair(v1, v2, generator)
 
+    def _counterfactual_label_loss(self, reference: tuple[torch.Tensor, torch.Tensor]) -> float:
+        """``label_loss`` after an update on the reference views from the current weights and optimizer
+        state, which are put back afterwards."""
+        state = copy.deepcopy(self.learner.state_dict())
+        self.learner.update(*reference)
+        after = self.label_loss()
+        self.learner.load_state_dict(state)
+        return after
+
     def _due(self, step: int) -> set[str]:
         """Periodic statistics some reward wants measured at this step."""
         due = set()
@@ -379,8 +396,10 @@ class CorruptionEnv(gym.Env):
             stats.heldout_loss = self.heldout_loss()
         if "probe_accuracy" in wanted:
             stats.probe_accuracy = self.probe_accuracy()
-        if "label_loss" in wanted:
+        if "label_loss" in wanted or (stats.step and "reference_label_loss" in self.needs):
             stats.label_loss = self.label_loss()
+        if stats.reference_label_loss is None and stats.step and "reference_label_loss" in self.needs:
+            stats.reference_label_loss = stats.label_loss  # the agent kept every cell: its update is the reference's
         return stats
 
     def heldout_loss(self) -> float:
@@ -428,6 +447,7 @@ class CorruptionEnv(gym.Env):
         keep = ("step_count", "last_loss", "loss_average", "last_reward", "last_keep", "last_delta", "_batch",
                 "_batch_full", "_batch_cells", "_needs_reset", "_last_render")
         return {"learner": copy.deepcopy(self.learner.state_dict()), "generator": self.generator.get_state(),
+                "mask_generator": self.mask_generator.get_state(),
                 "np_random": copy.deepcopy(self.np_random.bit_generator.state),
                 "rewards": copy.deepcopy((self.reward_fn, self.tracked)), "attributes": {k: getattr(self, k) for k in keep}}
 
@@ -435,6 +455,7 @@ class CorruptionEnv(gym.Env):
         """Return to a :meth:`snapshot` (which stays valid: restore it as often as needed)."""
         self.learner.load_state_dict(copy.deepcopy(snapshot["learner"]))
         self.generator.set_state(snapshot["generator"])
+        self.mask_generator.set_state(snapshot["mask_generator"])
         self.np_random.bit_generator.state = copy.deepcopy(snapshot["np_random"])
         self.reward_fn, self.tracked = copy.deepcopy(snapshot["rewards"])
         for key, value in snapshot["attributes"].items():

@@ -27,7 +27,8 @@ import torch
 
 from corruption_env.registry import Registry
 
-OPTIONAL_STATS = ("loss_after", "grad_norm", "paired_gain", "heldout_loss", "probe_accuracy", "label_loss")
+OPTIONAL_STATS = ("loss_after", "grad_norm", "paired_gain", "heldout_loss", "probe_accuracy", "label_loss",
+                  "reference_label_loss")
 PERIODIC_STATS = ("heldout_loss", "probe_accuracy", "label_loss")  # measured every ``measure_every`` steps
 
 
@@ -48,6 +49,8 @@ class StepStats:
     :param probe_accuracy: kNN accuracy of the encoder on a small labelled held-out subset.
     :param label_loss: nearest-class-mean cross-entropy of the encoder's features on the same labelled
         subset (uses labels), see :class:`LabelGain`.
+    :param reference_label_loss: ``label_loss`` after a counterfactual update from the same state on the
+        reference views of this step's batch instead of the agent's, see :class:`LabelAdvantage`.
     :param mask: the (B, g, g) mask the agent chose (1 = kept), for rewards about where cells are kept.
     """
 
@@ -60,6 +63,7 @@ class StepStats:
     heldout_loss: float | None = None
     probe_accuracy: float | None = None
     label_loss: float | None = None
+    reference_label_loss: float | None = None
     mask: torch.Tensor | None = None
 
 
@@ -282,6 +286,30 @@ class LabelGain(_Periodic):
 
     def __init__(self, every: int = 1) -> None:
         super().__init__(every)
+
+
+@register_reward("label_advantage")
+class LabelAdvantage(Reward):
+    """Paired label reference (**uses labels**): how much lower this step's update left the held-out
+    label loss (``label_gain``'s nearest-class-mean cross-entropy) than a keep-all update would have.
+
+    r_t = label_loss(theta'_{t+1}) - label_loss(theta_{t+1}), where theta_{t+1} is the update on the
+    agent's views and theta'_{t+1} a counterfactual update from the same weights and optimizer state
+    on the *reference views* of the same batch (every cell kept, the same latent codes and
+    augmentations; see :class:`PairedProgress`), undone after it is measured. The encoder state, the
+    batch and its difficulty are common to both updates and cancel, so r_t carries only what the
+    dropped cells changed; keep-all earns exactly 0. On a known-answer task an update that did not
+    fit the planted shortcut leaves the class information better placed, and earns r_t > 0.
+
+    Cost: the reference restoration, one more SimCLR update and two held-out feature passes per step
+    (none of it when the agent kept every cell).
+    """
+
+    needs = frozenset({"label_loss", "reference_label_loss"})
+    uses_labels = True
+
+    def __call__(self, stats: StepStats) -> float:
+        return stats.reference_label_loss - stats.label_loss
 
 
 @register_reward("tscl_window")

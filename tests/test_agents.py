@@ -128,6 +128,26 @@ def test_mask_network_is_shared_across_images_and_batch_sizes():
     torch.testing.assert_close(logits_large[0, :16], logits_small[0, :16])  # identical images, identical logits
 
 
+def test_ppo_ratio_is_per_cell_and_the_value_loss_leaves_the_keep_logits_alone():
+    env = CorruptionEnv(EnvConfig(**TINY))
+    obs, _ = env.reset(seed=0)
+    per_cell, joint = (make_agent("ppo", env, seed=0, policy_kwargs={"log_prob_reduction": r}).policy
+                       for r in ("mean", "sum"))
+    joint.load_state_dict(per_cell.state_dict())
+    tensors, _ = per_cell.obs_to_tensor(obs)
+    actions = torch.as_tensor(env.action_space.sample(), dtype=torch.float32)[None]
+    values, log_prob, entropy = per_cell.evaluate_actions(tensors, actions)
+    _, joint_log_prob, joint_entropy = joint.evaluate_actions(tensors, actions)
+    n = env.action_space.n
+    torch.testing.assert_close(log_prob * n, joint_log_prob)  # PPO's ratio: geometric mean over the cells
+    torch.testing.assert_close(entropy * n, joint_entropy)
+    values.sum().backward()
+    cnn = per_cell.mlp_extractor.cnn
+    assert all(p.grad is None or not p.grad.any() for p in cnn.parameters())  # the critic reads detached features
+    with pytest.raises(ValueError, match="log_prob_reduction"):
+        make_agent("ppo", env, policy_kwargs={"log_prob_reduction": "max"})
+
+
 def test_registry_errors_and_custom_registration(monkeypatch):
     env = CorruptionEnv(EnvConfig(**TINY))
     with pytest.raises(ValueError, match="available: .*reinforce"):

@@ -288,6 +288,29 @@ def test_label_gain_measured_every_step_only_when_needed(monkeypatch):
     plain.step(np.ones(128))
 
 
+def test_label_advantage_undoes_its_counterfactual_update_and_pays_keep_all_zero():
+    a, b = make(reward="label_advantage", track_rewards=[]), make()
+    rng = np.random.default_rng(0)
+    actions = [rng.integers(0, 2, 128) for _ in range(3)] + [np.ones(128)]
+    trace = rollout(a, 1, actions)
+    same_training = lambda trace: [(t[0]["images"], np.delete(t[0]["learner"], 3), t[4]["loss"]) for t in trace[1:]]
+    assert_same(same_training(trace), same_training(rollout(b, 1, actions)))  # the counterfactual leaves no trace
+    paid = [t[1] for t in trace[1:]]
+    assert all(p != 0.0 for p in paid[:3]) and paid[3] == 0.0  # keep-all is the reference: exactly 0
+
+
+def test_the_family_chosen_does_not_shift_codes_or_augmentations():
+    env = make(action_mode="family")
+    env.reset(seed=0)
+    state = env.snapshot()
+    streams = []
+    for action in ([0, 0], [2, 3], [1, 1]):
+        env.restore(state)
+        env.step(np.array(action))
+        streams.append(env.generator.get_state())
+    assert all(torch.equal(streams[0], other) for other in streams[1:])
+
+
 def test_snapshot_restore_replays_a_step_exactly():
     env = make(track_rewards="all")
     env.reset(seed=0)

@@ -124,7 +124,8 @@ def test_paired_progress_pays_the_paired_gain_and_label_gain_the_label_loss_decr
 
 def test_label_using_rewards_are_marked_and_listed():
     assert {"paired_progress", "label_gain"} <= set(available_rewards())
-    assert {n for n in available_rewards() if make_reward(n).uses_labels} == {"probe_accuracy", "label_gain"}
+    assert {n for n in available_rewards() if make_reward(n).uses_labels} == {"probe_accuracy", "label_gain",
+                                                                             "label_advantage"}
     assert make_reward("label_gain", rescale=True).uses_labels  # wrappers keep the mark
     assert set(rewards.PERIODIC_STATS) <= set(rewards.OPTIONAL_STATS)
 
