@@ -42,7 +42,7 @@ import torch
 from corruption_env import CorruptionEnv, EnvConfig
 from corruption_env.cli_options import ArgumentParser, UsageError, parse_key_values, usage_errors
 from corruption_env.files import atomic_write_json
-from corruption_env.rewards import make_reward
+from corruption_env.rewards import available_rewards, make_reward
 
 Corruptor = Callable[[CorruptionEnv, np.random.Generator], np.ndarray]
 CORRUPTORS: dict[str, Corruptor] = {  # (B, g, g) masks for the env's next batch
@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         overrides = parse_key_values(args.env_kwargs, "--env-kwargs")
-        base = EnvConfig.preset(args.preset, **overrides).replace(episode_length=args.steps, track_rewards="all")
+        base = EnvConfig.preset(args.preset, **overrides).replace(episode_length=args.steps,
+                                                                           track_rewards=available_rewards())
         base.validate()
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from exc

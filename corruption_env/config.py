@@ -50,7 +50,8 @@ class EnvConfig:
         wrap any reward, see ``corruption_env.rewards.make_reward``).
     :param track_rewards: reward definitions also evaluated every step and reported in
         ``info["reward_terms"]`` (not paid): ``"free"`` (default) those needing no statistic beyond
-        the loss, ``"all"`` every registered one (adds their measurement costs), or a list of names.
+        the loss, ``"all"`` every registered one (adds their measurement costs) except those paying for
+        a second SimCLR update (``label_advantage``), or a list of names.
     :param heldout_size: training-split images set aside (never drawn for batches) for the held-out
         rewards; capped at a quarter of the split.
     :param record_timings: add ``info["seconds"]`` (wall-clock seconds per stage). Off by default

@@ -286,7 +286,7 @@ class CorruptionEnv(gym.Env):
         if spec == "free":
             names = [n for n in available_rewards() if not make_reward(n).needs]
         elif spec == "all":
-            names = available_rewards()
+            names = [n for n in available_rewards() if not make_reward(n).extra_update]
         elif isinstance(spec, (list, tuple)):
             unknown = [n for n in spec if n not in available_rewards()]
             if unknown:

@@ -72,11 +72,14 @@ class Reward:
 
     :cvar needs: optional statistics (names from ``OPTIONAL_STATS``) this reward reads.
     :cvar uses_labels: True for rewards that read class labels (upper references, not self-supervised).
+    :cvar extra_update: True for rewards that pay for a second, counterfactual SimCLR update every step;
+        ``track_rewards="all"`` leaves them out (they would double a benchmark's cost): name them.
     :ivar measure_every: for periodic statistics, the interval K in steps at which the env measures them.
     """
 
     needs: ClassVar[frozenset[str]] = frozenset()
     uses_labels: ClassVar[bool] = False
+    extra_update: ClassVar[bool] = False
     measure_every: int = 1
 
     def reset(self, initial: StepStats | None = None) -> None:
@@ -306,7 +309,7 @@ class LabelAdvantage(Reward):
     """
 
     needs = frozenset({"label_loss", "reference_label_loss"})
-    uses_labels = True
+    uses_labels = extra_update = True
 
     def __call__(self, stats: StepStats) -> float:
         return stats.reference_label_loss - stats.label_loss

@@ -297,6 +297,8 @@ def test_label_advantage_undoes_its_counterfactual_update_and_pays_keep_all_zero
     assert_same(same_training(trace), same_training(rollout(b, 1, actions)))  # the counterfactual leaves no trace
     paid = [t[1] for t in trace[1:]]
     assert all(p != 0.0 for p in paid[:3]) and paid[3] == 0.0  # keep-all is the reference: exactly 0
+    assert "label_advantage" not in make(track_rewards="all").tracked  # "all" does not double every step's cost
+    assert "label_advantage" in make(track_rewards=["label_advantage"]).tracked
 
 
 def test_the_family_chosen_does_not_shift_codes_or_augmentations():
