@@ -290,5 +290,6 @@ def test_the_oracle_runs_only_where_its_mask_can_be_expressed():
     sweep = make_sweep(build_parser().parse_args(argv), argv)
     check_sweep(sweep)
     oracle_tasks = {s.task for s in sweep.specs() if s.name == "oracle"}
-    assert oracle_tasks == {"shortcut_fixed", "shortcut_random"}  # not on plain shapes, not shared on random
+    # not on plain shapes, not shared on random; shared on fixed is the same cells in every image
+    assert oracle_tasks == {"shortcut_fixed", "shortcut_fixed_shared", "shortcut_random"}
     assert {s.task for s in sweep.specs() if s.kind == "agent"} == set(sweep.tasks)
