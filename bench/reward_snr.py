@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = parse_key_values(args.env_kwargs, "--env-kwargs")
         base = EnvConfig.preset(args.preset, **overrides).replace(episode_length=args.steps,
-                                                                           track_rewards=available_rewards())
+                                                                  track_rewards=available_rewards())
         base.validate()
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from exc

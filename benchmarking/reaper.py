@@ -33,15 +33,15 @@ def _pids() -> list[int]:
     return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
 
 
-def descendants(pid: int) -> dict[int, str]:
-    """{pid: start time} of every process below ``pid``."""
+def descendants(*pids: int) -> dict[int, str]:
+    """{pid: start time} of every process below any of ``pids`` (one pass over /proc)."""
     children: dict[int, list[int]] = {}
     starts: dict[int, str] = {}
     for other in _pids():
         if stat := _stat(other):
             children.setdefault(stat[0], []).append(other)
             starts[other] = stat[2]
-    out, todo = {}, list(children.get(pid, []))
+    out, todo = {}, [child for pid in pids for child in children.get(pid, [])]
     while todo:
         child = todo.pop()
         out[child] = starts[child]
@@ -83,8 +83,7 @@ def reap_after(pid: int, token: str | None = None, period: float = 1.0, rounds: 
         seen.update(descendants(pid))
         time.sleep(period)
     for _ in range(rounds):  # a process being killed may still be starting others
-        for parent in list(seen):
-            seen.update(descendants(parent))
+        seen.update(descendants(*seen))
         if token:
             seen.update(carrying(token))
         if not _kill(seen):

@@ -154,6 +154,7 @@ class CorruptionEnv(gym.Env):
         if not self.needs <= set(OPTIONAL_STATS):
             raise ValueError(f"a reward needs unknown statistics {sorted(self.needs - set(OPTIONAL_STATS))}; "
                              f"the environment measures {', '.join(OPTIONAL_STATS)}")
+        self.paired_stats = self.needs & {"paired_gain", "reference_label_loss"}  # need the reference views
 
         data = load_dataset(cfg.dataset, root=cfg.data_root, image_size=cfg.image_size, split="train",
                             channels=3, **cfg.dataset_options())
@@ -215,7 +216,7 @@ class CorruptionEnv(gym.Env):
         seconds = dict.fromkeys(STAGES, 0.0)
         clock = time.perf_counter()
 
-        paired = self.needs & {"paired_gain", "reference_label_loss"}
+        paired = self.paired_stats
         stream = self.generator.get_state() if paired else None
         v1, v2, x_c = self.views.restore(self._batch, mask, self.generator)
         seconds["camnet"], clock = _lap(clock)
@@ -396,10 +397,8 @@ class CorruptionEnv(gym.Env):
             stats.heldout_loss = self.heldout_loss()
         if "probe_accuracy" in wanted:
             stats.probe_accuracy = self.probe_accuracy()
-        if "label_loss" in wanted or (stats.step and "reference_label_loss" in self.needs):
+        if "label_loss" in wanted:
             stats.label_loss = self.label_loss()
-        if stats.reference_label_loss is None and stats.step and "reference_label_loss" in self.needs:
-            stats.reference_label_loss = stats.label_loss  # the agent kept every cell: its update is the reference's
         return stats
 
     def heldout_loss(self) -> float:

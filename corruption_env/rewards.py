@@ -50,7 +50,8 @@ class StepStats:
     :param label_loss: nearest-class-mean cross-entropy of the encoder's features on the same labelled
         subset (uses labels), see :class:`LabelGain`.
     :param reference_label_loss: ``label_loss`` after a counterfactual update from the same state on the
-        reference views of this step's batch instead of the agent's, see :class:`LabelAdvantage`.
+        reference views of this step's batch instead of the agent's, see :class:`LabelAdvantage`; None
+        when the agent kept every cell (its views are the reference views).
     :param mask: the (B, g, g) mask the agent chose (1 = kept), for rewards about where cells are kept.
     """
 
@@ -312,6 +313,8 @@ class LabelAdvantage(Reward):
     uses_labels = extra_update = True
 
     def __call__(self, stats: StepStats) -> float:
+        if stats.reference_label_loss is None:  # keep-all: the agent's update is the reference's
+            return 0.0
         return stats.reference_label_loss - stats.label_loss
 
 
