@@ -1,13 +1,17 @@
 """Fixed corruptors behind the agents' surface: ``keep_all``, ``random`` (Bernoulli), ``cowmask``, and
-``oracle`` (on a known-answer task, drops exactly the cells that carry the planted shortcut).
+``oracle`` (on a known-answer task, drops exactly the cells that carry the planted shortcut or distractor).
 
 They never learn, but ``learn`` still steps the environment with callbacks (so a fixed baseline has
 TensorBoard curves and returns like any agent), and ``predict``, ``save`` and ``load`` work as for
 PPO. Their masks come from a torch generator seeded by the agent's ``seed``, so runs reproduce.
 ``predict(deterministic=True)`` does not change them: a random corruptor's randomness *is* its policy.
 They work in every ``action_mode``: in ``shared`` one mask per batch (the oracle only where the
-shortcut is in the same cells of every image, the ``fixed`` task); in ``family`` the menu entry
-closest to the corruptor (keep level 1.0; bernoulli or cowmask at the nearest keep level; no oracle).
+shortcut is in the same cells of every image, the ``fixed`` task); in the score modes the mask as
+scores (+1 keep, -1 drop); in ``family`` the menu entry closest to the corruptor (keep level 1.0;
+bernoulli or cowmask at the nearest keep level; no oracle). Under the env's keep budget ``random``
+draws a uniformly random set of k cells per image and ``cowmask`` keeps exactly k cells; ``keep_all``
+and ``oracle`` are what they are (the env keeps k of them; the oracle's mask already keeps k where the
+budget matches its keep fraction).
 """
 from __future__ import annotations
 
@@ -18,16 +22,16 @@ import numpy as np
 import torch
 from stable_baselines3.common.policies import BasePolicy
 
-from agents.policies import mask_geometry
+from agents.policies import SCORE_MODES, SHARED_MODES, mask_geometry
 from agents.rollout import RolloutAgent
-from corruption_env.corruption import KEEP_LEVELS, MASK_FAMILIES, bernoulli_mask, cowmask
+from corruption_env.corruption import KEEP_LEVELS, MASK_FAMILIES, bernoulli_mask, cowmask, random_budget_mask
 
 
 class FixedMaskPolicy(BasePolicy):
     """Masks that ignore the observation.
 
     :param kind: ``keep_all``, ``random``, ``cowmask`` or ``oracle`` (drops the cells the environment
-        reports in its ``shortcut_cells`` attribute: the known answer of a planted-shortcut task).
+        reports in its ``planted_cells`` attribute: the known answer of a planted shortcut or distractor).
     :param keep_prob: keep probability of ``random``.
     :param keep_range: range of CowMask's keep fraction (drawn per image).
     :param sigma_range: range of CowMask's smoothing scale in cells (drawn per image).
@@ -50,8 +54,9 @@ class FixedMaskPolicy(BasePolicy):
             raise ValueError("the oracle corruptor drops chosen cells, which action_mode='family' cannot express; "
                              "use action_mode='cells' (or 'shared' on a fixed shortcut)")
         self.generator = torch.Generator()
-        # the oracle's view of the environment: shortcut cells of the batch(es) being masked, (N, g, g)
-        self.shortcut_cells: Callable[[], np.ndarray] | None = None
+        # the oracle's view of the environment: planted cells of the batch(es) being masked, (N, g, g)
+        self.planted_cells: Callable[[], np.ndarray] | None = None
+        self.keep_cells: int | None = None  # the environment's keep budget in cells, set by FixedCorruptor
 
     def seed_masks(self, seed: int | None) -> None:
         self.generator.manual_seed(0 if seed is None else seed)
@@ -60,11 +65,13 @@ class FixedMaskPolicy(BasePolicy):
         n_envs = observation["images"].shape[0]
         if self.mode == "family":
             return self._menu_entry().expand(n_envs, 2)
-        n = n_envs * (self.batch if self.mode == "cells" else 1)
+        n = n_envs * (1 if self.mode in SHARED_MODES else self.batch)
+        k = self.keep_cells
         if self.kind == "keep_all":
             masks = torch.ones(n, self.grid, self.grid)
         elif self.kind == "random":
-            masks = bernoulli_mask(n, self.grid, self.keep_prob, self.generator)
+            masks = (bernoulli_mask(n, self.grid, self.keep_prob, self.generator) if k is None else
+                     random_budget_mask(n, self.grid, k, self.generator))
         elif self.kind == "oracle":
             masks = self._oracle_masks(n_envs)
         else:
@@ -72,18 +79,20 @@ class FixedMaskPolicy(BasePolicy):
             keep = lo + (hi - lo) * torch.rand(n, generator=self.generator)
             s_lo, s_hi = self.sigma_range
             sigma = s_lo + (s_hi - s_lo) * torch.rand(n, generator=self.generator)
-            masks = cowmask(n, self.grid, keep, sigma, self.generator)
+            masks = cowmask(n, self.grid, keep if k is None else k / self.grid ** 2, sigma, self.generator)
+        if self.mode in SCORE_MODES:
+            return (2 * masks - 1).reshape(n_envs, -1)  # keep +1, drop -1: the env keeps the top cells
         return masks.reshape(n_envs, -1)
 
     def _oracle_masks(self, n_envs: int) -> torch.Tensor:
-        if self.shortcut_cells is None:
+        if self.planted_cells is None:
             raise ValueError("the oracle corruptor needs its environment: build it with make_agent('oracle', env) "
                              "or load it with env=...")
-        cells = self.shortcut_cells().reshape(n_envs, self.batch, self.grid, self.grid)
-        if self.mode == "shared":
+        cells = self.planted_cells().reshape(n_envs, self.batch, self.grid, self.grid)
+        if self.mode in SHARED_MODES:
             if (cells != cells[:, :1]).any():
-                raise ValueError("the oracle cannot share one mask across the batch: the shortcut's cells differ "
-                                 "between images (a 'random' shortcut); use action_mode='cells'")
+                raise ValueError("the oracle cannot share one mask across the batch: the planted cells differ "
+                                 "between images (random placement); use action_mode='cells' or 'scores'")
             cells = cells[:, 0]
         return torch.from_numpy(~cells).float()
 
@@ -119,14 +128,16 @@ class FixedCorruptor(RolloutAgent):
     def _setup_model(self) -> None:
         super()._setup_model()
         self.policy.seed_masks(self.seed)
-        self.policy.shortcut_cells = self._env_shortcut_cells
+        self.policy.planted_cells = self._env_planted_cells
+        if self.env is not None:
+            self.policy.keep_cells = self.env.get_attr("keep_cells")[0]
 
-    def _env_shortcut_cells(self) -> np.ndarray:
-        """The planted-shortcut cells of every environment's current batch, (n_envs * B, g, g)."""
+    def _env_planted_cells(self) -> np.ndarray:
+        """The planted cells of every environment's current batch, (n_envs * B, g, g)."""
         if self.env is None:
             raise ValueError("the oracle corruptor needs its environment: load it with env=...")
-        cells = self.env.get_attr("shortcut_cells")
+        cells = self.env.get_attr("planted_cells")
         if any(c is None for c in cells):
             raise ValueError("the oracle corruptor needs a known-answer task: the environment's dataset has no planted "
-                             "shortcut (set dataset_kwargs={'shortcut': 'fixed'} or 'random')")
+                             "pattern (set dataset_kwargs={'shortcut': 'fixed'} or 'random', or {'distractor': ...})")
         return np.concatenate(cells)

@@ -47,7 +47,7 @@ class RowResult:
     keep_fraction: float | None = None
     seconds: float = 0.0
     returns: dict[str, float] = field(default_factory=dict)  # summed reward terms over the run
-    keep_shortcut: float | None = None  # known-answer tasks: keep rate on the planted shortcut's cells
+    keep_planted: float | None = None  # known-answer tasks: keep rate on the planted shortcut's cells
     keep_other: float | None = None  # ... and on every other cell
 
 
@@ -80,8 +80,8 @@ class CorruptorEvaluation:
         for _ in tqdm(range(self.steps), desc=f"eval {name}", leave=False, disable=not self.progress):
             obs, _, _, truncated, info = self.env.step(act(obs))
             keeps.append(info["keep_fraction"])
-            if "keep_shortcut" in info:
-                shortcut_keeps.append((info["keep_shortcut"], info["keep_other"]))
+            if "keep_planted" in info:
+                shortcut_keeps.append((info["keep_planted"], info["keep_other"]))
             add_returns(returns, info)
             if info["diverged"]:
                 raise FloatingPointError(f"the SimCLR loss diverged after {len(keeps)} updates with {name}'s masks")
@@ -162,7 +162,7 @@ def evaluate_agent(agent: Any, name: str, config: EnvConfig, steps: int, seed: i
     plan = [lambda: evaluation.run_policy(name, agent_act(agent, deterministic)),
             lambda: evaluation.run_policy("keep_all", agent_act(make_agent("keep_all", env, seed=seed))),
             random_row, evaluation.untrained, evaluation.simclr_aug]
-    if env.train_shortcut_cells is not None:  # a known-answer task: the known answer too
+    if env.train_planted_cells is not None:  # a known-answer task: the known answer too
         plan.insert(2, lambda: evaluation.run_policy("oracle", agent_act(make_agent("oracle", env, seed=seed))))
     for make_row in plan[len(rows):]:
         rows.append(make_row())
@@ -179,7 +179,7 @@ def is_readable(rows: list[RowResult]) -> bool:
 
 def format_rows(rows: list[RowResult], steps: int) -> str:
     """A Markdown table, with the floor check under it."""
-    shortcut = any(r.keep_shortcut is not None for r in rows)  # a known-answer task
+    shortcut = any(r.keep_planted is not None for r in rows)  # a known-answer task
     extra = " keep on shortcut cells | keep on other cells |" if shortcut else ""
     lines = [f"| corruptor ({steps} SimCLR updates) | kNN | linear probe | keep fraction |{extra} seconds |",
              "|---|---|---|---|" + ("---|---|" if shortcut else "") + "---|"]
@@ -188,7 +188,7 @@ def format_rows(rows: list[RowResult], steps: int) -> str:
         return "" if value is None else f"{value:.2f}"
 
     for r in rows:
-        rates = f" {cell(r.keep_shortcut)} | {cell(r.keep_other)} |" if shortcut else ""
+        rates = f" {cell(r.keep_planted)} | {cell(r.keep_other)} |" if shortcut else ""
         lines.append(f"| {r.name} | {r.knn:.3f} | {r.linear:.3f} | {cell(r.keep_fraction)} |{rates} {r.seconds:.0f} |")
     if is_readable(rows):
         lines.append("\nfloor check: keep_all beats the untrained encoder; the comparison is readable.")

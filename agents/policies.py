@@ -4,7 +4,9 @@ The same small CNN looks at each low-resolution image of the batch on its own (p
 the ``learner`` state vector and a learned per-cell bias) and outputs g x g keep-logits for that image, so the policy is the
 same for every image slot and its size does not depend on the batch size. The env's ``action_mode``
 picks the head: ``cells`` keeps those per-image logits; ``shared`` averages them over the batch (one
-g x g mask); ``family`` reads the batch-pooled features and the learner vector into one categorical
+g x g mask); ``scores``/``shared_scores`` use the same outputs as the means of a Gaussian over cell scores
+(with one learned standard deviation: a stochastic ranking when the env keeps each image's top cells);
+``family`` reads the batch-pooled features and the learner vector into one categorical
 per menu dimension (mask family, keep level). A value head pools the
 per-image features over the batch and reads the learner vector. Observations reach it flattened by
 :class:`MaskObservationExtractor` (images scaled to [0, 1], then the learner vector), which is what
@@ -23,28 +25,37 @@ import torch.nn.functional as F
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
-from corruption_env.env import SharedMaskSpace
+from corruption_env.env import SharedMaskSpace, SharedScoresSpace
+
+
+SCORE_MODES = ("scores", "shared_scores")
+SHARED_MODES = ("shared", "shared_scores")
 
 
 def mask_geometry(observation_space: gym.spaces.Dict, action_space: gym.spaces.Space
                   ) -> tuple[int, int, int, int, str]:
     """(batch B, channels C, side h, grid g, action mode) of a CorruptionEnv's spaces, with a clear error
     otherwise. The mode follows the action space: MultiBinary(B g^2) ``cells``, SharedMaskSpace(g^2)
-    ``shared``, MultiDiscrete ``family`` (which has no grid: g = 1)."""
+    ``shared``, Box(B g^2) ``scores``, SharedScoresSpace(g^2) ``shared_scores``, MultiDiscrete ``family``
+    (which has no grid: g = 1)."""
     if not isinstance(observation_space, gym.spaces.Dict) or set(observation_space.spaces) != {"images", "learner"}:
         raise ValueError(f"the mask policy needs CorruptionEnv's Dict observation (images, learner), got {observation_space}")
     b, c, h, w = observation_space["images"].shape
     if isinstance(action_space, gym.spaces.MultiDiscrete) and action_space.nvec.ndim == 1:
         return b, c, h, 1, "family"
-    n = int(action_space.n) if isinstance(action_space, gym.spaces.MultiBinary) else -1
-    for mode, per in (("cells", b), ("shared", 1)):
-        if (mode == "shared") != isinstance(action_space, SharedMaskSpace):
-            continue
+    if isinstance(action_space, gym.spaces.MultiBinary):
+        n, modes = int(action_space.n), (("shared", 1),) if isinstance(action_space, SharedMaskSpace) else (("cells", b),)
+    elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+        shared = isinstance(action_space, SharedScoresSpace)
+        n, modes = int(action_space.shape[0]), (("shared_scores", 1),) if shared else (("scores", b),)
+    else:
+        n, modes = -1, ()
+    for mode, per in modes:
         g = math.isqrt(max(n // per, 0)) if n > 0 else 0
         if n > 0 and g * g * per == n and h % g == 0:
             return b, c, h, g, mode
-    raise ValueError(f"the mask policy needs a MultiBinary(B * g * g), MultiBinary(g * g) or MultiDiscrete action space "
-                     f"matching the images {(b, c, h, w)}, got {action_space}")
+    raise ValueError(f"the mask policy needs a MultiBinary(B * g * g), MultiBinary(g * g), Box(B * g * g), "
+                     f"Box(g * g) or MultiDiscrete action space matching the images {(b, c, h, w)}, got {action_space}")
 
 
 class MaskObservationExtractor(BaseFeaturesExtractor):
@@ -57,6 +68,15 @@ class MaskObservationExtractor(BaseFeaturesExtractor):
     def forward(self, observations: dict[str, torch.Tensor]) -> torch.Tensor:
         images = observations["images"].float().flatten(1) / 255.0
         return torch.cat([images, observations["learner"].float()], dim=1)
+
+
+def action_factors(action_space: gym.spaces.Space) -> int:
+    """Independent factors of an action: cells (MultiBinary), scores (Box) or menu dimensions (MultiDiscrete)."""
+    if isinstance(action_space, gym.spaces.MultiDiscrete):
+        return len(action_space.nvec)
+    if isinstance(action_space, gym.spaces.Box):
+        return int(math.prod(action_space.shape))
+    return int(action_space.n)
 
 
 class MaskNetwork(nn.Module):
@@ -97,7 +117,8 @@ class MaskNetwork(nn.Module):
             self.menu_head = nn.Linear(width + self.learner_dim, int(sum(action_space.nvec)))
             nn.init.zeros_(self.menu_head.weight)
             nn.init.zeros_(self.menu_head.bias)
-        self.latent_dim_pi = {"cells": self.batch * self.grid * self.grid, "shared": self.grid * self.grid,
+        self.latent_dim_pi = {"cells": self.batch * self.grid * self.grid, "scores": self.batch * self.grid * self.grid,
+                              "shared": self.grid * self.grid, "shared_scores": self.grid * self.grid,
                               "family": int(sum(getattr(action_space, "nvec", [0])))}[self.mode]
         self.latent_dim_vf = value_dim
 
@@ -128,7 +149,7 @@ class MaskNetwork(nn.Module):
         conditioned = F.relu(cells + self.learner_embed(learner)[:, None, :, None, None])
         logits = self.logit_head(conditioned.flatten(0, 1)) + self.cell_bias  # (N*B, 1, g, g)
         logits = logits.reshape(cells.shape[0], self.batch, self.grid * self.grid)
-        if self.mode == "shared":
+        if self.mode in SHARED_MODES:
             return logits.mean(dim=1)  # one mask for the batch: every image has its say
         return logits.flatten(1)  # row-major over (B, g, g)
 
@@ -141,7 +162,9 @@ class MaskNetwork(nn.Module):
 
 class MaskActorCriticPolicy(ActorCriticPolicy):
     """SB3 actor-critic policy built on :class:`MaskNetwork` (Bernoulli over MultiBinary in the
-    ``cells`` and ``shared`` modes, one categorical per dimension of MultiDiscrete in ``family``).
+    ``cells`` and ``shared`` modes, a diagonal Gaussian over Box scores in ``scores`` and ``shared_scores``
+    with one learned log standard deviation for every cell, one categorical per dimension of
+    MultiDiscrete in ``family``).
 
     Works with every SB3 on-policy algorithm that uses ``ActorCriticPolicy`` (PPO, A2C, sb3-contrib's
     TRPO). :param mask_net_kwargs: options of :class:`MaskNetwork`. Other parameters are SB3's.
@@ -162,8 +185,7 @@ class MaskActorCriticPolicy(ActorCriticPolicy):
             raise ValueError(f"log_prob_reduction must be one of {self.LOG_PROB_REDUCTIONS}, got {log_prob_reduction!r}")
         self.mask_net_kwargs = mask_net_kwargs or {}
         self.log_prob_reduction = log_prob_reduction
-        self.action_factors = (len(action_space.nvec) if isinstance(action_space, gym.spaces.MultiDiscrete)
-                               else int(action_space.n))
+        self.action_factors = action_factors(action_space)
         kwargs.setdefault("features_extractor_class", MaskObservationExtractor)
         kwargs.setdefault("ortho_init", False)  # keep MaskNetwork's own initialisation
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
@@ -173,7 +195,9 @@ class MaskActorCriticPolicy(ActorCriticPolicy):
 
     def _build(self, lr_schedule: Any) -> None:
         super()._build(lr_schedule)
-        self.action_net = nn.Identity()  # MaskNetwork's latent_pi already are the logits of the action space
+        self.action_net = nn.Identity()  # MaskNetwork's latent_pi already are the logits (or score means)
+        if isinstance(self.action_space, gym.spaces.Box):  # one standard deviation for every cell and image slot
+            self.log_std = nn.Parameter(torch.full((1,), float(self.log_std_init)))
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def _reduce(self, per_action: torch.Tensor) -> torch.Tensor:

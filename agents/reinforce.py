@@ -1,8 +1,8 @@
 """REINFORCE with a moving-average baseline and an entropy bonus, on the shared mask network.
 
 Read top to bottom: the policy (SB3's distribution for the env's action space: a Bernoulli over every
-mask cell in the ``cells``/``shared`` modes, a categorical per menu dimension in ``family``; logits
-from ``MaskNetwork``), then the update. Each rollout of ``n_steps`` steps gives discounted returns G_t = sum_k gamma^k r_{t+k},
+mask cell in the ``cells``/``shared`` modes, a Gaussian over cell scores in ``scores``/``shared_scores``,
+a categorical per menu dimension in ``family``; logits or means from ``MaskNetwork``), then the update. Each rollout of ``n_steps`` steps gives discounted returns G_t = sum_k gamma^k r_{t+k},
 cut at episode ends and at the rollout's end (no critic, so no bootstrap); the baseline b is a
 moving average of past returns; the loss is
 
@@ -18,7 +18,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from stable_baselines3.common.distributions import BernoulliDistribution, Distribution, make_proba_distribution
+from stable_baselines3.common.distributions import (BernoulliDistribution, DiagGaussianDistribution, Distribution,
+                                                    make_proba_distribution)
 from stable_baselines3.common.policies import BasePolicy
 
 from agents.policies import MaskNetwork, MaskObservationExtractor
@@ -26,32 +27,40 @@ from agents.rollout import Rollout, RolloutAgent, torch_observations
 
 
 class MaskPolicy(BasePolicy):
-    """The action space's SB3 distribution (Bernoulli per mask cell, or one categorical per MultiDiscrete
-    dimension) with logits from :class:`MaskNetwork`.
+    """The action space's SB3 distribution (Bernoulli per mask cell, a diagonal Gaussian over cell scores
+    with one learned log standard deviation, or one categorical per MultiDiscrete dimension) with
+    logits or means from :class:`MaskNetwork`.
 
     :param mask_net_kwargs: options of :class:`MaskNetwork`.
     :param lr_schedule: SB3 learning-rate schedule of the Adam optimizer (None: 1e-3).
+    :param log_std_init: initial log standard deviation of the score modes' Gaussian.
     """
 
     def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Space,
-                 lr_schedule: Any = None, mask_net_kwargs: dict[str, Any] | None = None) -> None:
+                 lr_schedule: Any = None, mask_net_kwargs: dict[str, Any] | None = None,
+                 log_std_init: float = 0.0) -> None:
         super().__init__(observation_space, action_space, features_extractor_class=MaskObservationExtractor)
-        self.mask_net_kwargs = mask_net_kwargs or {}
+        self.mask_net_kwargs, self.log_std_init = mask_net_kwargs or {}, log_std_init
         self.features_extractor = MaskObservationExtractor(observation_space)
         self.mask_net = MaskNetwork(observation_space, action_space, **self.mask_net_kwargs)
         self.action_dist = make_proba_distribution(action_space)
+        if isinstance(self.action_dist, DiagGaussianDistribution):
+            self.log_std = torch.nn.Parameter(torch.full((1,), float(log_std_init)))
         self.optimizer = torch.optim.Adam(self.parameters(), lr=lr_schedule(1) if lr_schedule else 1e-3)
 
     def distribution(self, obs: dict[str, torch.Tensor]) -> Distribution:
         features = self.features_extractor({k: v.to(self.device) for k, v in obs.items()})
-        return self.action_dist.proba_distribution(action_logits=self.mask_net.forward_actor(features))
+        out = self.mask_net.forward_actor(features)
+        if isinstance(self.action_dist, DiagGaussianDistribution):
+            return self.action_dist.proba_distribution(out, self.log_std)
+        return self.action_dist.proba_distribution(action_logits=out)
 
     def _predict(self, observation: dict[str, torch.Tensor], deterministic: bool = False) -> torch.Tensor:
         return self.distribution(observation).get_actions(deterministic=deterministic)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
-        data.update(mask_net_kwargs=self.mask_net_kwargs)
+        data.update(mask_net_kwargs=self.mask_net_kwargs, log_std_init=self.log_std_init)
         return data
 
 
@@ -114,3 +123,5 @@ class Reinforce(RolloutAgent):
         self.logger.record("train/baseline", self.baseline)
         if isinstance(dist, BernoulliDistribution):
             self.logger.record("train/keep_probability", dist.distribution.probs.mean().item())
+        elif isinstance(dist, DiagGaussianDistribution):
+            self.logger.record("train/std", self.policy.log_std.exp().item())

@@ -2,7 +2,7 @@
 
 Rows are grouped by their explicit ``kind`` (agent, baseline, reference) and name, never by parsing a
 label. Any numeric column the runs carry beyond the known ones (e.g. a known-answer task's
-``keep_shortcut``) gets a mean-per-group table of its own, so new metrics need no change here.
+``keep_planted``) gets a mean-per-group table of its own, so new metrics need no change here.
 """
 from __future__ import annotations
 

@@ -373,7 +373,7 @@ def run_one(settings: dict[str, Any], threads: int | None = None, verbose: bool 
         fields = dataclasses.asdict(result)
         row.update(knn=fields.pop("knn"), linear=fields.pop("linear"), keep_fraction=fields.pop("keep_fraction"))
         row.update({f"eval_return/{k}": v for k, v in fields.pop("returns").items()})
-        extra = {**fields, **(fields.pop("metrics", None) or {})}  # e.g. keep_shortcut: any number it measures
+        extra = {**fields, **(fields.pop("metrics", None) or {})}  # e.g. keep_planted: any number it measures
         row.update({k: v for k, v in extra.items() if k not in ("name", "seconds") and _is_number(v)})
     except Exception as exc:  # noqa: BLE001 - a failed run is data, not the end of the sweep
         row["status"] = "diverged" if isinstance(exc, FloatingPointError) else "failed"

@@ -34,8 +34,19 @@ class EnvConfig:
     :param mask_grid: side g of the g x g mask grid over each low-resolution image.
     :param action_mode: what an action chooses (every mode ends in the same (B, g, g) mask): ``cells``
         (default: every cell of every image, ``MultiBinary(B * g * g)``), ``shared`` (one g x g mask for
-        the whole batch, ``MultiBinary(g * g)``) or ``family`` (a menu entry: mask family x keep level,
-        ``MultiDiscrete([3, 4])``; the env draws the masks).
+        the whole batch, ``MultiBinary(g * g)``), ``family`` (a menu entry: mask family x keep level,
+        ``MultiDiscrete([3, 4])``; the env draws the masks), ``scores`` (one real score per cell of every
+        image, ``Box(B * g * g)``: the env keeps the ``keep_budget`` top-scoring cells of each image, or
+        the cells scoring above 0 without a budget) or ``shared_scores`` (one g x g score map for the batch).
+    :param keep_budget: None (default: the agent decides how many cells to keep) or a fraction: exactly
+        round(keep_budget * g^2) cells are kept in every image and the agent decides *which*. Score
+        actions keep their top cells; binary masks keep their kept cells first (ties broken at random
+        from the env's seeded mask stream), so every corruptor respects it. Not with ``family``.
+    :param reference_corruption: the corruption of the *reference views* that paired statistics compare the
+        agent's views with (``paired_gain``, ``reference_loss``, the counterfactual updates): ``keep_all``,
+        ``random`` (a uniformly random mask at the keep budget, from its own seeded stream) or ``auto``
+        (default: ``random`` under a keep budget, where keeping every cell is not a choice the agent has;
+        ``keep_all`` otherwise).
     :param episode_length: SimCLR updates per episode (the episode is truncated after it).
     :param decorruptor: ``camnet`` (the frozen generator) or ``bicubic`` (cheap, for tests/ablations).
     :param camnet_checkpoint: a CAM-Net checkpoint; None uses the one shipped for (dataset, task, scale).
@@ -76,6 +87,8 @@ class EnvConfig:
     batch_size: int = 64
     mask_grid: int = 4
     action_mode: str = "cells"
+    keep_budget: float | None = None
+    reference_corruption: str = "auto"
     episode_length: int = 200
     decorruptor: str = "camnet"
     camnet_checkpoint: str | None = None
@@ -96,7 +109,8 @@ class EnvConfig:
     seed: int | None = None
 
     PRESETS = ("cpu", "gpu")
-    ACTION_MODES = ("cells", "shared", "family")
+    ACTION_MODES = ("cells", "shared", "family", "scores", "shared_scores")
+    REFERENCE_CORRUPTIONS = ("auto", "keep_all", "random")
 
     def __post_init__(self) -> None:
         wrong = [f"{f.name}={getattr(self, f.name)!r} (expected {_type_name(hint)})"
@@ -117,6 +131,18 @@ class EnvConfig:
         check_task(self.task, self.scale)
         if self.action_mode not in self.ACTION_MODES:
             raise ValueError(f"EnvConfig: unknown action_mode {self.action_mode!r}; available: {', '.join(self.ACTION_MODES)}")
+        if self.keep_budget is not None:
+            if not 0 < self.keep_budget <= 1:
+                raise ValueError(f"EnvConfig: keep_budget must be None or a fraction in (0, 1], got {self.keep_budget}")
+            if self.action_mode == "family":
+                raise ValueError("EnvConfig: action_mode 'family' chooses its own keep level; it takes no keep_budget "
+                                 "(use 'scores', 'shared_scores', 'cells' or 'shared')")
+        if self.reference_corruption not in self.REFERENCE_CORRUPTIONS:
+            raise ValueError(f"EnvConfig: unknown reference_corruption {self.reference_corruption!r}; available: "
+                             f"{', '.join(self.REFERENCE_CORRUPTIONS)}")
+        if self.reference_corruption == "random" and self.keep_budget is None:
+            raise ValueError("EnvConfig: reference_corruption 'random' draws masks at the keep budget; set keep_budget "
+                             "(or use 'keep_all')")
         if self.precision not in PRECISIONS:
             raise ValueError(f"EnvConfig: unknown precision {self.precision!r}; available: {', '.join(PRECISIONS)}")
         if self.temperature <= 0 or self.lr <= 0:
@@ -128,7 +154,7 @@ class EnvConfig:
         machine. Raises a ValueError that names the fix; returns ``self``."""
         import torch
 
-        from corruption_env.data import DATASETS, SHORTCUT_OPTIONS, available_datasets
+        from corruption_env.data import DATASETS, PLANTED_OPTIONS, available_datasets
         from corruption_env.rewards import available_rewards, make_reward
         from corruption_env.simclr import SimCLRLearner, available_encoders
         from corruption_env.views import AUGMENTATIONS, available_decorruptors
@@ -147,17 +173,31 @@ class EnvConfig:
                              f"rewards: {', '.join(available_rewards())}")
         options = inspect.signature(DATASETS[self.dataset]).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in options.values()):
-            valid = [n for n in options if n not in ("root", "image_size", "split")] + list(SHORTCUT_OPTIONS)
+            valid = [n for n in options if n not in ("root", "image_size", "split")] + list(PLANTED_OPTIONS)
             bad = sorted(set(self.dataset_kwargs) - set(valid))
             if bad:
                 raise ValueError(f"dataset {self.dataset!r} has no option(s) {', '.join(bad)} in dataset_kwargs; "
                                  f"its options: {', '.join(valid) or 'none'}")
         check_device(self.device, "(the 'gpu' preset sets device 'cuda')")
-        if set(self.dataset_kwargs) & set(SHORTCUT_OPTIONS):
-            from corruption_env.data import Shortcut
+        if set(self.dataset_kwargs) & set(PLANTED_OPTIONS):
+            from corruption_env.data import planted_from_options
 
-            Shortcut.from_options(self.dataset_options(), self.image_size)  # rejects bad shortcut options
+            planted_from_options(self.dataset_options(), self.image_size)  # rejects bad shortcut/distractor options
         return self
+
+    @property
+    def keep_cells(self) -> int | None:
+        """Cells kept per image under the keep budget (None: no budget)."""
+        from corruption_env.corruption import budget_cells
+
+        return None if self.keep_budget is None else budget_cells(self.keep_budget, self.mask_grid)
+
+    @property
+    def resolved_reference(self) -> str:
+        """``keep_all`` or ``random``: what ``reference_corruption='auto'`` means for this config."""
+        if self.reference_corruption != "auto":
+            return self.reference_corruption
+        return "keep_all" if self.keep_budget is None else "random"
 
     @property
     def input_size(self) -> int:
@@ -165,13 +205,14 @@ class EnvConfig:
         return self.image_size // self.scale
 
     def dataset_options(self) -> dict[str, Any]:
-        """``dataset_kwargs`` for ``load_dataset``, with a planted shortcut's grid set to ``mask_grid``."""
+        """``dataset_kwargs`` for ``load_dataset``, with a planted pattern's grid set to ``mask_grid``."""
         options = dict(self.dataset_kwargs)
-        if "shortcut" in options:
-            grid = options.setdefault("shortcut_grid", self.mask_grid)
-            if grid != self.mask_grid:
-                raise ValueError(f"dataset_kwargs shortcut_grid={grid} differs from mask_grid={self.mask_grid}: the "
-                                 "shortcut's cells must be mask cells; leave shortcut_grid out")
+        for kind in ("shortcut", "distractor"):
+            if kind in options:
+                grid = options.setdefault(f"{kind}_grid", self.mask_grid)
+                if grid != self.mask_grid:
+                    raise ValueError(f"dataset_kwargs {kind}_grid={grid} differs from mask_grid={self.mask_grid}: the "
+                                     f"{kind}'s cells must be mask cells; leave {kind}_grid out")
         return options
 
     @classmethod

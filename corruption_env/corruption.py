@@ -5,7 +5,10 @@
 (B, g, g) grid of {0, 1} (1 = keep the cell); ``upsample_mask`` spreads it to pixels (nearest) and
 ``apply_mask`` zeroes the dropped cells. ``bernoulli_mask`` and ``cowmask`` (French et al. 2020,
 "Milking CowMask for semi-supervised image classification") draw masks from a torch generator so
-that fixed corruptors are reproducible. All images here are float tensors in [0, 1].
+that fixed corruptors are reproducible. A **keep budget** keeps exactly k cells of every image:
+``top_k_mask`` turns per-cell scores (or a binary mask, kept cells first) into such a mask, breaking
+ties at random, and ``random_budget_mask`` draws a uniformly random k-subset per image. All images
+here are float tensors in [0, 1].
 """
 from __future__ import annotations
 
@@ -79,6 +82,39 @@ def apply_mask(x_lr: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, to
     """Zero the dropped cells of ``x_lr`` (B, C, h, w); return (masked image, pixel mask (B, 1, h, w))."""
     pixel_mask = upsample_mask(mask, x_lr.shape[-2:])
     return x_lr * pixel_mask, pixel_mask
+
+
+def budget_cells(keep_budget: float, grid: int) -> int:
+    """Cells kept per image under a keep budget: round(keep_budget * grid**2), at least 1."""
+    if not 0 < keep_budget <= 1:
+        raise ValueError(f"keep_budget must be in (0, 1] (a fraction of the {grid}x{grid} cells), got {keep_budget}")
+    return max(1, round(keep_budget * grid * grid))
+
+
+def top_k_mask(scores: torch.Tensor, k: int, generator: torch.Generator | None = None,
+               shared_ties: bool = False) -> torch.Tensor:
+    """Keep the ``k`` highest-scoring cells of each image: (B, g, g) scores -> (B, g, g) float {0, 1} mask.
+
+    Equal scores are ranked by a random permutation drawn from ``generator`` (the same one for every
+    image if ``shared_ties``, so identical score maps give identical masks), never by position: an
+    untrained policy whose scores are all equal must not keep the same cells every time.
+    """
+    b, g, _ = scores.shape
+    n = g * g
+    flat = scores.reshape(b, n).double()
+    keys = torch.rand(1 if shared_ties else b, n, generator=generator).expand(b, n).to(flat.device)
+    tiebreak = keys.argsort(dim=1)  # a random order of the cells
+    ordered = flat.gather(1, tiebreak)
+    rank = ordered.argsort(dim=1, descending=True, stable=True)  # stable: ties keep the random order
+    keep = torch.zeros(b, n, device=flat.device)
+    keep.scatter_(1, tiebreak.gather(1, rank[:, :k]), 1.0)
+    return keep.reshape(b, g, g)
+
+
+def random_budget_mask(batch: int, grid: int, k: int, generator: torch.Generator | None = None,
+                       device: str | torch.device = "cpu") -> torch.Tensor:
+    """A uniformly random set of ``k`` kept cells per image (random masks at a keep budget)."""
+    return top_k_mask(torch.zeros(batch, grid, grid), k, generator).to(device)
 
 
 def bernoulli_mask(batch: int, grid: int, keep_prob: float | torch.Tensor,

@@ -13,12 +13,13 @@ import torch
 from gymnasium import spaces
 
 from corruption_env.config import EnvConfig
-from corruption_env.corruption import KEEP_LEVELS, MASK_FAMILIES, family_masks, input_channels
+from corruption_env.corruption import (KEEP_LEVELS, MASK_FAMILIES, family_masks, input_channels, random_budget_mask,
+                                       top_k_mask)
 from corruption_env.data import load_dataset
-from corruption_env.evaluation import knn_accuracy, prototype_cross_entropy, to_unit
+from corruption_env.evaluation import effective_rank, knn_accuracy, prototype_cross_entropy, to_unit
 from corruption_env.precision import resolve_precision
-from corruption_env.rewards import (OPTIONAL_STATS, PERIODIC_STATS, Reward, StepStats, available_rewards,
-                                    make_reward)
+from corruption_env.rewards import (COUNTERFACTUAL_STATS, OPTIONAL_STATS, PERIODIC_STATS, REFERENCE_STATS, Reward,
+                                    StepStats, available_rewards, make_reward)
 from corruption_env.simclr import SimCLRLearner
 from corruption_env.pictures import comparison_grid
 from corruption_env.threads import set_torch_threads
@@ -31,6 +32,20 @@ STAGES = ("data", "camnet", "augment", "learner", "reward")
 class SharedMaskSpace(spaces.MultiBinary):
     """``MultiBinary(g * g)`` of the ``shared`` action mode: one mask for every image of the batch. A
     subclass only so that policies can tell it from a ``cells`` space of the same size (B = 4, g = 2)."""
+
+
+class SharedScoresSpace(spaces.Box):
+    """``Box(-10, 10, (g * g,))`` of the ``shared_scores`` action mode: one score map for the batch (a
+    subclass for the same reason as :class:`SharedMaskSpace`)."""
+
+
+SCORE_BOUND = 10.0  # score actions lie in [-10, 10]: finite (SB3 needs it), wide (few ties at the bounds)
+
+
+def score_space(n: int, shared: bool = False) -> spaces.Box:
+    """The action space of the score modes: ``n`` float32 scores in [-SCORE_BOUND, SCORE_BOUND]. Only their
+    order matters under a keep budget (and their sign without one); scores outside are clipped."""
+    return (SharedScoresSpace if shared else spaces.Box)(-SCORE_BOUND, SCORE_BOUND, (n,), np.float32)
 
 
 class CorruptionEnv(gym.Env):
@@ -57,12 +72,20 @@ class CorruptionEnv(gym.Env):
     | ``cells``   | ``MultiBinary(B * g * g)`` | every cell of every image, row-major over (B, g, g) (default) |
     | ``shared``  | ``MultiBinary(g * g)``     | one g x g mask, applied to every image of the batch      |
     | ``family``  | ``MultiDiscrete([3, 4])``  | (mask family, keep level): family from ``bernoulli``, ``cowmask``, ``block``; keep level from 0.25, 0.5, 0.75, 1.0; the env draws one mask per image from its seeded generator |
+    | ``scores``  | ``Box(-10, 10, (B * g * g,))`` | a real score per cell of every image: with a ``keep_budget`` the env keeps each image's k top-scoring cells, without one the cells scoring above 0 |
+    | ``shared_scores`` | ``Box(-10, 10, (g * g,))`` | one score map for the whole batch, kept as in ``scores`` |
 
     In the binary modes 1 keeps a cell and 0 drops it (SB3 accepts only 1-D MultiBinary; ``step`` also
     accepts (B, g, g) or (g, g) arrays). Any other shape, a non-numeric dtype, or values outside the
-    space raise a ``ValueError`` naming what was expected. ``cells`` is the hardest to learn (B g^2
-    bits judged by one reward) and the only mode that can drop different cells in different images;
-    ``family`` is a small menu, like AutoAugment's search space.
+    space raise a ``ValueError`` naming what was expected. ``cells`` and ``scores`` are the hardest to
+    learn (B g^2 numbers judged by one reward) and the only modes that can drop different cells in
+    different images; ``family`` is a small menu, like AutoAugment's search space.
+
+    **Keep budget.** With ``keep_budget`` set, exactly k = round(keep_budget * g^2) cells are kept in
+    every image whatever the action: the agent decides *which* cells, not how many (ADIOS, Viewmaker
+    and CowMask constrain the same direction). Score actions keep their k top cells (a Gaussian policy
+    over scores is then a stochastic ranking); binary masks keep their kept cells first. Ties are
+    broken by a random order drawn from the env's seeded mask stream, never by position.
 
     ## Observation Space
 
@@ -117,9 +140,9 @@ class CorruptionEnv(gym.Env):
     ``info`` of a step: ``loss``, ``keep_fraction``, ``diverged``, ``reward_terms`` (name -> value)
     and, with ``record_timings=True``, ``seconds`` (stage -> wall-clock seconds; stages ``data``,
     ``camnet``, ``augment``, ``learner``, ``reward``). On a known-answer task (a dataset with a planted
-    shortcut, ``dataset_kwargs={"shortcut": "fixed" | "random"}``) also ``shortcut_cells`` (bool
-    (B, g, g): the cells of this step's batch that carried the shortcut) and the mask's keep rate on
-    them (``keep_shortcut``) and on the other cells (``keep_other``). The attribute ``shortcut_cells``
+    shortcut or distractor, ``dataset_kwargs={"shortcut": "fixed" | "random"}`` or ``{"distractor": ...}``)
+    also ``planted_cells`` (bool (B, g, g): the cells of this step's batch that carried the planted
+    pattern) and the mask's keep rate on them (``keep_planted``) and on the other cells (``keep_other``). The attribute ``planted_cells``
     holds the same for the batch the next mask applies to (what the ``oracle`` corruptor drops).
 
     ## Example
@@ -154,15 +177,15 @@ class CorruptionEnv(gym.Env):
         if not self.needs <= set(OPTIONAL_STATS):
             raise ValueError(f"a reward needs unknown statistics {sorted(self.needs - set(OPTIONAL_STATS))}; "
                              f"the environment measures {', '.join(OPTIONAL_STATS)}")
-        self.paired_stats = self.needs & {"paired_gain", "reference_label_loss"}  # need the reference views
+        self.paired_stats = self.needs & set(REFERENCE_STATS)  # need the reference views
 
         data = load_dataset(cfg.dataset, root=cfg.data_root, image_size=cfg.image_size, split="train",
                             channels=3, **cfg.dataset_options())
         n_heldout = min(cfg.heldout_size, len(data) // 4)
         self.train_images = torch.from_numpy(np.array(data.images[:len(data) - n_heldout]))
-        # cells carrying a planted shortcut (known-answer tasks), per training image; None without one
-        self.train_shortcut_cells = (None if data.shortcut_cells is None else
-                                     torch.from_numpy(np.array(data.shortcut_cells[:len(data) - n_heldout])).to(self.device))
+        # cells carrying a planted shortcut or distractor (known-answer tasks), per training image; None without one
+        self.train_planted_cells = (None if data.planted_cells is None else
+                                     torch.from_numpy(np.array(data.planted_cells[:len(data) - n_heldout])).to(self.device))
         self._batch_cells: torch.Tensor | None = None  # (B, g, g) bool for the batch the next mask applies to
         self.heldout_images = to_unit(data.images[len(data) - n_heldout:]).to(self.device)
         self.heldout_labels = torch.tensor(np.asarray(data.labels[len(data) - n_heldout:]))
@@ -180,7 +203,10 @@ class CorruptionEnv(gym.Env):
             "learner": spaces.Box(-np.inf, np.inf, (len(LEARNER_FEATURES),), np.float32),
         })
         self.action_space = {"cells": spaces.MultiBinary(b * g * g), "shared": SharedMaskSpace(g * g),
-                             "family": spaces.MultiDiscrete([len(MASK_FAMILIES), len(KEEP_LEVELS)])}[cfg.action_mode]
+                             "family": spaces.MultiDiscrete([len(MASK_FAMILIES), len(KEEP_LEVELS)]),
+                             "scores": score_space(b * g * g),
+                             "shared_scores": score_space(g * g, shared=True)}[cfg.action_mode]
+        self.keep_cells = cfg.keep_cells  # cells kept per image under the keep budget; None without one
         self.chance_loss = math.log(2 * b - 1)  # NT-Xent of uninformative projections
         self._heldout_views: tuple[torch.Tensor, torch.Tensor] | None = None
         self._batch: torch.Tensor | None = None  # degraded next batch (float), None before reset
@@ -196,8 +222,10 @@ class CorruptionEnv(gym.Env):
         self.learner.reset(int(self.np_random.integers(2**31)))
         codes_seed = int(self.np_random.integers(2**62))
         self.generator = torch.Generator().manual_seed(codes_seed)
-        # family-mode masks have a stream of their own, so the menu entry chosen never shifts codes or augmentations
+        # family-mode masks, budget tie-breaks and random reference masks have streams of their own, so the
+        # agent's choices never shift latent codes or augmentations
         self.mask_generator = torch.Generator().manual_seed(codes_seed + 1)
+        self.reference_generator = torch.Generator().manual_seed(codes_seed + 2)
         self.step_count = 0
         self.last_loss = self.loss_average = self.chance_loss
         self.last_reward, self.last_keep, self.last_delta = 0.0, 1.0, 0.0
@@ -222,22 +250,27 @@ class CorruptionEnv(gym.Env):
         seconds["camnet"], clock = _lap(clock)
         v1, v2 = self.views.augment_pair(v1, v2, self.generator)
         seconds["augment"], clock = _lap(clock)
-        reference = None if stream is None else self._reference_views(mask, stream, (v1, v2))
-        reference_label_loss = (self._counterfactual_label_loss(reference)
-                                if "reference_label_loss" in paired and not bool(mask.all()) else None)
+        reference, same = None, False
+        if stream is not None:
+            reference_mask = self.reference_mask(mask)
+            same = bool(torch.equal(reference_mask, mask))  # the agent's views already are the reference views
+            reference = (v1, v2) if same else self._reference_views(reference_mask, stream)
+        counterfactual = ({} if same or not paired & set(COUNTERFACTUAL_STATS) else
+                          self._counterfactual(reference, paired & set(COUNTERFACTUAL_STATS)))
         seconds["reward"], clock = _lap(clock)
         update = self.learner.update(v1, v2, loss_after="loss_after" in self.needs, grad_norm="grad_norm" in self.needs,
-                                     reference=reference if "paired_gain" in paired else None)
+                                     reference=reference if paired & {"paired_gain", "reference_loss"} else None,
+                                     reference_gain="paired_gain" in paired)
         seconds["learner"], clock = _lap(clock)
 
         self.step_count += 1
         keep = float(mask.mean())
-        shortcut_info = self._shortcut_info(mask)
+        planted_info = self._planted_info(mask)
         stats = StepStats(step=self.step_count, loss=update.loss, keep_fraction=keep,
                           loss_after=update.loss_after, grad_norm=update.grad_norm, paired_gain=update.reference_gain,
-                          reference_label_loss=reference_label_loss, mask=mask)
+                          reference_loss=update.reference_loss, mask=mask, **counterfactual)
         diverged = not all(math.isfinite(v or 0.0) for v in (update.loss, update.loss_after, update.grad_norm,
-                                                              update.reference_gain))
+                                                              update.reference_gain, update.reference_loss))
         if diverged:
             reward = float(self.config.divergence_penalty)
             terms = dict.fromkeys(self.tracked, reward)
@@ -262,7 +295,7 @@ class CorruptionEnv(gym.Env):
             self._batch_full, self._batch = self._draw_batch()
         seconds["data"], _ = _lap(clock)
         info = {"loss": update.loss, "keep_fraction": keep, "diverged": diverged, "reward_terms": terms,
-                **shortcut_info}
+                **planted_info}
         if self.config.record_timings:
             info["seconds"] = seconds
         return self._observation(), reward, False, truncated, info
@@ -299,36 +332,42 @@ class CorruptionEnv(gym.Env):
 
     def _draw_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.from_numpy(self.np_random.integers(0, len(self.train_images), self.config.batch_size))
-        if self.train_shortcut_cells is not None:
-            self._batch_cells = self.train_shortcut_cells[index.to(self.device)]
+        if self.train_planted_cells is not None:
+            self._batch_cells = self.train_planted_cells[index.to(self.device)]
         full = self.train_images[index].to(self.device, non_blocking=True).float().div_(255.0)
         return full, self.views.degrade(full)
 
     @property
-    def shortcut_cells(self) -> np.ndarray | None:
-        """Known-answer tasks: bool (B, g, g), the planted shortcut's cells in the batch the next mask
-        applies to (what the ``oracle`` corruptor drops); None without a planted shortcut."""
+    def planted_cells(self) -> np.ndarray | None:
+        """Known-answer tasks: bool (B, g, g), the planted pattern's cells in the batch the next mask applies
+        to (what the ``oracle`` corruptor drops); None without a planted shortcut or distractor."""
         return None if self._batch_cells is None else self._batch_cells.cpu().numpy()
 
-    def _shortcut_info(self, mask: torch.Tensor) -> dict[str, Any]:
-        """Where the planted shortcut was in this step's batch, and how much of it the mask kept."""
+    def _planted_info(self, mask: torch.Tensor) -> dict[str, Any]:
+        """Where the planted pattern was in this step's batch, and how much of it the mask kept."""
         cells = self._batch_cells
         if cells is None:
             return {}
         kept = mask.bool()
-        return {"shortcut_cells": cells.cpu().numpy(),
-                "keep_shortcut": float((kept & cells).sum() / cells.sum().clamp_min(1)),
+        return {"planted_cells": cells.cpu().numpy(),
+                "keep_planted": float((kept & cells).sum() / cells.sum().clamp_min(1)),
                 "keep_other": float((kept & ~cells).sum() / (~cells).sum().clamp_min(1))}
 
     def _mask_from_action(self, action: Any) -> torch.Tensor:
-        """The (B, g, g) float mask an action of this env's ``action_mode`` stands for."""
+        """The (B, g, g) float mask an action of this env's ``action_mode`` stands for (under the keep budget)."""
         b, g, mode = self.config.batch_size, self.config.mask_grid, self.config.action_mode
+        shared = mode in ("shared", "shared_scores")
         if mode == "family":
             expected = (f"a family action: two integers (mask family 0..{len(MASK_FAMILIES) - 1} = "
                         f"{'/'.join(MASK_FAMILIES)}, keep level 0..{len(KEEP_LEVELS) - 1} = "
                         f"{'/'.join(map(str, KEEP_LEVELS))})")
             shapes = ((2,),)
-        elif mode == "shared":
+        elif mode in ("scores", "shared_scores"):
+            expected = (f"a score action: finite scores shaped ({g * g},) or ({g}, {g}) (one map for the batch)"
+                        if shared else f"a score action: finite scores shaped ({b * g * g},) (row-major over "
+                                       f"batch {b} x grid {g} x {g}) or ({b}, {g}, {g})")
+            shapes = ((g * g,), (g, g)) if shared else ((b * g * g,), (b, g, g))
+        elif shared:
             expected = f"a shared MultiBinary action: 0/1 values shaped ({g * g},) or ({g}, {g}), any int/bool/float dtype"
             shapes = ((g * g,), (g, g))
         else:
@@ -345,11 +384,28 @@ class CorruptionEnv(gym.Env):
                 raise ValueError(f"expected {expected}; got {array.tolist()}")
             family, level = MASK_FAMILIES[int(array[0])], KEEP_LEVELS[int(array[1])]
             return family_masks(family, level, b, g, self.mask_generator).to(self.device)
-        if not ((array == 0) | (array == 1)).all():
-            bad = np.unique(array[(array != 0) & (array != 1)])[:5]
-            raise ValueError(f"expected {expected}; got values {bad.tolist()} (threshold or round them first)")
-        mask = torch.from_numpy(array.astype(np.float32)).reshape(-1, g, g)
-        return mask.expand(b, g, g).contiguous().to(self.device)  # shared: the same mask for every image
+        if mode in ("scores", "shared_scores"):
+            if not np.isfinite(array).all():
+                raise ValueError(f"expected {expected}; got non-finite scores")
+            scores = torch.from_numpy(np.clip(array, -SCORE_BOUND, SCORE_BOUND).astype(np.float32))
+            scores = scores.reshape(-1, g, g).expand(b, g, g)
+            if self.keep_cells is None:
+                return (scores > 0).float().contiguous().to(self.device)
+        else:
+            if not ((array == 0) | (array == 1)).all():
+                bad = np.unique(array[(array != 0) & (array != 1)])[:5]
+                raise ValueError(f"expected {expected}; got values {bad.tolist()} (threshold or round them first)")
+            scores = torch.from_numpy(array.astype(np.float32)).reshape(-1, g, g).expand(b, g, g)
+            if self.keep_cells is None or bool((scores.sum(dim=(1, 2)) == self.keep_cells).all()):
+                return scores.contiguous().to(self.device)  # shared: the same mask for every image
+        return top_k_mask(scores, self.keep_cells, self.mask_generator, shared_ties=shared).to(self.device)
+
+    def reference_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """The reference corruption of this step's batch (``EnvConfig.reference_corruption``): every cell
+        kept, or a random mask at the keep budget drawn from the reference stream."""
+        if self.config.resolved_reference == "keep_all":
+            return torch.ones_like(mask)
+        return random_budget_mask(mask.shape[0], mask.shape[1], self.keep_cells, self.reference_generator, mask.device)
 
     def _observation(self) -> dict[str, np.ndarray]:
         images = (self._batch * 255).round_().to(torch.uint8).cpu().numpy()
@@ -357,26 +413,26 @@ class CorruptionEnv(gym.Env):
                             self.last_reward, self.last_keep, self.last_delta], dtype=np.float32)
         return {"images": images, "learner": learner}
 
-    def _reference_views(self, mask: torch.Tensor, stream: torch.Tensor,
-                         views: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """This step's batch under the reference corruption (all cells kept), restored and augmented
-        from the generator state ``stream`` the agent's views were drawn from: the same latent codes,
-        crops, flips and jitters, so the two pairs differ only where the agent dropped cells. A keep-all
-        mask's views already are the reference views (no second restoration)."""
-        if bool(mask.all()):
-            return views
+    def _reference_views(self, reference_mask: torch.Tensor, stream: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's batch under the reference corruption, restored and augmented from the generator state
+        ``stream`` the agent's views were drawn from: the same latent codes, crops, flips and jitters, so
+        the two pairs differ only where the masks differ."""
         generator = torch.Generator().set_state(stream)  # a copy: the env's own stream moves on unchanged
-        v1, v2, _ = self.views.restore(self._batch, torch.ones_like(mask), generator)
+        v1, v2, _ = self.views.restore(self._batch, reference_mask, generator)
         return self.views.augment_pair(v1, v2, generator)
 
-    def _counterfactual_label_loss(self, reference: tuple[torch.Tensor, torch.Tensor]) -> float:
-        """``label_loss`` after an update on the reference views from the current weights and optimizer
-        state, which are put back afterwards."""
+    def _counterfactual(self, reference: tuple[torch.Tensor, torch.Tensor], wanted: set[str]) -> dict[str, float]:
+        """Statistics (``reference_label_loss``, ``reference_rankme``) after an update on the reference views
+        from the current weights and optimizer state, which are put back afterwards."""
         state = copy.deepcopy(self.learner.state_dict())
         self.learner.update(*reference)
-        after = self.label_loss()
+        measured = {}
+        if "reference_label_loss" in wanted:
+            measured["reference_label_loss"] = self.label_loss()
+        if "reference_rankme" in wanted:
+            measured["reference_rankme"] = self.rankme()
         self.learner.load_state_dict(state)
-        return after
+        return measured
 
     def _due(self, step: int) -> set[str]:
         """Periodic statistics some reward wants measured at this step."""
@@ -399,6 +455,8 @@ class CorruptionEnv(gym.Env):
             stats.probe_accuracy = self.probe_accuracy()
         if "label_loss" in wanted:
             stats.label_loss = self.label_loss()
+        if "rankme" in wanted:
+            stats.rankme = self.rankme()
         return stats
 
     def heldout_loss(self) -> float:
@@ -437,6 +495,12 @@ class CorruptionEnv(gym.Env):
         the weights by tens of updates early in an episode, which would blur what one update did."""
         return prototype_cross_entropy(*self._probe_split(batch_statistics=True), temperature=self.LABEL_TEMPERATURE)
 
+    def rankme(self) -> float:
+        """RankMe (Garrido et al. 2023): the effective rank of the encoder's features of the held-out images,
+        exp of the entropy of their normalised singular values. Label-free; features use the held-out
+        set's own BatchNorm statistics (see :meth:`label_loss`)."""
+        return effective_rank(self.learner.encode(self.heldout_images, batch_statistics=True))
+
     # ------------------------------------------------------------------------------------ counterfactuals
 
     def snapshot(self) -> dict[str, Any]:
@@ -447,6 +511,7 @@ class CorruptionEnv(gym.Env):
                 "_batch_full", "_batch_cells", "_needs_reset", "_last_render")
         return {"learner": copy.deepcopy(self.learner.state_dict()), "generator": self.generator.get_state(),
                 "mask_generator": self.mask_generator.get_state(),
+                "reference_generator": self.reference_generator.get_state(),
                 "np_random": copy.deepcopy(self.np_random.bit_generator.state),
                 "rewards": copy.deepcopy((self.reward_fn, self.tracked)), "attributes": {k: getattr(self, k) for k in keep}}
 
@@ -455,6 +520,7 @@ class CorruptionEnv(gym.Env):
         self.learner.load_state_dict(copy.deepcopy(snapshot["learner"]))
         self.generator.set_state(snapshot["generator"])
         self.mask_generator.set_state(snapshot["mask_generator"])
+        self.reference_generator.set_state(snapshot["reference_generator"])
         self.np_random.bit_generator.state = copy.deepcopy(snapshot["np_random"])
         self.reward_fn, self.tracked = copy.deepcopy(snapshot["rewards"])
         for key, value in snapshot["attributes"].items():

@@ -5,7 +5,8 @@ that every evaluation of a corruptor shares.
 similarity, the k nearest training features vote with weight exp(sim / T)). ``linear_probe_accuracy``
 fits a multinomial logistic regression on standardised frozen features (full-batch L-BFGS).
 ``prototype_cross_entropy`` is a smooth nearest-class-mean score, small enough to run every step (the
-``label_gain`` reward).
+``label_gain`` reward). ``effective_rank`` is RankMe, a label-free score of the features (the ``rankme_*``
+rewards).
 ``train_encoder`` runs SimCLR for a number of updates with views from any ``ViewMaker`` and a mask
 policy, measuring both accuracies at chosen update counts: it is the learnability floor's loop, the
 evaluation of a learned corruptor, and the benchmark's, so all of them measure the same thing.
@@ -61,6 +62,17 @@ def prototype_cross_entropy(train_features: torch.Tensor, train_labels: torch.Te
     sums = torch.zeros(classes, train_n.shape[1]).index_add_(0, train_labels, train_n)
     prototypes = F.normalize(sums, dim=1)  # a class missing from the train half has a zero prototype
     return float(F.cross_entropy(test_n @ prototypes.T / temperature, test_labels))
+
+
+@torch.no_grad()
+def effective_rank(features: torch.Tensor, eps: float = 1e-7) -> float:
+    """RankMe (Garrido et al. 2023, "RankMe: assessing the downstream performance of pretrained
+    self-supervised representations by their rank"): exp(-sum p_k log p_k), p_k = s_k / sum(s) + eps, over
+    the singular values s of the (N, D) feature matrix. Between 1 (collapse onto one direction) and
+    min(N, D) (every direction used equally). Label-free."""
+    singular = torch.linalg.svdvals(features.double())
+    p = singular / singular.sum().clamp_min(1e-12) + eps
+    return float(torch.exp(-(p * p.log()).sum()))
 
 
 def linear_probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,

@@ -102,6 +102,8 @@ class UpdateStats:
     :param loss: NT-Xent on the batch before the update (the training loss).
     :param loss_after: NT-Xent on the same views after the update.
     :param grad_norm: L2 norm of the gradient of the update.
+    :param reference_loss: NT-Xent on reference views before the update (the same weights, BatchNorm
+        statistics untouched).
     :param reference_gain: NT-Xent on reference views before the update minus after it (the update
         itself is trained on the other views only).
     """
@@ -109,6 +111,7 @@ class UpdateStats:
     loss: float
     loss_after: float | None = None
     grad_norm: float | None = None
+    reference_loss: float | None = None
     reference_gain: float | None = None
 
 
@@ -173,18 +176,19 @@ class SimCLRLearner:
         z = self._project(torch.cat([v1, v2]))  # one forward: BatchNorm sees both views together
         return nt_xent(*z.chunk(2), self.temperature)
 
-    def update(self, v1: torch.Tensor, v2: torch.Tensor, loss_after: bool = False,
-               grad_norm: bool = False, reference: tuple[torch.Tensor, torch.Tensor] | None = None) -> UpdateStats:
+    def update(self, v1: torch.Tensor, v2: torch.Tensor, loss_after: bool = False, grad_norm: bool = False,
+               reference: tuple[torch.Tensor, torch.Tensor] | None = None, reference_gain: bool = False) -> UpdateStats:
         """One optimizer step on NT-Xent(f(v1), f(v2)).
 
         :param loss_after: also measure the loss on the same views after the step (one more forward,
             BatchNorm statistics untouched).
         :param grad_norm: also report the gradient's L2 norm.
-        :param reference: a pair of reference views to measure ``reference_gain`` on (two more forwards,
-            one before and one after the step, BatchNorm statistics untouched; when they *are* (v1, v2), the
-            training forward serves as the first); the step does not train on them.
+        :param reference: a pair of reference views to measure ``reference_loss`` on before the step (one
+            more forward, BatchNorm statistics untouched; when they *are* (v1, v2), the training forward
+            serves); the step does not train on them.
+        :param reference_gain: also measure the loss on ``reference`` after the step (one more forward):
+            ``reference_gain`` is before minus after.
         """
-        # a keep-all mask's views are the reference views: the training forward is the "before" loss
         same = reference is not None and reference[0] is v1 and reference[1] is v2
         reference_before = None if reference is None or same else self.loss(*reference)
         self.encoder.train()
@@ -201,8 +205,10 @@ class SimCLRLearner:
         if loss_after:
             stats.loss_after = self.loss(v1, v2)
         if reference is not None:
-            after = stats.loss_after if same and loss_after else self.loss(*reference)
-            stats.reference_gain = (stats.loss if same else reference_before) - after
+            stats.reference_loss = stats.loss if same else reference_before
+            if reference_gain:
+                after = stats.loss_after if same and loss_after else self.loss(*reference)
+                stats.reference_gain = stats.reference_loss - after
         return stats
 
     @torch.no_grad()

@@ -106,7 +106,7 @@ def test_oracle_shares_a_mask_only_where_the_shortcut_is_shared():
     env = CorruptionEnv(EnvConfig(**{**TINY, "dataset_kwargs": shortcut}, action_mode="shared"))
     obs, _ = env.reset(seed=0)
     mask = make_agent("oracle", env).predict(obs)[0].reshape(4, 4)
-    np.testing.assert_array_equal(mask, ~env.shortcut_cells[0])
+    np.testing.assert_array_equal(mask, ~env.planted_cells[0])
     env = CorruptionEnv(EnvConfig(**{**TINY, "dataset_kwargs": {**shortcut, "shortcut": "random"}}, action_mode="shared"))
     obs, _ = env.reset(seed=0)
     with pytest.raises(ValueError, match="differ between images"):
@@ -241,9 +241,9 @@ def test_oracle_drops_exactly_the_planted_shortcut_and_needs_one():
     obs, _ = env.reset(seed=0)
     for _ in range(3):
         action = oracle.predict(obs)[0]
-        np.testing.assert_array_equal(action.reshape(4, 4, 4), ~env.shortcut_cells)
+        np.testing.assert_array_equal(action.reshape(4, 4, 4), ~env.planted_cells)
         obs, _, _, _, info = env.step(action)
-        assert info["keep_shortcut"] == 0.0 and info["keep_other"] == 1.0
+        assert info["keep_planted"] == 0.0 and info["keep_other"] == 1.0
     plain = CorruptionEnv(EnvConfig(**TINY))
     with pytest.raises(ValueError, match="needs a known-answer task"):
         make_agent("oracle", plain).predict(plain.reset(seed=0)[0])

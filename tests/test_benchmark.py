@@ -82,14 +82,14 @@ def test_bootstrap_intervals_contain_their_means():
 def test_report_is_keyed_on_kind_and_carries_extra_metrics():
     rows = [{"run_id": f"t/{kind}/{name}/-/s{seed}", "task": "t", "dataset": "shapes", "kind": kind, "name": name,
              "reward": reward, "seed": seed, "status": "ok", "error": "", "knn": knn + 0.01 * seed, "linear": 0.5,
-             "keep_fraction": 1.0, "keep_shortcut": shortcut}
+             "keep_fraction": 1.0, "keep_planted": shortcut}
             for seed in (0, 1)
             for kind, name, reward, knn, shortcut in [("agent", "a x b", "r", 0.6, 0.25),  # " x " in a name
                                                       ("baseline", "keep_all", "", 0.5, 1.0),
                                                       ("reference", "untrained", "", 0.2, None)]]
     summary = summarize(rows, {"command": "c", "train_steps": 1, "eval_steps": 1, "seeds": 2, "env_preset": "cpu"})
     assert "| r × a x b | 2 |" in summary and "the floor holds" in summary
-    assert "| run | keep_shortcut |" in summary and "| r × a x b | 0.250 |" in summary
+    assert "| run | keep_planted |" in summary and "| r × a x b | 0.250 |" in summary
 
 
 def test_extra_numeric_metrics_of_an_evaluation_reach_runs_csv(tmp_path, monkeypatch):
@@ -102,17 +102,17 @@ def test_extra_numeric_metrics_of_an_evaluation_reach_runs_csv(tmp_path, monkeyp
 
     @dataclass
     class WithShortcut(RowResult):
-        keep_shortcut: float = 0.25
+        keep_planted: float = 0.25
 
     monkeypatch.setattr(CorruptorEvaluation, "untrained", lambda self: WithShortcut("untrained", 0.5, 0.6))
     argv = [*REFERENCES_ONLY, *TINY]
     sweep = make_sweep(build_parser().parse_args(argv), argv)
     settings = sweep.settings(RunSpec("shapes", "reference", "untrained", "", 0))
     row = run_one(settings)
-    assert row["status"] == "ok" and row["keep_shortcut"] == 0.25
+    assert row["status"] == "ok" and row["keep_planted"] == 0.25
     store = ResultStore(tmp_path)
     store.record(row, settings)
-    assert ResultStore(tmp_path).rows[row["run_id"]]["keep_shortcut"] == 0.25  # a number again, read back
+    assert ResultStore(tmp_path).rows[row["run_id"]]["keep_planted"] == 0.25  # a number again, read back
 
 
 def test_a_failed_run_is_recorded_the_sweep_goes_on_and_the_exit_status_says_so(tmp_path, monkeypatch, capsys):

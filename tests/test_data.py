@@ -127,7 +127,7 @@ SMALL = dict(train_size=300, test_size=100)
 
 def test_no_shortcut_leaves_the_dataset_unchanged():
     plain = load_dataset("shapes", **SMALL)
-    assert plain.shortcut_cells is None
+    assert plain.planted_cells is None
     np.testing.assert_array_equal(plain.images, generate_shapes(300, seed=0).images)
 
 
@@ -135,7 +135,7 @@ def test_no_shortcut_leaves_the_dataset_unchanged():
 def test_shortcut_is_a_mirrored_barcode_in_exactly_its_cells(kind):
     plain = load_dataset("shapes", **SMALL)
     data = load_dataset("shapes", shortcut=kind, **SMALL)
-    cells = data.shortcut_cells
+    cells = data.planted_cells
     assert cells.shape == (300, 4, 4) and cells.dtype == bool
     assert (cells.sum((1, 2)) == 4).all()  # one whole row of cells per image
     pixel_cells = np.repeat(np.repeat(cells, 8, axis=1), 8, axis=2)[:, None]  # (N, 1, 32, 32)
@@ -156,7 +156,7 @@ def test_shortcut_is_a_mirrored_barcode_in_exactly_its_cells(kind):
 def test_shortcut_is_on_the_test_split_too_with_other_codes():
     train = load_dataset("shapes", split="train", shortcut="fixed", **SMALL)
     test = load_dataset("shapes", split="test", shortcut="fixed", **SMALL)
-    assert test.shortcut_cells is not None and test.shortcut_cells[:, 3].all()
+    assert test.planted_cells is not None and test.planted_cells[:, 3].all()
     assert not np.array_equal(train.images[:100, :, 24:], test.images[:, :, 24:])
 
 
@@ -164,7 +164,7 @@ def test_shortcut_strength_and_geometry_options():
     weak = load_dataset("shapes", shortcut="fixed", shortcut_contrast=0.5, shortcut_bits=4, **SMALL)
     assert set(np.unique(weak.images[:, :, 24:])) <= {64, 191}  # 0.5 +- 0.25, in uint8
     side = load_dataset("shapes", shortcut="fixed", shortcut_positions=["right"], **SMALL)
-    assert side.shortcut_cells[:, :, 3].all() and not side.shortcut_cells[:, :, :3].any()
+    assert side.planted_cells[:, :, 3].all() and not side.planted_cells[:, :, :3].any()
     plain = load_dataset("shapes", **SMALL)
     band = load_dataset("shapes", shortcut="fixed", shortcut_layout="band", shortcut_rows=2, **SMALL)
     top, bottom = band.images[:, :, 24:28], band.images[:, :, 28:32]

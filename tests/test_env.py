@@ -239,17 +239,17 @@ def test_render_has_one_size_before_and_after_steps():
     assert env.render().shape == before.shape
 
 
-def test_known_answer_task_reports_shortcut_cells_and_keep_rates():
+def test_known_answer_task_reports_planted_cells_and_keep_rates():
     env = make(dataset_kwargs={**TINY["dataset_kwargs"], "shortcut": "random"})
     obs, _ = env.reset(seed=0)
-    cells = env.shortcut_cells.copy()
+    cells = env.planted_cells.copy()
     assert cells.shape == (8, 4, 4) and (cells.sum((1, 2)) == 4).all()
     _, _, _, _, info = env.step((~cells).astype(np.int8))  # drop exactly the shortcut
-    np.testing.assert_array_equal(info["shortcut_cells"], cells)
-    assert info["keep_shortcut"] == 0.0 and info["keep_other"] == 1.0
+    np.testing.assert_array_equal(info["planted_cells"], cells)
+    assert info["keep_planted"] == 0.0 and info["keep_other"] == 1.0
     _, _, _, _, info = env.step(np.ones(env.action_space.n))
-    assert info["keep_shortcut"] == 1.0 and info["keep_other"] == 1.0
-    assert "keep_shortcut" not in make().reset(seed=0)[1] and make().shortcut_cells is None
+    assert info["keep_planted"] == 1.0 and info["keep_other"] == 1.0
+    assert "keep_planted" not in make().reset(seed=0)[1] and make().planted_cells is None
     with pytest.raises(ValueError, match="shortcut_grid=2 differs from mask_grid=4"):
         make(dataset_kwargs={"shortcut": "fixed", "shortcut_grid": 2})
 
