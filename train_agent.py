@@ -33,7 +33,7 @@ import numpy as np
 
 from agents import agent_spec, available_agents, check_budget, load_agent, make_agent
 from agents.callbacks import Checkpoint, CorruptionLogger, ProgressBar, save_agent, tensorboard_writer
-from agents.evaluation import RowResult, evaluate_agent, format_rows, is_readable, rows_to_json
+from agents.evaluation import RowCache, RowResult, evaluate_agent, format_rows, is_readable, rows_to_json
 from corruption_env import CorruptionEnv, EnvConfig, available_rewards
 from corruption_env.cli_options import ArgumentParser, UsageError, parse_key_values, usage_errors
 from corruption_env.data import load_dataset
@@ -43,7 +43,7 @@ from corruption_env.precision import describe_precision, resolve_precision
 RUN_FILES = ("args.json", "env_config.json", "agent.zip")
 # what a resumed run may change (how long, how it is watched, where it runs) and what it may not (what it is)
 RESUMABLE = ("total_timesteps", "eval_steps", "eval_deterministic", "image_every", "checkpoint_every", "device",
-             "tensorboard_log")
+             "tensorboard_log", "eval_cache")
 FIXED = ("algo", "seed", "preset", "reward", "env_kwargs", "hyperparams", "config", "n_envs", "log_dir")
 PARTIAL_EVAL = "eval.partial.json"  # rows finished before a Ctrl-C in evaluation, reused by --resume
 
@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-steps", type=int, default=500,
                         help="SimCLR updates per evaluated encoder (default 500; the floor is cleared by 250; 0: skip)")
     parser.add_argument("--eval-deterministic", action="store_true", help="evaluate the policy's most likely masks")
+    parser.add_argument("--eval-cache", default=None, metavar="DIR",
+                        help="folder of the evaluation rows that do not depend on the agent, reused by later runs with "
+                             "the same config, --eval-steps and --seed (default: $CORRUPTION_ENV_CACHE, else "
+                             "~/.cache/corruption-env; 'none': compute every row)")
     parser.add_argument("--image-every", type=int, default=200, help="steps between TensorBoard image grids (0: none)")
     parser.add_argument("--checkpoint-every", type=int, default=256,
                         help="steps between agent checkpoints (0: only at the end)")
@@ -254,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     check_numbers(args)
     check_folder(args.log_dir, "--log-dir")
     check_folder(args.tensorboard_log, "--tensorboard-log")
+    check_folder(None if args.eval_cache in (None, "none") else Path(args.eval_cache), "--eval-cache")
     try:
         spec = agent_spec(args.algo)
         hyperparams = parse_key_values(args.hyperparams, "--hyperparams")
@@ -330,8 +335,9 @@ def evaluate(agent: Any, args: argparse.Namespace, cfg: EnvConfig, run_dir: Path
 
     eval_start = time.time()
     try:
+        cache = None if args.eval_cache == "none" else RowCache(args.eval_cache)
         rows = evaluate_agent(agent, args.algo, cfg, args.eval_steps, seed=args.seed,
-                              deterministic=args.eval_deterministic, done=list(rows), on_row=keep)
+                              deterministic=args.eval_deterministic, done=list(rows), on_row=keep, cache=cache)
     except KeyboardInterrupt:
         print(f"\ninterrupted during evaluation: the trained agent and {len(rows)} finished evaluation row(s) are "
               f"saved in {run_dir}.\nresume with: python train_agent.py --resume {run_dir}", file=sys.stderr)

@@ -3,19 +3,28 @@
 For each row a fresh encoder (the same initialisation for every row of a seed) is trained for
 ``steps`` SimCLR updates in one CorruptionEnv whose masks come from that row's corruptor, then scored
 by kNN and linear-probe accuracy on the test split. The rows: the agent, ``keep_all``, ``oracle`` on
-a known-answer task (it drops exactly the planted shortcut's cells), ``random`` at the agent's mean
-keep fraction, and two references: ``untrained`` (no updates) and ``simclr_aug``
-(plain SimCLR augmentations of the original images, no CAM-Net). Every trained row goes through the
-same ``env.step`` loop, so paired rows see the same batches from the same (non-held-out) images;
-``simclr_aug`` only swaps the env's view maker for one that augments the originals. On a known-answer
-task every row also reports its keep rate on the shortcut's cells and on the other cells.
-``is_readable`` is the floor check: if ``keep_all`` does not beat ``untrained`` by
-``READABLE_MARGIN``, no comparison in the table means anything yet.
+a known-answer task (it drops exactly the planted cells), ``random`` at the agent's mean keep
+fraction (under a keep budget: random masks at the budget), and two references: ``untrained`` (no
+updates) and ``simclr_aug`` (plain SimCLR augmentations of the original images, no CAM-Net). Every
+trained row goes through the same ``env.step`` loop, so paired rows see the same batches from the
+same (non-held-out) images; ``simclr_aug`` only swaps the env's view maker for one that augments
+the originals. ``keep_all`` and ``simclr_aug`` run with the keep budget lifted (keeping everything
+is what they are). On a known-answer task every row also reports its keep rate on the planted
+cells and on the other cells. ``is_readable`` is the floor check: if ``keep_all`` does not beat
+``untrained`` by ``READABLE_MARGIN``, no comparison in the table means anything yet.
+
+Rows that do not depend on the agent (every row but the agent's) are the same for every run with
+the same config, budget and seed: :class:`RowCache` keeps them, content-addressed by those, in a
+folder the user can move (``CORRUPTION_ENV_CACHE``) or clear, so a second run pays only for its own row.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -26,9 +35,13 @@ from corruption_env import CorruptionEnv, EnvConfig
 from corruption_env.corruption import apply_mask
 from corruption_env.data import load_dataset
 from corruption_env.evaluation import READABLE_MARGIN, encoder_accuracies
+from corruption_env.files import atomic_write_json
+from corruption_env.precision import resolve_precision
 from corruption_env.views import ViewMaker
 
 Act = Callable[[dict[str, np.ndarray]], np.ndarray]
+REFERENCES = ("untrained", "simclr_aug")  # rows that are not corruptors
+UNBUDGETED = ("keep_all", "simclr_aug")  # rows that keep every cell whatever the keep budget
 
 
 def add_returns(returns: dict[str, float], info: dict[str, Any]) -> None:
@@ -47,8 +60,59 @@ class RowResult:
     keep_fraction: float | None = None
     seconds: float = 0.0
     returns: dict[str, float] = field(default_factory=dict)  # summed reward terms over the run
-    keep_planted: float | None = None  # known-answer tasks: keep rate on the planted shortcut's cells
+    keep_planted: float | None = None  # known-answer tasks: keep rate on the planted cells
     keep_other: float | None = None  # ... and on every other cell
+    cached: bool = False  # read from the row cache rather than computed in this run
+
+
+@dataclass(frozen=True)
+class Row:
+    """A row that does not depend on the agent: a registered fixed corruptor with its options, or a
+    reference (``untrained``, ``simclr_aug``). ``name`` is what the table calls it."""
+
+    name: str
+    corruptor: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class RowCache:
+    """Finished rows that do not depend on the agent, one JSON file each, named by a hash of everything
+    that changes the row (the evaluation's resolved config without its thread count, the update
+    budget, the seed, the row and its options).
+
+    :param folder: where the files go (default: ``$CORRUPTION_ENV_CACHE``, else
+        ``~/.cache/corruption-env``, under ``eval-rows/``); delete it to start over.
+    """
+
+    VERSION = 1  # bump when a change of code changes what a cached row would hold
+
+    def __init__(self, folder: str | Path | None = None) -> None:
+        base = Path(folder) if folder is not None else Path(os.environ.get(
+            "CORRUPTION_ENV_CACHE", Path.home() / ".cache" / "corruption-env"))
+        self.folder = base.expanduser() / "eval-rows"
+
+    def identity(self, config: EnvConfig, steps: int, seed: int, row: Row) -> dict[str, Any]:
+        """Everything that changes the row's result, as JSON values."""
+        settings = config.to_dict()
+        settings.pop("num_threads")  # float noise only
+        settings["precision"] = resolve_precision(config.precision, config.device)
+        return json.loads(json.dumps({"version": self.VERSION, "config": settings, "steps": steps, "seed": seed,
+                                      "row": asdict(row)}, sort_keys=True, default=str))
+
+    def path(self, identity: dict[str, Any]) -> Path:
+        return self.folder / f"{hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]}.json"
+
+    def get(self, identity: dict[str, Any]) -> RowResult | None:
+        try:
+            saved = json.loads(self.path(identity).read_text())
+        except (OSError, ValueError):  # absent or damaged: computed again
+            return None
+        if saved.get("identity") != identity:  # a hash collision, however unlikely
+            return None
+        return RowResult(**{**saved["row"], "cached": True})
+
+    def put(self, identity: dict[str, Any], result: RowResult) -> None:
+        atomic_write_json(self.path(identity), {"identity": identity, "row": asdict(result)})
 
 
 class CorruptorEvaluation:
@@ -59,37 +123,63 @@ class CorruptorEvaluation:
     :param seed: seed of the encoder initialisation, batches, codes and augmentations.
     :param progress: show a tqdm bar per row.
     :param track_rewards: reward definitions whose returns each row records (see EnvConfig.track_rewards).
+    :param cache: where rows that do not depend on the agent are kept between runs (None: not kept).
     """
 
     def __init__(self, config: EnvConfig, steps: int, seed: int = 0, progress: bool = True,
-                 track_rewards: str | list[str] = "free") -> None:
+                 track_rewards: str | list[str] = "free", cache: RowCache | None = None) -> None:
         self.config = config.replace(episode_length=max(steps, 1), record_timings=False, track_rewards=track_rewards)
-        self.steps, self.seed, self.progress = steps, seed, progress
+        self.steps, self.seed, self.progress, self.cache = steps, seed, progress, cache
         self.env = CorruptionEnv(self.config)
         kw = dict(root=config.data_root, image_size=config.image_size, channels=3, **config.dataset_options())
         self.train = load_dataset(config.dataset, split="train", **kw)
         self.test = load_dataset(config.dataset, split="test", **kw)
 
-    def run_policy(self, name: str, act: Act) -> RowResult:
-        """Train an encoder in the env with masks from ``act(observation)``; score it."""
+    def evaluate(self, row: Row) -> RowResult:
+        """A fixed corruptor's or a reference's row, from the cache when it holds it."""
+        identity = None if self.cache is None else self.cache.identity(self.config, self.steps, self.seed, row)
+        cached = None if identity is None else self.cache.get(identity)
+        if cached is not None:
+            return cached
+        if row.corruptor == "untrained":
+            result = self.untrained()
+        elif row.corruptor == "simclr_aug":
+            result = self.simclr_aug()
+        else:
+            corruptor = make_agent(row.corruptor, self.env, seed=self.seed, **row.options)
+            result = self.run_policy(row.name, agent_act(corruptor), budget=row.corruptor not in UNBUDGETED)
+        if identity is not None:
+            self.cache.put(identity, result)
+        return result
+
+    def run_policy(self, name: str, act: Act, budget: bool = True) -> RowResult:
+        """Train an encoder in the env with masks from ``act(observation)``; score it.
+
+        :param budget: apply the env's keep budget (False: lifted for this row, e.g. ``keep_all``).
+        """
         start = time.time()
-        obs, _ = self.env.reset(seed=self.seed)
-        keeps: list[float] = []
-        returns: dict[str, float] = {}
-        shortcut_keeps: list[tuple[float, float]] = []
-        for _ in tqdm(range(self.steps), desc=f"eval {name}", leave=False, disable=not self.progress):
-            obs, _, _, truncated, info = self.env.step(act(obs))
-            keeps.append(info["keep_fraction"])
-            if "keep_planted" in info:
-                shortcut_keeps.append((info["keep_planted"], info["keep_other"]))
-            add_returns(returns, info)
-            if info["diverged"]:
-                raise FloatingPointError(f"the SimCLR loss diverged after {len(keeps)} updates with {name}'s masks")
+        keep_cells = self.env.keep_cells
+        self.env.keep_cells = keep_cells if budget else None
+        try:
+            obs, _ = self.env.reset(seed=self.seed)
+            keeps: list[float] = []
+            returns: dict[str, float] = {}
+            planted_keeps: list[tuple[float, float]] = []
+            for _ in tqdm(range(self.steps), desc=f"eval {name}", leave=False, disable=not self.progress):
+                obs, _, _, truncated, info = self.env.step(act(obs))
+                keeps.append(info["keep_fraction"])
+                if "keep_planted" in info:
+                    planted_keeps.append((info["keep_planted"], info["keep_other"]))
+                add_returns(returns, info)
+                if info["diverged"]:
+                    raise FloatingPointError(f"the SimCLR loss diverged after {len(keeps)} updates with {name}'s masks")
+        finally:
+            self.env.keep_cells = keep_cells
         acc = encoder_accuracies(self.env.learner, self.train, self.test)
-        on_shortcut, on_other = np.mean(shortcut_keeps, axis=0) if shortcut_keeps else (None, None)
+        on_planted, on_other = np.mean(planted_keeps, axis=0) if planted_keeps else (None, None)
         return RowResult(name, acc["knn"], acc["linear"], float(np.mean(keeps)) if keeps else None,
                          round(time.time() - start, 1), returns,
-                         None if on_shortcut is None else float(on_shortcut), None if on_other is None else float(on_other))
+                         None if on_planted is None else float(on_planted), None if on_other is None else float(on_other))
 
     def untrained(self) -> RowResult:
         self.env.reset(seed=self.seed)
@@ -102,7 +192,8 @@ class CorruptorEvaluation:
         views = self.env.views
         self.env.views = OriginalImageViews(self.env, views)
         try:
-            row = self.run_policy("simclr_aug", agent_act(make_agent("keep_all", self.env, seed=self.seed)))
+            row = self.run_policy("simclr_aug", agent_act(make_agent("keep_all", self.env, seed=self.seed)),
+                                  budget=False)
         finally:
             self.env.views = views
         row.keep_fraction = None  # no mask was applied
@@ -142,30 +233,36 @@ def agent_act(agent: Any, deterministic: bool = False) -> Act:
     return lambda obs: agent.predict(obs, deterministic=deterministic)[0]
 
 
+def reference_rows(config: EnvConfig, agent_keep: float | None = None) -> list[Row]:
+    """The rows every agent is compared with: keep_all, the oracle on a known-answer task, random masks
+    (at the keep budget, or else at ``agent_keep``), untrained and simclr_aug."""
+    budget = config.keep_budget
+    keep = budget if budget is not None else (1.0 if agent_keep is None else round(agent_keep, 2))
+    rows = [Row("keep_all", "keep_all")]
+    if set(config.dataset_kwargs) & {"shortcut", "distractor"}:  # a known-answer task: the known answer too
+        rows.append(Row("oracle", "oracle"))
+    rows += [Row(f"random(p={keep:.2f})", "random", {"keep_prob": keep}), Row("untrained", "untrained"),
+             Row("simclr_aug", "simclr_aug")]
+    return rows
+
+
 def evaluate_agent(agent: Any, name: str, config: EnvConfig, steps: int, seed: int = 0,
                    deterministic: bool = False, progress: bool = True, done: list[RowResult] | None = None,
-                   on_row: Callable[[RowResult], None] | None = None) -> list[RowResult]:
+                   on_row: Callable[[RowResult], None] | None = None, cache: RowCache | None = None) -> list[RowResult]:
     """The full table for one agent: agent, keep_all, (oracle,) random at its keep fraction, untrained, simclr_aug.
 
     :param done: rows already evaluated (in this order, e.g. before a Ctrl-C); they are not run again.
     :param on_row: called with each new row as soon as it is finished.
+    :param cache: rows that do not depend on the agent are read from it when there, and kept in it.
     """
-    evaluation = CorruptorEvaluation(config, steps, seed, progress)
-    env = evaluation.env
+    evaluation = CorruptorEvaluation(config, steps, seed, progress, cache=cache)
     rows = list(done or [])
-
-    def random_row() -> RowResult:
-        keep = rows[0].keep_fraction if rows[0].keep_fraction is not None else 1.0
-        return evaluation.run_policy(f"random(p={keep:.2f})",
-                                     agent_act(make_agent("random", env, keep_prob=keep, seed=seed)))
-
-    plan = [lambda: evaluation.run_policy(name, agent_act(agent, deterministic)),
-            lambda: evaluation.run_policy("keep_all", agent_act(make_agent("keep_all", env, seed=seed))),
-            random_row, evaluation.untrained, evaluation.simclr_aug]
-    if env.train_planted_cells is not None:  # a known-answer task: the known answer too
-        plan.insert(2, lambda: evaluation.run_policy("oracle", agent_act(make_agent("oracle", env, seed=seed))))
-    for make_row in plan[len(rows):]:
-        rows.append(make_row())
+    if not rows:
+        rows.append(evaluation.run_policy(name, agent_act(agent, deterministic)))
+        if on_row is not None:
+            on_row(rows[-1])
+    for row in reference_rows(config, rows[0].keep_fraction)[len(rows) - 1:]:
+        rows.append(evaluation.evaluate(row))
         if on_row is not None:
             on_row(rows[-1])
     return rows
@@ -179,17 +276,18 @@ def is_readable(rows: list[RowResult]) -> bool:
 
 def format_rows(rows: list[RowResult], steps: int) -> str:
     """A Markdown table, with the floor check under it."""
-    shortcut = any(r.keep_planted is not None for r in rows)  # a known-answer task
-    extra = " keep on shortcut cells | keep on other cells |" if shortcut else ""
+    planted = any(r.keep_planted is not None for r in rows)  # a known-answer task
+    extra = " keep on planted cells | keep on other cells |" if planted else ""
     lines = [f"| corruptor ({steps} SimCLR updates) | kNN | linear probe | keep fraction |{extra} seconds |",
-             "|---|---|---|---|" + ("---|---|" if shortcut else "") + "---|"]
+             "|---|---|---|---|" + ("---|---|" if planted else "") + "---|"]
 
     def cell(value: float | None) -> str:
         return "" if value is None else f"{value:.2f}"
 
     for r in rows:
-        rates = f" {cell(r.keep_planted)} | {cell(r.keep_other)} |" if shortcut else ""
-        lines.append(f"| {r.name} | {r.knn:.3f} | {r.linear:.3f} | {cell(r.keep_fraction)} |{rates} {r.seconds:.0f} |")
+        rates = f" {cell(r.keep_planted)} | {cell(r.keep_other)} |" if planted else ""
+        seconds = "cached" if r.cached else f"{r.seconds:.0f}"
+        lines.append(f"| {r.name} | {r.knn:.3f} | {r.linear:.3f} | {cell(r.keep_fraction)} |{rates} {seconds} |")
     if is_readable(rows):
         lines.append("\nfloor check: keep_all beats the untrained encoder; the comparison is readable.")
     else:

@@ -22,6 +22,7 @@ import gymnasium as gym
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from stable_baselines3.common.distributions import DiagGaussianDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
@@ -29,6 +30,10 @@ from corruption_env.env import SharedMaskSpace, SharedScoresSpace
 
 
 SCORE_MODES = ("scores", "shared_scores")
+# initial log standard deviation of the score modes' Gaussian: a ranking changes with score differences
+# relative to it, so a small one lets a few hundred Adam steps move the ranking (measured on a planted
+# reward: 0.53 of the planted cells dropped after 512 PPO steps at log-std 0, 0.80 at -2)
+SCORE_LOG_STD_INIT = -2.0
 SHARED_MODES = ("shared", "shared_scores")
 
 
@@ -91,14 +96,18 @@ class MaskNetwork(nn.Module):
         loss is a thousand times the per-cell policy loss when log-probabilities are averaged over
         cells (``log_prob_reduction="mean"``), and through the shared features it moved the keep
         logits in directions no advantage asked for; the value head then reads detached features.
+    :param correlated_noise: in the ``scores`` mode, also output each cell's (detached, unit-norm) features,
+        which :class:`CorrelatedScoresDistribution` uses to correlate the exploration of cells alike
+        across the batch (see there). On by default; off gives independent noise per cell.
     """
 
     def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Space,
                  channels: tuple[int, ...] = (16, 32, 32), value_dim: int = 64, initial_keep_prob: float = 0.5,
-                 value_trains_cnn: bool = False) -> None:
+                 value_trains_cnn: bool = False, correlated_noise: bool = True) -> None:
         super().__init__()
         self.value_trains_cnn = value_trains_cnn
         self.batch, self.in_channels, self.side, self.grid, self.mode = mask_geometry(observation_space, action_space)
+        self.correlated = correlated_noise and self.mode == "scores"
         self.learner_dim = int(observation_space["learner"].shape[0])
         layers: list[nn.Module] = []
         width = self.in_channels
@@ -120,6 +129,8 @@ class MaskNetwork(nn.Module):
         self.latent_dim_pi = {"cells": self.batch * self.grid * self.grid, "scores": self.batch * self.grid * self.grid,
                               "shared": self.grid * self.grid, "shared_scores": self.grid * self.grid,
                               "family": int(sum(getattr(action_space, "nvec", [0])))}[self.mode]
+        self.noise_dim = width if self.correlated else 0  # features per cell behind the correlated exploration
+        self.latent_dim_pi *= 1 + self.noise_dim
         self.latent_dim_vf = value_dim
 
     def _split(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,13 +162,93 @@ class MaskNetwork(nn.Module):
         logits = logits.reshape(cells.shape[0], self.batch, self.grid * self.grid)
         if self.mode in SHARED_MODES:
             return logits.mean(dim=1)  # one mask for the batch: every image has its say
+        if self.correlated:  # (N, D) means, then (N, D, width) unit-norm cell features, flattened
+            noise = F.normalize(conditioned.detach(), dim=2).permute(0, 1, 3, 4, 2).flatten(1)
+            return torch.cat([logits.flatten(1), noise], dim=1)
         return logits.flatten(1)  # row-major over (B, g, g)
+
+    def split_scores(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A correlated ``scores`` latent -> (score means (N, D), cell features (N, D, noise_dim))."""
+        d = latent.shape[1] // (1 + self.noise_dim)
+        return latent[:, :d], latent[:, d:].reshape(latent.shape[0], d, self.noise_dim)
 
     def _value(self, cells: torch.Tensor, learner: torch.Tensor) -> torch.Tensor:
         pooled = cells.mean(dim=(1, 3, 4))
         if not self.value_trains_cnn:
             pooled = pooled.detach()
         return self.value_mlp(torch.cat([pooled, learner], dim=1))
+
+
+class CorrelatedScoresDistribution(DiagGaussianDistribution):
+    """A Gaussian over the cell scores of a batch whose exploration is correlated across images.
+
+    The reward is paid for the *batch* (the effect of masks on contrastive learning is collective:
+    measured, an image's own loss term does not move with its own mask), so independent noise per cell
+    of each of B images averages out of it: the reward sees a perturbation of the batch's mean mask
+    that shrinks as 1/sqrt(B), and per-image credit drowns. Here the scores are
+    ``mean + sigma * eps + s_cell * u[cell] + s_feat * phi(image, cell) . w`` with eps per cell of each
+    image, u one draw per grid cell shared by the batch, and w one draw of a vector shared by the batch
+    applied to each cell's own features phi (unit-norm, detached from the policy's CNN). Cells alike,
+    whether by place (u) or by look (w: the barcode's cells wherever they are), move together, so one
+    step's batch reward measures what a direction of the policy is worth, as generalised
+    state-dependent exploration (Raffin et al. 2022) does for one state. The scores stay exactly
+    Gaussian, N(mean, sigma^2 I + F F^T) with a low-rank F, so log-probabilities and entropies are
+    exact (``torch.distributions.LowRankMultivariateNormal``). The three log-scales are the policy's
+    ``log_std`` parameter.
+
+    :param action_dim: B * g^2 scores.
+    :param grid_cells: g^2.
+    """
+
+    def __init__(self, action_dim: int, grid_cells: int) -> None:
+        super().__init__(action_dim)
+        self.grid_cells = grid_cells
+
+    def proba_distribution(self, mean_actions: torch.Tensor, log_std: torch.Tensor,  # type: ignore[override]
+                           cell_features: torch.Tensor) -> "CorrelatedScoresDistribution":
+        n, d = mean_actions.shape
+        scales = log_std.exp()
+        per_cell = torch.eye(self.grid_cells, device=mean_actions.device).repeat(d // self.grid_cells, 1) * scales[1]
+        factor = torch.cat([per_cell.expand(n, d, self.grid_cells), cell_features * scales[2]], dim=2)
+        self.distribution = torch.distributions.LowRankMultivariateNormal(
+            mean_actions, factor, (scales[0] ** 2).expand(n, d))
+        return self
+
+    def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
+        return self.distribution.log_prob(actions)
+
+    def entropy(self) -> torch.Tensor:
+        return self.distribution.entropy()
+
+    def sample(self) -> torch.Tensor:
+        return self.distribution.rsample()
+
+    def mode(self) -> torch.Tensor:
+        return self.distribution.loc
+
+
+def score_distribution(action_space: gym.spaces.Space, network: "MaskNetwork") -> DiagGaussianDistribution:
+    """The distribution of a score action space: correlated across images where the network says so."""
+    action_dim = int(math.prod(action_space.shape))
+    if network.correlated:
+        return CorrelatedScoresDistribution(action_dim, network.grid * network.grid)
+    return DiagGaussianDistribution(action_dim)
+
+
+def score_distribution_from(dist: DiagGaussianDistribution, network: "MaskNetwork", latent: torch.Tensor,
+                            log_std: torch.Tensor) -> DiagGaussianDistribution:
+    """Set a score distribution's parameters from the network's latent (means, and cell features if correlated)."""
+    if isinstance(dist, CorrelatedScoresDistribution):
+        means, features = network.split_scores(latent)
+        return dist.proba_distribution(means, log_std, features)
+    return dist.proba_distribution(latent, log_std)
+
+
+def score_log_std(dist: DiagGaussianDistribution, log_std_init: float) -> nn.Parameter:
+    """The learned log-scales of a score distribution: one standard deviation for every cell and image slot
+    (so the policy serves any batch size), and for correlated exploration the two shared scales too."""
+    n = 3 if isinstance(dist, CorrelatedScoresDistribution) else 1
+    return nn.Parameter(torch.full((n,), float(log_std_init)))
 
 
 class MaskActorCriticPolicy(ActorCriticPolicy):
@@ -180,7 +271,7 @@ class MaskActorCriticPolicy(ActorCriticPolicy):
 
     def __init__(self, observation_space: gym.spaces.Space, action_space: gym.spaces.Space, lr_schedule: Any,
                  mask_net_kwargs: dict[str, Any] | None = None, log_prob_reduction: str = "mean",
-                 **kwargs: Any) -> None:
+                 log_std_init: float = SCORE_LOG_STD_INIT, **kwargs: Any) -> None:
         if log_prob_reduction not in self.LOG_PROB_REDUCTIONS:
             raise ValueError(f"log_prob_reduction must be one of {self.LOG_PROB_REDUCTIONS}, got {log_prob_reduction!r}")
         self.mask_net_kwargs = mask_net_kwargs or {}
@@ -188,7 +279,7 @@ class MaskActorCriticPolicy(ActorCriticPolicy):
         self.action_factors = action_factors(action_space)
         kwargs.setdefault("features_extractor_class", MaskObservationExtractor)
         kwargs.setdefault("ortho_init", False)  # keep MaskNetwork's own initialisation
-        super().__init__(observation_space, action_space, lr_schedule, **kwargs)
+        super().__init__(observation_space, action_space, lr_schedule, log_std_init=log_std_init, **kwargs)
 
     def _build_mlp_extractor(self) -> None:
         self.mlp_extractor = MaskNetwork(self.observation_space, self.action_space, **self.mask_net_kwargs)
@@ -196,9 +287,15 @@ class MaskActorCriticPolicy(ActorCriticPolicy):
     def _build(self, lr_schedule: Any) -> None:
         super()._build(lr_schedule)
         self.action_net = nn.Identity()  # MaskNetwork's latent_pi already are the logits (or score means)
-        if isinstance(self.action_space, gym.spaces.Box):  # one standard deviation for every cell and image slot
-            self.log_std = nn.Parameter(torch.full((1,), float(self.log_std_init)))
+        if isinstance(self.action_space, gym.spaces.Box):
+            self.action_dist = score_distribution(self.action_space, self.mlp_extractor)
+            self.log_std = score_log_std(self.action_dist, self.log_std_init)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+
+    def _get_action_dist_from_latent(self, latent_pi: torch.Tensor) -> Any:
+        if isinstance(self.action_space, gym.spaces.Box):
+            return score_distribution_from(self.action_dist, self.mlp_extractor, latent_pi, self.log_std)
+        return super()._get_action_dist_from_latent(latent_pi)
 
     def _reduce(self, per_action: torch.Tensor) -> torch.Tensor:
         return per_action / self.action_factors if self.log_prob_reduction == "mean" else per_action

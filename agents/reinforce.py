@@ -22,7 +22,9 @@ from stable_baselines3.common.distributions import (BernoulliDistribution, DiagG
                                                     make_proba_distribution)
 from stable_baselines3.common.policies import BasePolicy
 
-from agents.policies import MaskNetwork, MaskObservationExtractor
+from agents.credit import credit_gamma
+from agents.policies import (SCORE_LOG_STD_INIT, MaskNetwork, MaskObservationExtractor, score_distribution,
+                             score_distribution_from, score_log_std)
 from agents.rollout import Rollout, RolloutAgent, torch_observations
 
 
@@ -38,21 +40,23 @@ class MaskPolicy(BasePolicy):
 
     def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Space,
                  lr_schedule: Any = None, mask_net_kwargs: dict[str, Any] | None = None,
-                 log_std_init: float = 0.0) -> None:
+                 log_std_init: float = SCORE_LOG_STD_INIT) -> None:
         super().__init__(observation_space, action_space, features_extractor_class=MaskObservationExtractor)
         self.mask_net_kwargs, self.log_std_init = mask_net_kwargs or {}, log_std_init
         self.features_extractor = MaskObservationExtractor(observation_space)
         self.mask_net = MaskNetwork(observation_space, action_space, **self.mask_net_kwargs)
-        self.action_dist = make_proba_distribution(action_space)
-        if isinstance(self.action_dist, DiagGaussianDistribution):
-            self.log_std = torch.nn.Parameter(torch.full((1,), float(log_std_init)))
+        if isinstance(action_space, gym.spaces.Box):
+            self.action_dist = score_distribution(action_space, self.mask_net)
+            self.log_std = score_log_std(self.action_dist, log_std_init)
+        else:
+            self.action_dist = make_proba_distribution(action_space)
         self.optimizer = torch.optim.Adam(self.parameters(), lr=lr_schedule(1) if lr_schedule else 1e-3)
 
     def distribution(self, obs: dict[str, torch.Tensor]) -> Distribution:
         features = self.features_extractor({k: v.to(self.device) for k, v in obs.items()})
         out = self.mask_net.forward_actor(features)
         if isinstance(self.action_dist, DiagGaussianDistribution):
-            return self.action_dist.proba_distribution(out, self.log_std)
+            return score_distribution_from(self.action_dist, self.mask_net, out, self.log_std)
         return self.action_dist.proba_distribution(action_logits=out)
 
     def _predict(self, observation: dict[str, torch.Tensor], deterministic: bool = False) -> torch.Tensor:
@@ -70,7 +74,7 @@ class Reinforce(RolloutAgent):
     :param env: a CorruptionEnv (or a VecEnv of them).
     :param learning_rate: Adam learning rate.
     :param n_steps: environment steps per update (per env).
-    :param gamma: discount factor inside a rollout.
+    :param gamma: discount factor inside a rollout (None: from the reward's credit horizon, ``agents.credit``).
     :param baseline_decay: b <- decay * b + (1 - decay) * mean(G) after every update.
     :param ent_coef: weight of the entropy bonus.
     :param normalize_advantage: divide (G - b) by its standard deviation.
@@ -80,10 +84,11 @@ class Reinforce(RolloutAgent):
 
     policy_aliases = {"MaskPolicy": MaskPolicy}
 
-    def __init__(self, env: Any, learning_rate: float = 1e-2, n_steps: int = 16, gamma: float = 0.9,
+    def __init__(self, env: Any, learning_rate: float = 1e-2, n_steps: int = 16, gamma: float | None = None,
                  baseline_decay: float = 0.9, ent_coef: float = 1e-3, normalize_advantage: bool = True,
                  max_grad_norm: float = 1.0, policy: Any = MaskPolicy, **kwargs: Any) -> None:
-        self.gamma, self.baseline_decay, self.ent_coef = gamma, baseline_decay, ent_coef
+        self.gamma = credit_gamma(env) if gamma is None else gamma
+        self.baseline_decay, self.ent_coef = baseline_decay, ent_coef
         self.normalize_advantage, self.max_grad_norm = normalize_advantage, max_grad_norm
         self.baseline: float | None = None
         super().__init__(policy, env, learning_rate=learning_rate, n_steps=n_steps, **kwargs)
@@ -124,4 +129,4 @@ class Reinforce(RolloutAgent):
         if isinstance(dist, BernoulliDistribution):
             self.logger.record("train/keep_probability", dist.distribution.probs.mean().item())
         elif isinstance(dist, DiagGaussianDistribution):
-            self.logger.record("train/std", self.policy.log_std.exp().item())
+            self.logger.record("train/std", self.policy.log_std[0].exp().item())

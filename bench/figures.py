@@ -1,7 +1,9 @@
-"""Regenerate the README's pictures: one environment step, the known-answer tasks under their oracle,
-and CAM-Net's sample grids.
+"""Regenerate the README's pictures: one environment step, the known-answer tasks (a shortcut under its
+oracle; a distractor kept, where the two views disagree on it, and under its oracle), and CAM-Net's
+sample grids.
 
-    python bench/figures.py            # writes docs/env_step.png, docs/known_answer_{fixed,random}.png,
+    python bench/figures.py            # writes docs/env_step.png, docs/shortcut_random_oracle.png,
+                                       # docs/distractor_fixed_keep_all.png, docs/distractor_random_oracle.png,
                                        # docs/camnet_sr_colorize.png, docs/camnet_sr.png
 """
 from __future__ import annotations
@@ -31,21 +33,23 @@ def env_step_figure(path: Path, seed: int = 3) -> None:
     Image.fromarray(env.render()).save(path)
 
 
-def known_answer_figure(path: Path, variant: str, seed: int = 0) -> None:
-    """One step of a known-answer task with the oracle's mask: planted images / masked input / views."""
+def known_answer_figure(path: Path, kind: str, placement: str, corruptor: str, seed: int = 0) -> None:
+    """One step of a known-answer task (``kind`` shortcut or distractor, ``placement`` fixed or random) with a
+    fixed corruptor's masks: planted images / masked input / the two views."""
     from agents import make_agent
 
-    env = CorruptionEnv(EnvConfig(dataset_kwargs={"shortcut": variant}), render_mode="rgb_array")
+    env = CorruptionEnv(EnvConfig(dataset_kwargs={kind: placement}), render_mode="rgb_array")
     obs, _ = env.reset(seed=seed)
-    env.step(make_agent("oracle", env).predict(obs)[0])
+    env.step(make_agent(corruptor, env).predict(obs)[0])
     Image.fromarray(env.render()).save(path)
 
 
 def main() -> None:
     DOCS.mkdir(exist_ok=True)
     env_step_figure(DOCS / "env_step.png")
-    for variant in ("fixed", "random"):
-        known_answer_figure(DOCS / f"known_answer_{variant}.png", variant)
+    for kind, placement, corruptor in (("shortcut", "random", "oracle"), ("distractor", "fixed", "keep_all"),
+                                       ("distractor", "random", "oracle")):
+        known_answer_figure(DOCS / f"{kind}_{placement}_{corruptor}.png", kind, placement, corruptor)
     for task in ("sr_colorize", "sr"):
         shutil.copyfile(shipped_checkpoint("shapes", task, 2).with_suffix(".png"), DOCS / f"camnet_{task}.png")
     print(f"wrote {', '.join(p.name for p in sorted(DOCS.glob('*.png')))} in {DOCS}")

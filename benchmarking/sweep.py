@@ -324,7 +324,7 @@ def run_one(settings: dict[str, Any], threads: int | None = None, verbose: bool 
     import torch
 
     from agents import make_agent
-    from agents.evaluation import CorruptorEvaluation, agent_act
+    from agents.evaluation import CorruptorEvaluation, Row, RowCache, agent_act
     from corruption_env import CorruptionEnv, EnvConfig
     from stable_baselines3.common.callbacks import BaseCallback
 
@@ -336,7 +336,8 @@ def run_one(settings: dict[str, Any], threads: int | None = None, verbose: bool 
     kind, name, seed = settings["kind"], settings["name"], settings["seed"]
     try:
         cfg = EnvConfig.from_dict({**settings["env"], "num_threads": threads})
-        evaluation = CorruptorEvaluation(cfg, settings["eval_steps"], seed=seed, progress=False, track_rewards="all")
+        evaluation = CorruptorEvaluation(cfg, settings["eval_steps"], seed=seed, progress=False, track_rewards="all",
+                                         cache=RowCache())
         if kind == "agent":
             env = CorruptionEnv(cfg.replace(track_rewards="all"))
 
@@ -363,13 +364,8 @@ def run_one(settings: dict[str, Any], threads: int | None = None, verbose: bool 
             row["train_divergences"] = recorder.divergences
             row.update({f"train_return/{k}": v for k, v in recorder.returns.items()})
             result = evaluation.run_policy(name, agent_act(agent))
-        elif kind == "baseline":
-            baseline = make_agent(name, evaluation.env, seed=seed, **settings["agent_options"])
-            result = evaluation.run_policy(name, agent_act(baseline))
-        elif name == "untrained":
-            result = evaluation.untrained()
-        else:
-            result = evaluation.simclr_aug()
+        else:  # a baseline or a reference: the same row as train_agent.py's, shared through the row cache
+            result = evaluation.evaluate(Row(name, name, settings["agent_options"]))
         fields = dataclasses.asdict(result)
         row.update(knn=fields.pop("knn"), linear=fields.pop("linear"), keep_fraction=fields.pop("keep_fraction"))
         row.update({f"eval_return/{k}": v for k, v in fields.pop("returns").items()})

@@ -268,7 +268,8 @@ class CorruptionEnv(gym.Env):
         planted_info = self._planted_info(mask)
         stats = StepStats(step=self.step_count, loss=update.loss, keep_fraction=keep,
                           loss_after=update.loss_after, grad_norm=update.grad_norm, paired_gain=update.reference_gain,
-                          reference_loss=update.reference_loss, mask=mask, **counterfactual)
+                          reference_loss=update.reference_loss, mask=mask, planted_cells=self._batch_cells,
+                          **counterfactual)
         diverged = not all(math.isfinite(v or 0.0) for v in (update.loss, update.loss_after, update.grad_norm,
                                                               update.reference_gain, update.reference_loss))
         if diverged:
@@ -405,7 +406,8 @@ class CorruptionEnv(gym.Env):
         kept, or a random mask at the keep budget drawn from the reference stream."""
         if self.config.resolved_reference == "keep_all":
             return torch.ones_like(mask)
-        return random_budget_mask(mask.shape[0], mask.shape[1], self.keep_cells, self.reference_generator, mask.device)
+        return random_budget_mask(mask.shape[0], mask.shape[1], self.config.keep_cells, self.reference_generator,
+                                  mask.device)
 
     def _observation(self) -> dict[str, np.ndarray]:
         images = (self._batch * 255).round_().to(torch.uint8).cpu().numpy()

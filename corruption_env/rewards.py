@@ -63,6 +63,8 @@ class StepStats:
         when the agent's mask is the reference mask (its views are the reference views).
     :param reference_rankme: ``rankme`` after the same counterfactual update, see :class:`RankMeAdvantage`.
     :param mask: the (B, g, g) mask the agent chose (1 = kept), for rewards about where cells are kept.
+    :param planted_cells: on a known-answer task, the (B, g, g) bool cells of this batch that carry the planted
+        pattern (what the oracle drops); None otherwise. Label-like knowledge: for tests and diagnostics.
     """
 
     step: int
@@ -79,6 +81,7 @@ class StepStats:
     reference_label_loss: float | None = None
     reference_rankme: float | None = None
     mask: torch.Tensor | None = None
+    planted_cells: torch.Tensor | None = None
 
 
 class Reward:
@@ -95,6 +98,13 @@ class Reward:
     uses_labels: ClassVar[bool] = False
     extra_update: ClassVar[bool] = False
     measure_every: int = 1
+
+    @property
+    def credit_horizon(self) -> int:
+        """How many of the latest steps' actions one paid value reflects: 1 for a reward paid for this
+        step's update, K for one measured every K steps. Agents set their discount from it by default
+        (``agents.credit_gamma``: gamma = 1 - 1 / horizon, i.e. immediate credit for per-step rewards)."""
+        return self.measure_every
 
     def reset(self, initial: StepStats | None = None) -> None:
         """Start of an episode. ``initial`` holds the periodic statistics measured before the first

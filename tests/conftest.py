@@ -1,6 +1,8 @@
 """Shared fixtures: tiny datasets and a fixed torch thread count so tests are fast and repeatable."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -14,3 +16,9 @@ def tiny_shapes():
     """(train, test) shapes with 512 / 256 images."""
     kw = dict(train_size=512, test_size=256)
     return load_dataset("shapes", split="train", **kw), load_dataset("shapes", split="test", **kw)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def row_cache_in_a_temporary_folder(tmp_path_factory):
+    """Evaluation rows cached by tests (and the CLIs they start) go to a folder of this session's."""
+    os.environ["CORRUPTION_ENV_CACHE"] = str(tmp_path_factory.mktemp("corruption-env-cache"))

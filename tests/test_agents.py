@@ -86,6 +86,39 @@ def test_agents_learn_a_planted_signal_that_a_fixed_corruptor_cannot(left_half_r
     assert abs(mean_reward(fixed, env) - 0.5) < 0.1
 
 
+@pytest.fixture
+def planted_dropped_reward(monkeypatch):
+    """A planted reward: the fraction of the planted cells (a known-answer task's) that the mask dropped."""
+    monkeypatch.setattr(rewards.REWARDS, "entries", dict(rewards.REWARDS.entries))
+
+    @rewards.register_reward("planted_dropped")
+    class PlantedDropped(rewards.Reward):
+        def __call__(self, stats):
+            return float(1 - stats.mask[stats.planted_cells].mean())
+
+    return "planted_dropped"
+
+
+# Under a keep budget of 12 of 16 cells, a policy that ignores the image drops a planted row's cells
+# with probability 1/4; the known answer drops all of them. Fixed placement: the same row in every
+# image (learnable by any mode); random placement: top or bottom per image (only a policy that reads
+# the image can follow it; a shared map cannot beat 1/2 on average).
+@pytest.mark.parametrize("mode", ["scores", "shared_scores", "cells"])
+@pytest.mark.parametrize("name", ["ppo", "reinforce"])
+def test_agents_learn_which_cells_to_drop_under_a_keep_budget(planted_dropped_reward, name, mode):
+    planted = {**TINY["dataset_kwargs"], "shortcut": "fixed", "shortcut_bits": 4}
+    env = CorruptionEnv(EnvConfig(**{**TINY, "dataset_kwargs": planted}, reward=planted_dropped_reward,
+                                  action_mode=mode, keep_budget=0.75))
+    before = mean_reward(make_agent(name, env, seed=0), env)
+    assert abs(before - 0.25) < 0.1
+    agent = make_agent(name, env, seed=0).learn(512)
+    assert mean_reward(agent, env) > 0.75
+    obs, _ = env.reset(seed=5)
+    for _ in range(5):
+        obs, _, _, _, info = env.step(agent.predict(obs)[0])
+        assert info["keep_fraction"] == 0.75  # exactly 12 of 16 cells, every step
+
+
 @pytest.mark.parametrize("mode", ["shared", "family"])
 def test_fixed_corruptors_in_every_action_mode(mode):
     env = CorruptionEnv(EnvConfig(**TINY, action_mode=mode))
@@ -232,6 +265,27 @@ def test_every_evaluation_row_trains_on_the_same_batches(monkeypatch):
         else:
             assert evaluation.simclr_aug().keep_fraction is None
     assert len(seen[0]) == 3 and seen[0] == seen[1]
+
+
+def test_rows_that_do_not_depend_on_the_agent_are_cached_and_keep_all_ignores_the_budget(tmp_path):
+    from agents.evaluation import RowCache, evaluate_agent
+
+    cfg = EnvConfig(**{**TINY, "dataset_kwargs": {**TINY["dataset_kwargs"], "shortcut": "fixed", "shortcut_bits": 4}},
+                    action_mode="scores", keep_budget=0.75)
+    env = CorruptionEnv(cfg)
+    agent = make_agent("ppo", env, seed=0, n_steps=4)
+    cache = RowCache(tmp_path)
+    first = evaluate_agent(agent, "ppo", cfg, steps=3, seed=0, progress=False, cache=cache)
+    assert [r.name for r in first] == ["ppo", "keep_all", "oracle", "random(p=0.75)", "untrained", "simclr_aug"]
+    by_name = {r.name: r for r in first}
+    assert by_name["keep_all"].keep_fraction == 1.0 and by_name["ppo"].keep_fraction == 0.75  # keep_all is not budgeted
+    assert by_name["oracle"].keep_planted == 0.0 and by_name["random(p=0.75)"].keep_fraction == 0.75
+    assert len(list(cache.folder.glob("*.json"))) == 5 and not any(r.cached for r in first)
+    again = evaluate_agent(agent, "ppo", cfg, steps=3, seed=0, progress=False, cache=cache)
+    assert not again[0].cached and all(r.cached for r in again[1:])
+    assert [(r.knn, r.linear, r.returns) for r in again[1:]] == [(r.knn, r.linear, r.returns) for r in first[1:]]
+    other_seed = evaluate_agent(agent, "ppo", cfg, steps=3, seed=1, progress=False, cache=cache)
+    assert not any(r.cached for r in other_seed)
 
 
 def test_oracle_drops_exactly_the_planted_shortcut_and_needs_one():

@@ -187,3 +187,32 @@ def test_shortcut_strength_and_geometry_options():
 def test_bad_shortcut_options_are_explained(options, match):
     with pytest.raises(ValueError, match=match):
         load_dataset("shapes", **SMALL, **options)
+
+
+@pytest.mark.parametrize("kind", ["fixed", "random"])
+def test_distractor_is_fine_per_image_noise_in_exactly_its_cells(kind):
+    plain = load_dataset("shapes", **SMALL)
+    data = load_dataset("shapes", distractor=kind, **SMALL)
+    cells = data.planted_cells
+    assert data.planted_kind == "distractor" and (cells.sum((1, 2)) == 4).all()
+    pixel_cells = np.repeat(np.repeat(cells, 8, axis=1), 8, axis=2)[:, None]
+    changed = data.images != plain.images
+    assert not changed[~np.broadcast_to(pixel_cells, changed.shape)].any()  # nothing outside the cells
+    band = np.where(cells[:, -1, :1, None], data.images[:, 0, 24:], data.images[:, 0, :8])  # (N, 8, 32)
+    assert set(np.unique(band)) <= {0, 255}
+    squares = band[:, ::2, ::2]  # 2 px squares: one pixel of the agent's 16 px input
+    np.testing.assert_array_equal(np.repeat(np.repeat(squares, 2, axis=1), 2, axis=2), band)
+    assert 0.4 < squares.mean() / 255 < 0.6 and len({s.tobytes() for s in squares}) == len(squares)
+    assert set(cells[:, :, 0].argmax(1)) == ({3} if kind == "fixed" else {0, 3})
+
+
+def test_one_planted_kind_at_a_time_and_distractor_options_are_checked():
+    with pytest.raises(ValueError, match="one known answer at a time"):
+        load_dataset("shapes", shortcut="fixed", distractor="fixed", **SMALL)
+    with pytest.raises(ValueError, match="multiple of grain"):
+        load_dataset("shapes", distractor="fixed", distractor_grain=3, **SMALL)
+    with pytest.raises(ValueError, match="without distractor="):
+        load_dataset("shapes", distractor_grain=4, **SMALL)
+    coarse = load_dataset("shapes", distractor="fixed", distractor_grain=4, **SMALL)
+    band = coarse.images[:, 0, 24:]
+    np.testing.assert_array_equal(np.repeat(np.repeat(band[:, ::4, ::4], 4, axis=1), 4, axis=2), band)

@@ -288,8 +288,9 @@ def test_label_gain_measured_every_step_only_when_needed(monkeypatch):
     plain.step(np.ones(128))
 
 
-def test_label_advantage_undoes_its_counterfactual_update_and_pays_keep_all_zero():
-    a, b = make(reward="label_advantage", track_rewards=[]), make()
+@pytest.mark.parametrize("reward", ["label_advantage", "rankme_advantage"])
+def test_advantage_rewards_undo_their_counterfactual_update_and_pay_the_reference_zero(reward):
+    a, b = make(reward=reward, track_rewards=[]), make()
     rng = np.random.default_rng(0)
     actions = [rng.integers(0, 2, 128) for _ in range(3)] + [np.ones(128)]
     trace = rollout(a, 1, actions)
@@ -297,8 +298,8 @@ def test_label_advantage_undoes_its_counterfactual_update_and_pays_keep_all_zero
     assert_same(same_training(trace), same_training(rollout(b, 1, actions)))  # the counterfactual leaves no trace
     paid = [t[1] for t in trace[1:]]
     assert all(p != 0.0 for p in paid[:3]) and paid[3] == 0.0  # keep-all is the reference: exactly 0
-    assert "label_advantage" not in make(track_rewards="all").tracked  # "all" does not double every step's cost
-    assert "label_advantage" in make(track_rewards=["label_advantage"]).tracked
+    assert reward not in make(track_rewards="all").tracked  # "all" does not double every step's cost
+    assert reward in make(track_rewards=[reward]).tracked
 
 
 def test_the_family_chosen_does_not_shift_codes_or_augmentations():
@@ -323,3 +324,56 @@ def test_snapshot_restore_replays_a_step_exactly():
     env.step(np.ones(128))  # another action from the same state ...
     env.restore(state)
     assert_same(env.step(np.zeros(128)), first)  # ... leaves no trace
+
+
+@pytest.mark.parametrize("mode", ["cells", "shared", "scores", "shared_scores"])
+def test_a_keep_budget_keeps_exactly_k_cells_of_every_image_in_every_mode(mode):
+    env = make(action_mode=mode, keep_budget=0.75)
+    env.reset(seed=0)
+    masks = []
+    for _ in range(3):
+        action = env.action_space.sample()
+        mask = env._mask_from_action(action)
+        assert (mask.sum(dim=(1, 2)) == 12).all()
+        if mode.startswith("shared"):
+            assert (mask == mask[:1]).all()  # one mask for the batch
+        masks.append(mask)
+    tied = np.zeros(env.action_space.shape) if mode.endswith("scores") else np.ones(env.action_space.n)
+    ties = [env._mask_from_action(tied) for _ in range(4)]  # equal scores: the kept cells are drawn, not positional
+    assert any(not torch.equal(ties[0], other) for other in ties[1:])
+    _, _, _, _, info = env.step(tied)
+    assert info["keep_fraction"] == 0.75
+
+
+def test_score_actions_keep_the_top_cells_or_the_positive_ones():
+    scores = np.tile(np.arange(16, dtype=np.float32) / 2, 8)  # cell 15 scores highest in every image
+    env = make(action_mode="scores", keep_budget=0.25)
+    env.reset(seed=0)
+    mask = env._mask_from_action(scores).reshape(8, 16)
+    assert (mask[:, 12:] == 1).all() and mask[:, :12].sum() == 0
+    free = make(action_mode="scores")
+    free.reset(seed=0)
+    np.testing.assert_array_equal(free._mask_from_action(scores - 3.75).reshape(8, 16).numpy(), scores.reshape(8, 16) > 3.75)
+    for bad, match in ((np.full(128, np.nan, np.float32), "non-finite"), (np.zeros(16, np.float32), "shape")):
+        with pytest.raises(ValueError, match=match):
+            env.step(bad)
+    with pytest.raises(ValueError, match="family"):
+        EnvConfig(action_mode="family", keep_budget=0.5)
+    with pytest.raises(ValueError, match="keep_budget"):
+        EnvConfig(keep_budget=1.5)
+    with pytest.raises(ValueError, match="random"):
+        EnvConfig(reference_corruption="random")
+
+
+def test_under_a_budget_the_reference_is_random_at_the_budget_and_loss_rise_is_paired():
+    env = make(keep_budget=0.75, reward="loss_rise", track_rewards=["adversarial_loss"])
+    env.reset(seed=0)
+    references = []
+    real = env.reference_mask
+    env.reference_mask = lambda mask: references.append(real(mask)) or references[-1]
+    _, reward, _, _, info = env.step(np.ones(128))
+    assert (references[0].sum(dim=(1, 2)) == 12).all()
+    assert reward != 0.0 and info["reward_terms"]["adversarial_loss"] == pytest.approx(info["loss"])
+    free = make(reward="loss_rise")  # without a budget the reference keeps every cell: keep-all pays exactly 0
+    free.reset(seed=0)
+    assert free.step(np.ones(128))[1] == 0.0
