@@ -15,6 +15,7 @@ project's premise in one number: do CAM-Net's views add to hand-made augmentatio
     python bench/floor.py --steps 200 --seeds 1 --rows simclr_aug   # a quick look
     python bench/floor.py --report results/floor_a.json results/floor_b.json   # one table from parts
     python bench/floor.py --precision fp32 --out results/floor_fp32.json      # rows named "simclr_aug [fp32]"
+    python bench/floor.py --precision fp32 --camnet-quantize   # CAM-Net rows named "camnet_simclr [fp32, int8 CAM-Net]"
 
 The last line reads ``floor: simclr_aug=<kNN> untrained=<kNN> margin=<difference>``.
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from corruption_env.camnet import quantize_camnet
 from corruption_env.data import load_dataset
 from corruption_env.evaluation import pixel_accuracies, train_encoder
 from corruption_env.files import atomic_write_json
@@ -58,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="bf16 autocast, fp32, or auto (bf16 where native); rows are named with it")
+    parser.add_argument("--camnet-quantize", action="store_true",
+                        help="run CAM-Net in int8 (EnvConfig.camnet_quantize, calibrated on the training split); "
+                             "its rows are named with it")
     parser.add_argument("--out", type=Path, default=Path("results/floor.json"))
     parser.add_argument("--report", type=Path, nargs="+", metavar="JSON",
                         help="print one table from saved results (e.g. rows run in parallel) and exit")
@@ -84,13 +89,16 @@ def main(argv: list[str] | None = None) -> int:
         kind, augmentation = ROWS[row]
         if kind is not None and decorruptor is None:
             decorruptor = build_decorruptor(kind, args.task, args.scale, size, dataset=args.dataset)
+            if args.camnet_quantize:
+                decorruptor = quantize_camnet(decorruptor, train.images)
         views = ViewMaker(decorruptor if kind else None, args.task, args.scale, augmentation, size, precision)
+        label = f"{precision}, int8 CAM-Net" if kind and args.camnet_quantize else precision
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             learner = SimCLRLearner(args.encoder, seed=seed, precision=precision)
             start = time.time()
             run = train_encoder(views, learner, train, test, args.steps, args.batch_size, eval_at=eval_at,
                                 seed=1000 + seed, progress=f"{row} seed {seed}")
-            results["rows"].setdefault(f"{row} [{precision}]", []).append(
+            results["rows"].setdefault(f"{row} [{label}]", []).append(
                 {"seed": seed, "accuracy": {str(k): v for k, v in run.accuracy.items()},
                  "final_loss": float(np.mean(run.losses[-20:])), "seconds": round(time.time() - start, 1)})
             print(f"{row} seed {seed}: " + " ".join(f"{k}:{v['knn']:.3f}" for k, v in run.accuracy.items())

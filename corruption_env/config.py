@@ -74,6 +74,9 @@ class EnvConfig:
         with AMX-BF16 or AVX512-BF16 or a CUDA device that supports it; fp32 elsewhere), ``bf16`` or
         ``fp32``. Covers CAM-Net's forward, the SimCLR forward/backward and feature extraction;
         weights, optimizer state and loss reductions stay fp32 (see ``corruption_env.precision``).
+    :param camnet_quantize: run the frozen CAM-Net in int8 (PyTorch's x86 backend, calibrated on 256
+        training images; see ``corruption_env.camnet.quantize``), CPU only. It replaces ``precision`` for
+        CAM-Net's forward (the SimCLR learner keeps ``precision``); no effect with other decorruptors.
     :param num_threads: torch CPU threads in this process; None leaves torch's default.
     :param seed: seed of the first ``reset()`` called without one (None: fresh entropy).
     """
@@ -105,6 +108,7 @@ class EnvConfig:
     divergence_penalty: float = -1.0
     device: str = "cpu"
     precision: str = "auto"
+    camnet_quantize: bool = False
     num_threads: int | None = None
     seed: int | None = None
 
@@ -145,6 +149,10 @@ class EnvConfig:
                              "(or use 'keep_all')")
         if self.precision not in PRECISIONS:
             raise ValueError(f"EnvConfig: unknown precision {self.precision!r}; available: {', '.join(PRECISIONS)}")
+        if self.camnet_quantize and self.device.split(":")[0] != "cpu":
+            raise ValueError(f"EnvConfig: camnet_quantize runs CAM-Net in int8 on the CPU only, but device is "
+                             f"{self.device!r}; set camnet_quantize=False (on a GPU, precision 'bf16' is the fast "
+                             "path)")
         if self.temperature <= 0 or self.lr <= 0:
             raise ValueError(f"EnvConfig: temperature ({self.temperature}) and lr ({self.lr}) must be > 0")
 
@@ -221,7 +229,8 @@ class EnvConfig:
         if name == "cpu":
             base = cls()
         elif name == "gpu":
-            base = cls(batch_size=256, encoder="resnet18", episode_length=1000, device="cuda")
+            base = cls(batch_size=256, encoder="resnet18", episode_length=1000, device="cuda",
+                       camnet_quantize=False)  # int8 CAM-Net is CPU only, whatever the default
         else:
             raise ValueError(f"unknown preset {name!r}; available: {', '.join(cls.PRESETS)}")
         return base.replace(**overrides)

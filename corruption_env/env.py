@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from corruption_env.camnet import CAMNet, quantize_camnet
 from corruption_env.config import EnvConfig
 from corruption_env.corruption import (KEEP_LEVELS, MASK_FAMILIES, family_masks, input_channels, random_budget_mask,
                                        top_k_mask)
@@ -191,6 +192,8 @@ class CorruptionEnv(gym.Env):
         self.heldout_labels = torch.tensor(np.asarray(data.labels[len(data) - n_heldout:]))
         decorruptor = build_decorruptor(cfg.decorruptor, cfg.task, cfg.scale, cfg.image_size, cfg.dataset,
                                         cfg.camnet_checkpoint, self.device)
+        if cfg.camnet_quantize and isinstance(decorruptor, CAMNet):
+            decorruptor = quantize_camnet(decorruptor, self.train_images, cfg.mask_grid)
         self.precision = resolve_precision(cfg.precision, self.device)  # "bf16" or "fp32"
         self.views = ViewMaker(decorruptor, cfg.task, cfg.scale, cfg.view_augmentation, cfg.image_size,
                                self.precision, self.device)

@@ -117,7 +117,8 @@ class ViewMaker:
     :param augmentation: ``simclr``, ``crop_flip`` or ``none``.
     :param image_size: side of the full-resolution images.
     :param precision: ``bf16`` runs the decorruptor under bf16 autocast (its views are returned as
-        fp32), ``fp32`` does not, ``auto`` picks for ``device`` (see :mod:`corruption_env.precision`).
+        fp32; an int8 CAM-Net, :mod:`corruption_env.camnet.quantize`, runs as it is), ``fp32`` does not,
+        ``auto`` picks for ``device`` (see :mod:`corruption_env.precision`).
     :param device: where the decorruptor runs (only used to resolve ``auto``).
     """
 

@@ -1,5 +1,6 @@
 """CAM-Net: architecture per task, determinism given (input, mask, z), multimodality, checkpoints with
-clear errors, the pretraining CLI (train, resume, card), and the shipped weights' model cards."""
+clear errors, the pretraining CLI (train, resume, card), the shipped weights' model cards, and the int8
+CAM-Net (close to fp32, still multimodal, calibrated deterministically, used by the env when asked)."""
 from __future__ import annotations
 
 import json
@@ -9,10 +10,12 @@ import sys
 import pytest
 import torch
 
-from corruption_env.camnet import CAMNet, CAMNetConfig, load_camnet, save_camnet, shipped_checkpoint
+from corruption_env.camnet import (CAMNet, CAMNetConfig, Int8CAMNet, load_camnet, quantize_camnet, save_camnet,
+                                   shipped_checkpoint)
+from corruption_env.camnet import quantize as quantize_module
 from corruption_env.camnet.model import fold_weight_norm
 from corruption_env.camnet.pretrain import main as pretrain_main
-from corruption_env.corruption import apply_mask, bernoulli_mask, degrade
+from corruption_env.corruption import apply_mask, bernoulli_mask, degrade, random_training_masks
 
 TINY = dict(nf=8, gc=4, z_dim=4, w_dim=8, map_layers=1)
 
@@ -114,3 +117,54 @@ def test_shipped_sr_colorize_differs_across_z_in_kept_cells(tiny_shapes):
     kept = torch.nn.functional.interpolate(pm, size=32, mode="nearest")
     diff_kept = float(((v1 - v2).abs().mean(1, keepdim=True) * kept).sum() / kept.sum())
     assert diff_kept > 0.01
+
+
+def _int8_inputs(model: CAMNet, images, n: int = 64):
+    """(x_c, pixel mask, code) of ``n`` held-out images under CAM-Net's training masks, seeded."""
+    generator = torch.Generator().manual_seed(0)
+    x_c, pm = apply_mask(degrade(torch.tensor(images[:n]).float() / 255, 2, model.cfg.task),
+                         random_training_masks(n, 4, generator))
+    return x_c, pm, model.sample_code(n, generator)
+
+
+@pytest.mark.parametrize("task", ["sr_colorize", "sr"])
+def test_int8_camnet_stays_close_to_fp32_and_codes_still_matter(task, tiny_shapes):
+    fp32 = load_camnet(shipped_checkpoint("shapes", task, 2))
+    int8 = quantize_camnet(fp32, tiny_shapes[0].images)
+    x_c, pm, code = _int8_inputs(fp32, tiny_shapes[1].images)
+    other = fp32.sample_code(x_c.shape[0], torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref, out, out_other = fp32(x_c, pm, code), int8(x_c, pm, code), int8(x_c, pm, other)
+        ref_other = fp32(x_c, pm, other)
+    # bench/camnet_quantize.py: int8 - fp32 MSE 1e-4 to 9e-4 over calibration draws; nearest-of-20 MSE 0.0275 / 0.0123
+    assert 0 < float((out - ref).pow(2).mean()) < 2e-3
+    diversity, diversity_fp32 = float((out - out_other).abs().mean()), float((ref - ref_other).abs().mean())
+    assert abs(diversity - diversity_fp32) < 0.1 * diversity_fp32
+
+
+def test_int8_calibration_is_deterministic_cached_and_ignores_autocast(tiny_shapes, monkeypatch):
+    fp32 = load_camnet(shipped_checkpoint("shapes", "sr_colorize", 2))
+    first = quantize_camnet(fp32, tiny_shapes[0].images)
+    assert isinstance(first, Int8CAMNet) and quantize_camnet(fp32, tiny_shapes[0].images) is first
+    monkeypatch.setattr(quantize_module, "_CACHE", {})
+    second = quantize_camnet(fp32, tiny_shapes[0].images)
+    assert second is not first
+    x_c, pm, code = _int8_inputs(fp32, tiny_shapes[1].images, n=16)
+    with torch.no_grad():
+        out = first(x_c, pm, code)
+        assert torch.equal(out, second(x_c, pm, code))
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # int8 takes bf16's place for CAM-Net
+            assert torch.equal(out, first(x_c, pm, code))
+    with pytest.raises(ValueError, match=r"uint8 RGB shaped \(N, 3, 32, 32\)"):
+        quantize_camnet(fp32, tiny_shapes[0].images[:, :1])
+
+
+def test_env_runs_the_int8_camnet_when_asked(tiny_shapes):
+    from corruption_env import CorruptionEnv, EnvConfig
+
+    env = CorruptionEnv(EnvConfig(batch_size=8, episode_length=2, camnet_quantize=True, heldout_size=32,
+                                  dataset_kwargs={"train_size": 512, "test_size": 256}))
+    assert isinstance(env.views.decorruptor, Int8CAMNet)
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(env.action_space.sample())
+    assert info["loss"] > 0

@@ -29,3 +29,12 @@ def test_presets_and_unknown_keys():
 def test_invalid_values_are_explained(kwargs, match):
     with pytest.raises(ValueError, match=match):
         EnvConfig(**kwargs)
+
+
+def test_camnet_quantize_is_cpu_only_and_off_in_the_gpu_preset():
+    assert EnvConfig(camnet_quantize=True).camnet_quantize
+    with pytest.raises(ValueError, match="camnet_quantize=False"):
+        EnvConfig(device="cuda", camnet_quantize=True)
+    with pytest.raises(ValueError, match="CPU only"):
+        EnvConfig(camnet_quantize=True).replace(device="cuda:1")
+    assert not EnvConfig.preset("gpu").camnet_quantize

@@ -1,6 +1,9 @@
 """Precision: ``auto`` resolves by hardware, bf16 autocast keeps weights and optimizer state fp32, its
-CAM-Net views stay close to fp32's, and seeded episodes reproduce exactly within one precision."""
+CAM-Net views stay close to fp32's, seeded episodes reproduce exactly within one precision, and asking
+for bf16 where it would be emulated warns once."""
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from corruption_env.precision import describe_precision, resolve_precision
 TINY = dict(batch_size=8, episode_length=4, dataset_kwargs={"train_size": 256, "test_size": 64}, heldout_size=32)
 
 
+@pytest.mark.filterwarnings("ignore:precision 'bf16' on a CPU without native bf16")
 def test_auto_follows_the_cpu_flags_and_unknown_names_are_explained(monkeypatch):
     monkeypatch.setattr(precision_module, "cpu_bf16_flags", lambda: ("amx_bf16",))
     assert resolve_precision("auto", "cpu") == "bf16"
@@ -53,3 +57,24 @@ def test_seeded_episodes_reproduce_exactly_within_a_precision(precision):
         rng = np.random.default_rng(0)
         losses.append([env.step(rng.integers(0, 2, env.action_space.n))[4]["loss"] for _ in range(3)])
     assert losses[0] == losses[1]
+
+
+def test_bf16_on_a_cpu_without_it_warns_once_with_the_measured_slowdown(monkeypatch):
+    monkeypatch.setattr(precision_module, "cpu_bf16_flags", lambda: ())
+    precision_module._warn_emulated_bf16.cache_clear()  # another test may have warned already
+    with pytest.warns(RuntimeWarning, match=r"bf16 is emulated.*9x slower.*AVX2 only"):
+        assert resolve_precision("bf16", "cpu") == "bf16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resolve_precision("bf16", "cpu")  # once per process
+        assert resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(precision_module, "cpu_bf16_flags", lambda: ("avx512_bf16",))
+    precision_module._warn_emulated_bf16.cache_clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resolve_precision("bf16", "cpu")  # native: nothing to say
+
+
+def test_a_torch_held_below_avx512_counts_as_without_native_bf16(monkeypatch):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")  # ATEN_CPU_CAPABILITY=avx2
+    assert precision_module.cpu_bf16_flags.__wrapped__() == ()

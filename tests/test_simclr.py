@@ -1,5 +1,6 @@
 """SimCLR learner: NT-Xent against a direct computation, the loss falls on shapes views, statistics
-are measured without side effects, and reset(seed) reproduces the initial weights."""
+are measured without side effects, reset(seed) reproduces the initial weights, and small_cnn's ReLU after
+max-pool trains exactly as ReLU before it."""
 from __future__ import annotations
 
 import math
@@ -88,3 +89,18 @@ def test_state_dict_round_trip():
     a.update(v, v)
     b.load_state_dict(a.state_dict())
     assert a.loss(v, v) == pytest.approx(b.loss(v, v)) and b.updates == 1
+
+
+def test_small_cnn_relu_after_max_pool_trains_exactly_as_relu_before_it():
+    """The ReLU comes after each max-pool (cheaper); the two orders commute, values and gradients alike."""
+    learners = [SimCLRLearner(seed=0), SimCLRLearner(seed=0)]
+    layers = list(learners[1].encoder)
+    for i in [i for i, layer in enumerate(layers) if isinstance(layer, torch.nn.MaxPool2d)]:
+        layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    learners[1].encoder = torch.nn.Sequential(*layers)  # the same modules, ReLU first; the optimizer still fits
+    assert isinstance(learners[0].encoder[2], torch.nn.MaxPool2d) and isinstance(learners[1].encoder[2], torch.nn.ReLU)
+    gen = torch.Generator().manual_seed(0)
+    v1, v2 = torch.rand(16, 3, 32, 32, generator=gen), torch.rand(16, 3, 32, 32, generator=gen)
+    losses = [[learner.update(v1, v2).loss for _ in range(3)] for learner in learners]
+    assert losses[0] == losses[1]
+    assert all(torch.equal(p, q) for p, q in zip(learners[0].parameters(), learners[1].parameters()))

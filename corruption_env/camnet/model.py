@@ -142,6 +142,17 @@ class MappingNetwork(nn.Sequential):
         super().__init__(*mods)
 
 
+class Modulation(nn.Module):
+    """CAM-Net's AdaIN-style modulation of a block's output: ``(1 + gamma) * InstanceNorm(h) + beta``.
+
+    It has no parameters (gamma and beta come from the level's ``affines``); it is a module of its own so
+    that the int8 CAM-Net (:mod:`corruption_env.camnet.quantize`) can keep it in fp32 by name.
+    """
+
+    def forward(self, h: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        return (1 + gamma) * F.instance_norm(h) + beta
+
+
 class CAMNetLevel(nn.Module):
     """One level of the cascade: trunk of modulated RRDBs, long skip, optional x2 upsample, tanh."""
 
@@ -152,6 +163,7 @@ class CAMNetLevel(nn.Module):
         self.conv_first = _conv(in_nc, cfg.nf)
         self.blocks = nn.ModuleList(RRDB(cfg.nf, cfg.gc) for _ in range(cfg.n_rrdb))
         self.affines = nn.ModuleList(nn.Linear(cfg.w_dim, 2 * cfg.nf) for _ in range(cfg.n_rrdb))
+        self.modulation = Modulation()
         self.conv_body = _conv(cfg.nf, cfg.nf)
         self.conv_up = _conv(cfg.nf, cfg.nf) if spec.upsample else None
         self.conv_hr = _conv(cfg.nf, cfg.nf)
@@ -164,7 +176,7 @@ class CAMNetLevel(nn.Module):
         h = fea
         for block, affine in zip(self.blocks, self.affines):
             gamma, beta = affine(w)[:, :, None, None].chunk(2, dim=1)
-            h = (1 + gamma) * F.instance_norm(block(h)) + beta
+            h = self.modulation(block(h), gamma, beta)
         h = fea + self.conv_body(h)
         if self.conv_up is not None:
             h = _lrelu(self.conv_up(F.interpolate(h, scale_factor=2, mode="nearest")))
