@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from agents import agent_spec, available_agents, check_budget, load_agent, make_agent
-from agents.callbacks import Checkpoint, CorruptionLogger, ProgressBar, save_agent, tensorboard_writer
+from agents.callbacks import (Checkpoint, CorruptionLogger, KnownAnswerClock, ProgressBar, save_agent,
+                              tensorboard_writer)
 from agents.evaluation import RowCache, RowResult, evaluate_agent, format_rows, is_readable, rows_to_json
 from corruption_env import CorruptionEnv, EnvConfig, available_rewards
 from corruption_env.cli_options import ArgumentParser, UsageError, parse_key_values, usage_errors
@@ -171,6 +172,14 @@ def env_config_from(args: argparse.Namespace) -> EnvConfig:
         raise UsageError(str(exc)) from None
 
 
+def torch_threads(cfg: EnvConfig, n_envs: int) -> int:
+    """CPU threads the run's environments use in all (for the CPU minutes it reports)."""
+    import torch
+
+    per_env = cfg.num_threads or (max(1, (os.cpu_count() or 1) // n_envs) if n_envs > 1 else torch.get_num_threads())
+    return per_env * n_envs
+
+
 def make_vec_env(cfg: EnvConfig, n_envs: int, seed: int):
     from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
@@ -295,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
           f"TensorBoard: tensorboard --logdir {tb_dir}")
 
     checkpoint = Checkpoint(agent_path, args.checkpoint_every)
-    callbacks = [CorruptionLogger(args.image_every), ProgressBar(planned, done), checkpoint]
+    clock = KnownAnswerClock(threads=torch_threads(cfg, args.n_envs))
+    callbacks = [CorruptionLogger(args.image_every), ProgressBar(planned, done), checkpoint, clock]
     start = time.time()
     try:  # also with nothing left: learn(0) sets up the logger the evaluation writes to
         agent.learn(remaining, callback=callbacks, tb_log_name="run", reset_num_timesteps=not args.resume)
@@ -312,12 +322,19 @@ def main(argv: list[str] | None = None) -> int:
     venv.close()
     train_seconds = time.time() - start
     print(f"trained {agent.num_timesteps} steps in {train_seconds / 60:.1f} min; agent saved to {agent_path}")
+    answer = clock.answer()
+    if answer["final_keep_planted"] is not None:
+        reached = (f"from step {done + answer['answer_step']} ({answer['answer_cpu_minutes']} CPU minutes into this "
+                   f"session)" if answer["answer_step"] is not None else "not reached")
+        print(f"known answer (keep on planted cells <= {clock.threshold} from then on): {reached}; keep on planted "
+              f"cells over the last {clock.window} steps: {answer['final_keep_planted']:.2f}")
     if args.eval_steps <= 0:
         return 0
-    return evaluate(agent, args, cfg, run_dir, train_seconds)
+    return evaluate(agent, args, cfg, run_dir, train_seconds, answer)
 
 
-def evaluate(agent: Any, args: argparse.Namespace, cfg: EnvConfig, run_dir: Path, train_seconds: float) -> int:
+def evaluate(agent: Any, args: argparse.Namespace, cfg: EnvConfig, run_dir: Path, train_seconds: float,
+             answer: dict[str, Any]) -> int:
     """Write eval.json; on Ctrl-C keep the finished rows in eval.partial.json for --resume to reuse."""
     partial_path = run_dir / PARTIAL_EVAL
     key = {"eval_steps": args.eval_steps, "eval_deterministic": args.eval_deterministic, "seed": args.seed,
@@ -347,7 +364,7 @@ def evaluate(agent: Any, args: argparse.Namespace, cfg: EnvConfig, run_dir: Path
                                               "readable": is_readable(rows), "rows": rows_to_json(rows),
                                               "train_seconds": round(train_seconds, 1),
                                               "eval_seconds": round(time.time() - eval_start, 1),
-                                              "timesteps": agent.num_timesteps})
+                                              "timesteps": agent.num_timesteps, "known_answer": answer})
     partial_path.unlink(missing_ok=True)
     logger = getattr(agent, "logger", None)  # SB3 agents have one once learn() has run
     writer = tensorboard_writer(logger) if logger is not None else None

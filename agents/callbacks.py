@@ -6,13 +6,16 @@ each logging interval, and every ``image_every`` timesteps (counted across resum
 (original / corrupted input with its mask / view 1 / view 2) from ``env.render()`` at that timestep.
 ``ProgressBar`` is a tqdm bar with the recent mean reward, keep fraction and an ETA. ``Checkpoint``
 saves the agent atomically every N steps, always between rollouts, so a saved agent has trained on
-every step it counts.
+every step it counts. ``KnownAnswerClock`` times, on a known-answer task, how long the agent took to
+stop keeping the planted cells.
 """
 from __future__ import annotations
 
 from collections import deque
 from pathlib import Path
 from typing import Any
+
+import time
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
@@ -135,3 +138,49 @@ class Checkpoint(BaseCallback):
     def _on_training_end(self) -> None:
         self.trained_timesteps = self.model.num_timesteps
         save_agent(self.model, self.path)
+
+
+class KnownAnswerClock(BaseCallback):
+    """On a known-answer task: the training step at which the agent's keep rate on the planted cells first
+    *stays* at or below ``threshold``, and the CPU minutes it took to get there.
+
+    Keep rates are averaged over consecutive windows of ``window`` steps; the answer is reached at the
+    start of the first window from which every later window (including the last, possibly shorter one)
+    is at or below ``threshold``. CPU minutes are wall minutes since training started times ``threads``.
+
+    :param threshold: keep rate on the planted cells that counts as having dropped them.
+    :param window: steps per averaging window.
+    :param threads: CPU threads the run uses (for CPU minutes).
+    """
+
+    def __init__(self, threshold: float = 0.2, window: int = 64, threads: int = 1) -> None:
+        super().__init__()
+        self.threshold, self.window, self.threads = threshold, window, threads
+        self.keeps: list[float] = []
+        self.seconds: list[float] = []
+        self.start = 0.0
+
+    def _on_training_start(self) -> None:
+        self.start = time.time()
+
+    def _on_step(self) -> bool:
+        for info in self.locals.get("infos", []):
+            if "keep_planted" in info:
+                self.keeps.append(float(info["keep_planted"]))
+                self.seconds.append(time.time() - self.start)
+        return True
+
+    def answer(self) -> dict[str, float | None]:
+        """``answer_step`` (None: not reached, or not a known-answer task), ``answer_cpu_minutes`` and
+        ``final_keep_planted`` (the last window's mean keep rate on the planted cells)."""
+        if not self.keeps:
+            return {"answer_step": None, "answer_cpu_minutes": None, "final_keep_planted": None}
+        means = [float(np.mean(self.keeps[i:i + self.window])) for i in range(0, len(self.keeps), self.window)]
+        first = len(means)
+        while first > 0 and means[first - 1] <= self.threshold:
+            first -= 1
+        reached = first < len(means)
+        step = first * self.window
+        return {"answer_step": step if reached else None,
+                "answer_cpu_minutes": round(self.seconds[step] * self.threads / 60, 1) if reached else None,
+                "final_keep_planted": means[-1]}

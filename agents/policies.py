@@ -193,12 +193,16 @@ class CorrelatedScoresDistribution(DiagGaussianDistribution):
     step's batch reward measures what a direction of the policy is worth, as generalised
     state-dependent exploration (Raffin et al. 2022) does for one state. The scores stay exactly
     Gaussian, N(mean, sigma^2 I + F F^T) with a low-rank F, so log-probabilities and entropies are
-    exact (``torch.distributions.LowRankMultivariateNormal``). The three log-scales are the policy's
-    ``log_std`` parameter.
+    exact (``torch.distributions.LowRankMultivariateNormal``). One learned log-scale (the policy's
+    ``log_std``) sets all three: the shared components at it, the per-cell noise ``INDIVIDUAL_OFFSET``
+    below. (Learned separately, the per-cell scale shrank until its score-function noise, which grows as
+    1 / sigma, swamped the shared directions' signal, and REINFORCE stopped learning a planted reward.)
 
     :param action_dim: B * g^2 scores.
     :param grid_cells: g^2.
     """
+
+    INDIVIDUAL_OFFSET = -1.0  # log-scale of the per-cell noise relative to the shared components
 
     def __init__(self, action_dim: int, grid_cells: int) -> None:
         super().__init__(action_dim)
@@ -207,7 +211,7 @@ class CorrelatedScoresDistribution(DiagGaussianDistribution):
     def proba_distribution(self, mean_actions: torch.Tensor, log_std: torch.Tensor,  # type: ignore[override]
                            cell_features: torch.Tensor) -> "CorrelatedScoresDistribution":
         n, d = mean_actions.shape
-        scales = log_std.exp()
+        scales = (log_std[0] + torch.tensor([self.INDIVIDUAL_OFFSET, 0.0, 0.0], device=log_std.device)).exp()
         per_cell = torch.eye(self.grid_cells, device=mean_actions.device).repeat(d // self.grid_cells, 1) * scales[1]
         factor = torch.cat([per_cell.expand(n, d, self.grid_cells), cell_features * scales[2]], dim=2)
         self.distribution = torch.distributions.LowRankMultivariateNormal(
@@ -244,11 +248,10 @@ def score_distribution_from(dist: DiagGaussianDistribution, network: "MaskNetwor
     return dist.proba_distribution(latent, log_std)
 
 
-def score_log_std(dist: DiagGaussianDistribution, log_std_init: float) -> nn.Parameter:
-    """The learned log-scales of a score distribution: one standard deviation for every cell and image slot
-    (so the policy serves any batch size), and for correlated exploration the two shared scales too."""
-    n = 3 if isinstance(dist, CorrelatedScoresDistribution) else 1
-    return nn.Parameter(torch.full((n,), float(log_std_init)))
+def score_log_std(log_std_init: float) -> nn.Parameter:
+    """The learned log-scale of a score distribution: one standard deviation for every cell and image slot,
+    so the policy serves any batch size (correlated exploration derives its three scales from it)."""
+    return nn.Parameter(torch.full((1,), float(log_std_init)))
 
 
 class MaskActorCriticPolicy(ActorCriticPolicy):
@@ -289,7 +292,7 @@ class MaskActorCriticPolicy(ActorCriticPolicy):
         self.action_net = nn.Identity()  # MaskNetwork's latent_pi already are the logits (or score means)
         if isinstance(self.action_space, gym.spaces.Box):
             self.action_dist = score_distribution(self.action_space, self.mlp_extractor)
-            self.log_std = score_log_std(self.action_dist, self.log_std_init)
+            self.log_std = score_log_std(self.log_std_init)
         self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
 
     def _get_action_dist_from_latent(self, latent_pi: torch.Tensor) -> Any:

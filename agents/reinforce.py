@@ -47,7 +47,7 @@ class MaskPolicy(BasePolicy):
         self.mask_net = MaskNetwork(observation_space, action_space, **self.mask_net_kwargs)
         if isinstance(action_space, gym.spaces.Box):
             self.action_dist = score_distribution(action_space, self.mask_net)
-            self.log_std = score_log_std(self.action_dist, log_std_init)
+            self.log_std = score_log_std(log_std_init)
         else:
             self.action_dist = make_proba_distribution(action_space)
         self.optimizer = torch.optim.Adam(self.parameters(), lr=lr_schedule(1) if lr_schedule else 1e-3)
@@ -84,7 +84,7 @@ class Reinforce(RolloutAgent):
 
     policy_aliases = {"MaskPolicy": MaskPolicy}
 
-    def __init__(self, env: Any, learning_rate: float = 1e-2, n_steps: int = 16, gamma: float | None = None,
+    def __init__(self, env: Any, learning_rate: float = 1e-2, n_steps: int = 8, gamma: float | None = None,
                  baseline_decay: float = 0.9, ent_coef: float = 1e-3, normalize_advantage: bool = True,
                  max_grad_norm: float = 1.0, policy: Any = MaskPolicy, **kwargs: Any) -> None:
         self.gamma = credit_gamma(env) if gamma is None else gamma

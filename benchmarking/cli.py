@@ -132,16 +132,23 @@ def make_sweep(args: argparse.Namespace, argv: list[str]) -> Sweep:
         tasks[task] = {**overrides, **env_kwargs, **({"dataset_kwargs": dataset_kwargs} if dataset_kwargs else {})}
     algos, baselines = listed("algos"), listed("baselines")
     # the preset's options of agents this sweep does not run are dropped; the command line's are checked
-    hyper = {k: dict(v) for k, v in preset.hyperparams.items() if k in algos or k in baselines}
+    every_algo = set(algos) | ({a for names in preset.task_algos.values() for a in names} if args.algos is None else set())
+    hyper = {k: dict(v) for k, v in preset.hyperparams.items() if k in every_algo or k in baselines}
     for key, value in parse_key_values(args.hyperparams, "--hyperparams").items():
         agent, dot, option = key.partition(".")
         if not dot or not agent or not option:
             raise SweepError(f"--hyperparams {key}:{value!r}: name the agent, e.g. ppo.{key}:{value!r}")
         hyper.setdefault(agent, {})[option] = value
+    task_rewards = ({} if args.rewards is not None else
+                    {task: list(rewards) for task, rewards in preset.task_rewards.items() if task in tasks})
+    task_algos = ({} if args.algos is not None else
+                  {task: list(names) for task, names in preset.task_algos.items() if task in tasks})
+    track = preset.track_rewards if isinstance(preset.track_rewards, str) else list(preset.track_rewards)
     return Sweep(tasks=tasks, rewards=listed("rewards"), algos=algos, baselines=baselines,
                  seeds=pick("seeds"), train_steps=pick("train_steps"), eval_steps=pick("eval_steps"),
                  env_preset=pick("env_preset"), hyperparams=hyper,
-                 command="python benchmark.py " + " ".join(argv))
+                 command="python benchmark.py " + " ".join(argv), task_rewards=task_rewards, task_algos=task_algos,
+                 track_rewards=track)
 
 
 def main(argv: list[str] | None = None) -> int:

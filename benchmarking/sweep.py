@@ -36,16 +36,27 @@ REFERENCES = ("untrained", "simclr_aug")
 BASELINE_KWARGS: dict[str, dict[str, Any]] = {"keep_all": {}, "random": {"keep_prob": 0.75},
                                               "cowmask": {"keep_range": (0.5, 1.0)}}
 
-# name -> EnvConfig overrides. Known-answer tasks plant a shortcut whose cells the best corruptor
-# drops (corruption_env.data.Shortcut; the ``oracle`` baseline drops exactly them).
+# name -> EnvConfig overrides. Known-answer tasks plant a pattern in one row of mask cells of every image
+# (corruption_env.data: a ``shortcut`` the views agree on, or a ``distractor`` they render differently);
+# the best corruptor drops exactly those cells (the ``oracle`` baseline). They keep 12 of 16 cells
+# (keep_budget 0.75, the oracle's keep fraction), so agents decide which cells, not how many; ``fixed``
+# places the pattern in the bottom row of every image, ``random`` in the top or bottom row per image
+# (only a policy that reads the image can follow it). ``_shared`` tasks choose one score map per batch; their
+# baselines and references are the per-image task's (the same rows, computed once).
+KEEP_BUDGET = 0.75
+
+
+def _planted(kind: str, placement: str, mode: str = "scores") -> dict[str, Any]:
+    return {"dataset": "shapes", "dataset_kwargs": {kind: placement}, "keep_budget": KEEP_BUDGET, "action_mode": mode}
+
+
+PER_IMAGE = {"shared": "cells", "shared_scores": "scores"}  # the per-image counterpart of each shared action mode
+
 TASKS: dict[str, dict[str, Any]] = {
     "shapes": {"dataset": "shapes"},
-    "shortcut_fixed": {"dataset": "shapes", "dataset_kwargs": {"shortcut": "fixed"}},
-    "shortcut_random": {"dataset": "shapes", "dataset_kwargs": {"shortcut": "random"}},
-    # one g x g mask per batch (16 bits, not 1024): the oracle is still expressible on ``fixed``
-    "shortcut_fixed_shared": {"dataset": "shapes", "dataset_kwargs": {"shortcut": "fixed"}, "action_mode": "shared"},
-    # the same task with one mask per batch: it cannot drop a shortcut whose row differs per image
-    "shortcut_random_shared": {"dataset": "shapes", "dataset_kwargs": {"shortcut": "random"}, "action_mode": "shared"},
+    **{f"{kind}_{placement}{suffix}": _planted(kind, placement, mode)
+       for kind in ("shortcut", "distractor") for placement in ("fixed", "random")
+       for suffix, mode in (("", "scores"), ("_shared", "shared_scores"))},
 }
 
 
@@ -57,6 +68,11 @@ class Preset:
     :param tasks: names from :data:`TASKS` (or registered datasets), one table each in the summary.
     :param hyperparams: agent options, ``{algo: {option: value}}``; ``--hyperparams`` overrides them one by one.
     :param workers: parallel runs of the local engine.
+    :param task_rewards: the rewards of particular tasks, ``{task: rewards}``, in place of ``rewards`` (``--rewards``
+        replaces both).
+    :param task_algos: the same for agents (``--algos`` replaces both).
+    :param track_rewards: the reward definitions every run's episodes are scored under (``EnvConfig.track_rewards``;
+        ``"all"``: every one that costs no second update).
     """
 
     description: str
@@ -70,7 +86,16 @@ class Preset:
     env_preset: str = "cpu"
     workers: int = 1
     hyperparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    task_rewards: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    task_algos: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    track_rewards: str | tuple[str, ...] = "all"
 
+
+# what the known-answer and learning presets score every episode under: the label-free definitions that
+# cost at most one reference restoration per step (loss_rise's, shared by nothing else) and the periodic
+# ones; the same list in both, so the learning preset reuses the known-answer preset's baseline rows
+PRESET_TRACKED = ("ma_neg_loss_derivative", "neg_loss_delta", "neg_loss", "tscl_window", "adversarial_loss", "loss_rise",
+                  "heldout_gain", "rankme_gain", "probe_accuracy")
 
 PRESETS: dict[str, Preset] = {
     # 250 updates clear the learnability floor (README's floor table)
@@ -82,21 +107,31 @@ PRESETS: dict[str, Preset] = {
                              "probe_accuracy", "tscl_window", "neg_loss", "grad_norm"),
                     algos=("ppo", "reinforce"), baselines=("keep_all", "random", "cowmask"), seeds=5,
                     train_steps=20000, eval_steps=2000, env_preset="gpu", workers=1),
-    # random keeps 0.75 of the cells, the oracle's keep fraction on both variants (one row of four)
-    "known_answer": Preset("planted-shortcut tasks (fixed, random): oracle vs keep_all vs random masks, 3 seeds, "
-                           "500 eval steps: ~35 min on 2 CPU cores",
+    # every planted pattern, fixed and per-image placement, at the keep budget of 0.75 (the oracle's keep
+    # fraction): random masks keep the same 12 of 16 cells' worth
+    "known_answer": Preset("known-answer suite (shortcut and distractor, fixed and random placement): oracle vs "
+                           "keep_all vs random masks at the budget, 3 seeds, 500 eval steps: ~70 min on 2 CPU cores",
                            rewards=(), algos=(), baselines=("oracle", "keep_all", "random"), seeds=3, train_steps=1,
-                           eval_steps=500, tasks=("shortcut_fixed", "shortcut_random"), workers=2),
-    # does any agent find a known answer? keep_all on shapes (neg_loss), the oracle on the shortcut
-    # tasks (label_gain: the label-using reference; the label-free rewards: the question)
-    "learning": Preset("PPO and REINFORCE x {neg_loss, label_gain, paired_progress, ma_neg_loss_derivative} on "
-                       "shapes and the known-answer tasks (cells and shared masks), 3 seeds, 2048 train steps: "
-                       "~20 h on 2 CPU cores, GPU-sized",
-                       rewards=("neg_loss", "label_gain", "paired_progress", "ma_neg_loss_derivative"),
-                       algos=("ppo", "reinforce"), baselines=("keep_all", "oracle", "random"), seeds=3,
-                       train_steps=2048, eval_steps=500,
-                       tasks=("shapes", "shortcut_fixed", "shortcut_fixed_shared", "shortcut_random",
-                              "shortcut_random_shared"), workers=2),
+                           eval_steps=500, tasks=("shortcut_fixed", "shortcut_random", "distractor_fixed",
+                                                  "distractor_random"), workers=2, track_rewards=PRESET_TRACKED),
+    # does any agent find a known answer? keep_all on plain shapes (neg_loss, free keep), the planted cells on
+    # the known-answer tasks: the shortcut with the adversarial reward that points to it from where agents
+    # start (loss_rise), and with the mission's default; a shared score map where one mask can drop it
+    # (fixed), per-image scores where it moves (random), and a shared map there as the control that
+    # cannot; the distractor with both directions of the loss
+    "learning": Preset("PPO and REINFORCE with the label-free rewards that measured a signal (loss_rise, neg_loss, "
+                       "the default) on shapes and the known-answer tasks, 3 seeds: ~3 h on 2 CPU cores",
+                       rewards=("loss_rise",), algos=("ppo", "reinforce"), baselines=("keep_all", "oracle", "random"),
+                       seeds=3, train_steps=1024, eval_steps=500,
+                       tasks=("shapes", "shortcut_fixed_shared", "shortcut_random", "shortcut_random_shared",
+                              "distractor_fixed_shared"), workers=2,
+                       task_rewards={"shapes": ("neg_loss",),
+                                     "shortcut_fixed_shared": ("loss_rise", "ma_neg_loss_derivative"),
+                                     "shortcut_random": ("loss_rise", "ma_neg_loss_derivative"),
+                                     "distractor_fixed_shared": ("loss_rise", "neg_loss")},
+                       task_algos={"shapes": ("ppo",), "shortcut_random_shared": ("ppo",),
+                                   "distractor_fixed_shared": ("ppo",)},
+                       track_rewards=PRESET_TRACKED),
 }
 
 
@@ -133,31 +168,36 @@ class Sweep:
     env_preset: str
     hyperparams: dict[str, dict[str, Any]]  # algo or baseline -> options
     command: str = ""
+    task_rewards: dict[str, list[str]] = field(default_factory=dict)  # task -> its rewards, in place of ``rewards``
+    task_algos: dict[str, list[str]] = field(default_factory=dict)  # task -> its agents, in place of ``algos``
+    track_rewards: str | list[str] = "all"  # EnvConfig.track_rewards of every run
+
+    def rewards_for(self, task: str) -> list[str]:
+        return self.task_rewards.get(task, self.rewards)
+
+    def algos_for(self, task: str) -> list[str]:
+        return self.task_algos.get(task, self.algos)
 
     def specs(self) -> list[RunSpec]:
         """The grid, in the order rows are written: per task, agents, baselines, references; seeds inside."""
         out = []
         for task in self.tasks:
-            out += [RunSpec(task, "agent", a, r, s) for r in self.rewards for a in self.algos for s in range(self.seeds)]
+            out += [RunSpec(task, "agent", a, r, s) for r in self.rewards_for(task) for a in self.algos_for(task)
+                    for s in range(self.seeds)]
             out += [RunSpec(task, "baseline", b, "", s) for b in self.baselines if self._has_baseline(task, b)
                     for s in range(self.seeds)]
             out += [RunSpec(task, "reference", ref, "", s) for ref in REFERENCES for s in range(self.seeds)]
         return out
 
     def _has_baseline(self, task: str, baseline: str) -> bool:
-        """The oracle exists only where its mask can be expressed: a planted shortcut, and per-image cells
-        (or a shared mask on the ``fixed`` shortcut, the same cells in every image)."""
-        if baseline != "oracle":
-            return True
-        overrides = self.tasks[task]
-        shortcut = overrides.get("dataset_kwargs", {}).get("shortcut")
-        mode = overrides.get("action_mode", "cells")
-        return shortcut is not None and (mode == "cells" or (mode == "shared" and shortcut == "fixed"))
+        """The oracle exists only on a known-answer task (a planted shortcut or distractor)."""
+        kwargs = self.tasks[task].get("dataset_kwargs", {})
+        return baseline != "oracle" or bool(set(kwargs) & {"shortcut", "distractor"})
 
     def env_config(self, task: str, reward: str | None = None) -> Any:
         from corruption_env import EnvConfig
 
-        overrides = dict(self.tasks[task])
+        overrides = {"track_rewards": self.track_rewards, **self.tasks[task]}
         if reward:
             overrides["reward"] = reward
         return EnvConfig.preset(self.env_preset, **overrides)
@@ -166,6 +206,8 @@ class Sweep:
         """Everything that changes the run's result; :func:`run_one` reads nothing else."""
         env = self.env_config(spec.task, spec.reward or None).to_dict()
         env.pop("num_threads")  # the engine's choice: float noise only
+        if spec.kind != "agent":  # fixed rows mask every image on its own (the per-image oracle and random masks),
+            env["action_mode"] = PER_IMAGE.get(env["action_mode"], env["action_mode"])  # so shared tasks share them
         env["precision"] = resolve_precision(env["precision"], env["device"])  # bf16 and fp32 runs differ
         for key in ("data_root", "camnet_checkpoint"):  # Ray moves each trial to a folder of its own
             if env[key]:
@@ -265,14 +307,15 @@ def check_sweep(sweep: Sweep) -> None:
     unknown = [b for b in sweep.baselines if b not in fixed]
     if unknown:
         raise SweepError(f"unknown baseline(s) {', '.join(unknown)}; available: {', '.join(fixed)}")
-    if sweep.algos and not sweep.rewards:
+    if any(sweep.algos_for(task) and not sweep.rewards_for(task) for task in sweep.tasks):
         raise SweepError(f"agents ({','.join(sweep.algos)}) need a reward to train with, and --rewards is empty; "
                          "give --rewards, or --algos '' for baselines and references only")
     try:
-        for algo in sweep.algos:
+        all_algos = {a for task in sweep.tasks for a in sweep.algos_for(task)}
+        for algo in all_algos:
             agent_spec(algo)
         for target, options in sweep.hyperparams.items():
-            if target not in sweep.algos and target not in sweep.baselines:
+            if target not in all_algos and target not in sweep.baselines:
                 raise SweepError(f"--hyperparams sets options of {target!r}, which is in neither --algos "
                                  f"({','.join(sweep.algos) or 'none'}) nor --baselines ({','.join(sweep.baselines) or 'none'})")
             valid = accepted_options(target)
@@ -285,7 +328,7 @@ def check_sweep(sweep: Sweep) -> None:
             for option, value in options.items():
                 _check_value(target, option, value, valid[option])
         for task in sweep.tasks:
-            for reward in sweep.rewards or [None]:
+            for reward in sweep.rewards_for(task) or [None]:
                 cfg = sweep.env_config(task, reward).validate()
             # the cheapest complete check of data_root and dataset_kwargs (planted-shortcut options
             # included) is loading the smaller split; it is cached, and runs load it anyway
@@ -324,6 +367,7 @@ def run_one(settings: dict[str, Any], threads: int | None = None, verbose: bool 
     import torch
 
     from agents import make_agent
+    from agents.callbacks import KnownAnswerClock
     from agents.evaluation import CorruptorEvaluation, Row, RowCache, agent_act
     from corruption_env import CorruptionEnv, EnvConfig
     from stable_baselines3.common.callbacks import BaseCallback
@@ -336,10 +380,10 @@ def run_one(settings: dict[str, Any], threads: int | None = None, verbose: bool 
     kind, name, seed = settings["kind"], settings["name"], settings["seed"]
     try:
         cfg = EnvConfig.from_dict({**settings["env"], "num_threads": threads})
-        evaluation = CorruptorEvaluation(cfg, settings["eval_steps"], seed=seed, progress=False, track_rewards="all",
-                                         cache=RowCache())
+        evaluation = CorruptorEvaluation(cfg, settings["eval_steps"], seed=seed, progress=False,
+                                         track_rewards=cfg.track_rewards, cache=RowCache())
         if kind == "agent":
-            env = CorruptionEnv(cfg.replace(track_rewards="all"))
+            env = CorruptionEnv(cfg)
 
             class Recorder(BaseCallback):
                 """Per-step training reward; summed returns under every definition."""
@@ -357,10 +401,11 @@ def run_one(settings: dict[str, Any], threads: int | None = None, verbose: bool 
                             self.returns[term] = self.returns.get(term, 0.0) + value
                     return True
 
-            recorder = Recorder()
+            recorder, clock = Recorder(), KnownAnswerClock(threads=threads or torch.get_num_threads())
             agent = make_agent(name, env, seed=seed, **settings["agent_options"])
-            agent.learn(settings["train_steps"], callback=recorder)
+            agent.learn(settings["train_steps"], callback=[recorder, clock])
             row["train_seconds"] = round(time.time() - start, 1)
+            row.update({k: v for k, v in clock.answer().items() if v is not None})
             row["train_divergences"] = recorder.divergences
             row.update({f"train_return/{k}": v for k, v in recorder.returns.items()})
             result = evaluation.run_policy(name, agent_act(agent))

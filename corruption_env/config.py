@@ -75,8 +75,10 @@ class EnvConfig:
         ``fp32``. Covers CAM-Net's forward, the SimCLR forward/backward and feature extraction;
         weights, optimizer state and loss reductions stay fp32 (see ``corruption_env.precision``).
     :param camnet_quantize: run the frozen CAM-Net in int8 (PyTorch's x86 backend, calibrated on 256
-        training images; see ``corruption_env.camnet.quantize``), CPU only. It replaces ``precision`` for
-        CAM-Net's forward (the SimCLR learner keeps ``precision``); no effect with other decorruptors.
+        training images; see ``corruption_env.camnet.quantize``): None (default) where it runs, on the
+        CPU, and not on a GPU; True (CPU only) or False to choose. It replaces ``precision`` for CAM-Net's
+        forward (the SimCLR learner keeps ``precision``); no effect with other decorruptors. On by default
+        because the learnability floor and the known-answer margins hold with it (README, "Speed").
     :param num_threads: torch CPU threads in this process; None leaves torch's default.
     :param seed: seed of the first ``reset()`` called without one (None: fresh entropy).
     """
@@ -108,7 +110,7 @@ class EnvConfig:
     divergence_penalty: float = -1.0
     device: str = "cpu"
     precision: str = "auto"
-    camnet_quantize: bool = False
+    camnet_quantize: bool | None = None
     num_threads: int | None = None
     seed: int | None = None
 
@@ -149,7 +151,7 @@ class EnvConfig:
                              "(or use 'keep_all')")
         if self.precision not in PRECISIONS:
             raise ValueError(f"EnvConfig: unknown precision {self.precision!r}; available: {', '.join(PRECISIONS)}")
-        if self.camnet_quantize and self.device.split(":")[0] != "cpu":
+        if self.camnet_quantize is True and self.device.split(":")[0] != "cpu":
             raise ValueError(f"EnvConfig: camnet_quantize runs CAM-Net in int8 on the CPU only, but device is "
                              f"{self.device!r}; set camnet_quantize=False (on a GPU, precision 'bf16' is the fast "
                              "path)")
@@ -194,6 +196,11 @@ class EnvConfig:
         return self
 
     @property
+    def int8_camnet(self) -> bool:
+        """Whether CAM-Net runs in int8: ``camnet_quantize``, resolved for the device (None: on the CPU)."""
+        return self.device.split(":")[0] == "cpu" if self.camnet_quantize is None else self.camnet_quantize
+
+    @property
     def keep_cells(self) -> int | None:
         """Cells kept per image under the keep budget (None: no budget)."""
         from corruption_env.corruption import budget_cells
@@ -229,8 +236,7 @@ class EnvConfig:
         if name == "cpu":
             base = cls()
         elif name == "gpu":
-            base = cls(batch_size=256, encoder="resnet18", episode_length=1000, device="cuda",
-                       camnet_quantize=False)  # int8 CAM-Net is CPU only, whatever the default
+            base = cls(batch_size=256, encoder="resnet18", episode_length=1000, device="cuda")
         else:
             raise ValueError(f"unknown preset {name!r}; available: {', '.join(cls.PRESETS)}")
         return base.replace(**overrides)

@@ -192,7 +192,7 @@ class CorruptionEnv(gym.Env):
         self.heldout_labels = torch.tensor(np.asarray(data.labels[len(data) - n_heldout:]))
         decorruptor = build_decorruptor(cfg.decorruptor, cfg.task, cfg.scale, cfg.image_size, cfg.dataset,
                                         cfg.camnet_checkpoint, self.device)
-        if cfg.camnet_quantize and isinstance(decorruptor, CAMNet):
+        if cfg.int8_camnet and isinstance(decorruptor, CAMNet):
             decorruptor = quantize_camnet(decorruptor, self.train_images, cfg.mask_grid)
         self.precision = resolve_precision(cfg.precision, self.device)  # "bf16" or "fp32"
         self.views = ViewMaker(decorruptor, cfg.task, cfg.scale, cfg.view_augmentation, cfg.image_size,

@@ -282,14 +282,26 @@ def test_the_reaper_kills_an_orphan_started_after_its_last_look():
     assert not _still_running([orphan], timeout=10)
 
 
-def test_the_oracle_runs_only_where_its_mask_can_be_expressed():
+def test_presets_share_fixed_rows_and_the_oracle_runs_only_on_known_answer_tasks():
     from benchmarking.cli import build_parser, make_sweep
-    from benchmarking.sweep import check_sweep
+    from benchmarking.sweep import check_sweep, config_id
 
-    argv = ["--preset", "learning"]
-    sweep = make_sweep(build_parser().parse_args(argv), argv)
-    check_sweep(sweep)
-    oracle_tasks = {s.task for s in sweep.specs() if s.name == "oracle"}
-    # not on plain shapes, not shared on random; shared on fixed is the same cells in every image
-    assert oracle_tasks == {"shortcut_fixed", "shortcut_fixed_shared", "shortcut_random"}
-    assert {s.task for s in sweep.specs() if s.kind == "agent"} == set(sweep.tasks)
+    def fixed_rows(preset: str) -> dict[str, tuple[str, str]]:
+        argv = ["--preset", preset]
+        sweep = make_sweep(build_parser().parse_args(argv), argv)
+        check_sweep(sweep)
+        specs = sweep.specs()
+        assert {s.task for s in specs if s.name == "oracle"} == {t for t in sweep.tasks if t != "shapes"}
+        assert {s.task for s in specs if s.kind == "agent"} == set(sweep.tasks)
+        rows = {}
+        for spec in specs:
+            if spec.kind != "agent":
+                settings = {k: v for k, v in sweep.settings(spec).items() if k not in ("run_id", "task")}
+                rows[config_id(settings)] = (spec.task, spec.name)
+        return rows
+
+    learning, known_answer = fixed_rows("learning"), fixed_rows("known_answer")
+    # a shared task's baselines are its per-image task's: the learning preset reuses the known-answer rows
+    shared = {learning[key] for key in set(learning) & set(known_answer)}
+    assert {task for task, _ in shared} == {"shortcut_fixed_shared", "shortcut_random", "shortcut_random_shared",
+                                           "distractor_fixed_shared"}

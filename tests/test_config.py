@@ -31,10 +31,10 @@ def test_invalid_values_are_explained(kwargs, match):
         EnvConfig(**kwargs)
 
 
-def test_camnet_quantize_is_cpu_only_and_off_in_the_gpu_preset():
-    assert EnvConfig(camnet_quantize=True).camnet_quantize
+def test_camnet_quantize_is_on_where_it_runs_and_cpu_only_when_asked():
+    assert EnvConfig().int8_camnet and not EnvConfig(camnet_quantize=False).int8_camnet  # default: on, on the CPU
+    assert not EnvConfig.preset("gpu").int8_camnet and not EnvConfig(device="cuda").int8_camnet
     with pytest.raises(ValueError, match="camnet_quantize=False"):
         EnvConfig(device="cuda", camnet_quantize=True)
     with pytest.raises(ValueError, match="CPU only"):
         EnvConfig(camnet_quantize=True).replace(device="cuda:1")
-    assert not EnvConfig.preset("gpu").camnet_quantize

@@ -64,3 +64,21 @@ def test_layout_section_matches_the_tree():
     modules = {str(p.relative_to(root)) for package in ("corruption_env", "agents") for p in (root / package).glob("*.py")
                if p.name != "__init__.py"}
     assert modules <= listed, sorted(modules - listed)
+
+
+def test_every_relative_link_and_image_of_the_readme_is_in_git():
+    """A link a new user clicks from a fresh clone must lead somewhere: every relative target is tracked."""
+    import subprocess
+
+    root = README.parent
+    targets = {t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", README.read_text())
+               if not re.match(r"[a-z]+://|#|mailto:", t)}
+    assert targets, "the README links nothing?"
+    if not (root / ".git").exists():  # an unpacked source tree: the files must at least be there
+        missing = sorted(t for t in targets if not (root / t).exists())
+    else:
+        tracked = set(subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True,
+                                     check=True).stdout.splitlines())
+        missing = sorted(t for t in targets if t.rstrip("/") not in tracked
+                         and not any(f.startswith(t.rstrip("/") + "/") for f in tracked))
+    assert not missing, f"README links to files that are not in git: {missing}"
