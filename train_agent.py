@@ -34,7 +34,8 @@ import numpy as np
 from agents import agent_spec, available_agents, check_budget, load_agent, make_agent
 from agents.callbacks import (Checkpoint, CorruptionLogger, KnownAnswerClock, ProgressBar, save_agent,
                               tensorboard_writer)
-from agents.evaluation import RowCache, RowResult, evaluate_agent, format_rows, is_readable, rows_to_json
+from agents.evaluation import (DEFAULT_EVAL_STEPS, DEFAULT_TRAIN_STEPS, RowCache, RowResult, evaluate_agent,
+                               format_rows, is_readable, rows_to_json)
 from corruption_env import CorruptionEnv, EnvConfig, available_rewards
 from corruption_env.cli_options import ArgumentParser, UsageError, parse_key_values, usage_errors
 from corruption_env.data import load_dataset
@@ -54,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                             epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algo", default="ppo",
                         help=f"one of {', '.join(available_agents())}, or package.module:Class (default ppo)")
-    parser.add_argument("--total-timesteps", type=int, default=2048,
-                        help="environment steps, >= 1 (default 2048, ~15 min on 2 cores); rounded up to whole rollouts")
+    parser.add_argument("--total-timesteps", type=int, default=DEFAULT_TRAIN_STEPS,
+                        help=f"environment steps, >= 1 (default {DEFAULT_TRAIN_STEPS}); rounded up to whole rollouts")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the agent, the environments and the evaluation (default 0)")
     parser.add_argument("--device", default=None, help="torch device of env and agent: cpu, cuda, cuda:N "
@@ -70,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-dir", type=Path, default=Path("runs"), help="where run folders go (default runs)")
     parser.add_argument("--tensorboard-log", type=Path, default=None, help="TensorBoard folder (default RUN/tb)")
     parser.add_argument("--resume", type=Path, default=None, help="a run folder to continue (or to evaluate again)")
-    parser.add_argument("--eval-steps", type=int, default=500,
-                        help="SimCLR updates per evaluated encoder (default 500; the floor is cleared by 250; 0: skip)")
+    parser.add_argument("--eval-steps", type=int, default=DEFAULT_EVAL_STEPS,
+                        help=f"SimCLR updates per evaluated encoder (default {DEFAULT_EVAL_STEPS}, which clears the "
+                             "learnability floor; 0: skip)")
     parser.add_argument("--eval-deterministic", action="store_true", help="evaluate the policy's most likely masks")
     parser.add_argument("--eval-cache", default=None, metavar="DIR",
                         help="folder of the evaluation rows that do not depend on the agent, reused by later runs with "

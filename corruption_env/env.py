@@ -199,6 +199,11 @@ class CorruptionEnv(gym.Env):
                                self.precision, self.device)
         self.learner = SimCLRLearner(cfg.encoder, temperature=cfg.temperature, lr=cfg.lr, optimizer=cfg.optimizer,
                                      device=self.device, precision=self.precision)
+        # an encoder trained alongside on the reference views only, for rewards measured on a data-blind
+        # corruptor's encoder (``reference_learner_rise``); built only when one is asked for
+        self.reference_learner = (SimCLRLearner(cfg.encoder, temperature=cfg.temperature, lr=cfg.lr,
+                                                optimizer=cfg.optimizer, device=self.device, precision=self.precision)
+                                  if "reference_learner_rise" in self.needs else None)
 
         b, g, c, h = cfg.batch_size, cfg.mask_grid, input_channels(cfg.task), cfg.input_size
         self.observation_space = spaces.Dict({
@@ -222,7 +227,10 @@ class CorruptionEnv(gym.Env):
         if seed is None and self.config.seed is not None and self._np_random is None:
             seed = self.config.seed
         super().reset(seed=seed)
-        self.learner.reset(int(self.np_random.integers(2**31)))
+        learner_seed = int(self.np_random.integers(2**31))
+        self.learner.reset(learner_seed)
+        if self.reference_learner is not None:
+            self.reference_learner.reset(learner_seed)  # the same initial weights
         codes_seed = int(self.np_random.integers(2**62))
         self.generator = torch.Generator().manual_seed(codes_seed)
         # family-mode masks, budget tie-breaks and random reference masks have streams of their own, so the
@@ -260,6 +268,8 @@ class CorruptionEnv(gym.Env):
             reference = (v1, v2) if same else self._reference_views(reference_mask, stream)
         counterfactual = ({} if same or not paired & set(COUNTERFACTUAL_STATS) else
                           self._counterfactual(reference, paired & set(COUNTERFACTUAL_STATS)))
+        if self.reference_learner is not None:
+            counterfactual["reference_learner_rise"] = self._reference_learner_rise((v1, v2), reference, same)
         seconds["reward"], clock = _lap(clock)
         update = self.learner.update(v1, v2, loss_after="loss_after" in self.needs, grad_norm="grad_norm" in self.needs,
                                      reference=reference if paired & {"paired_gain", "reference_loss"} else None,
@@ -426,6 +436,14 @@ class CorruptionEnv(gym.Env):
         v1, v2, _ = self.views.restore(self._batch, reference_mask, generator)
         return self.views.augment_pair(v1, v2, generator)
 
+    def _reference_learner_rise(self, views: tuple[torch.Tensor, torch.Tensor], reference: tuple[torch.Tensor, torch.Tensor],
+                                same: bool) -> float:
+        """How much harder the agent's views are than the reference views for the reference learner (an
+        encoder trained on reference views alone), which then takes its own update on the reference views."""
+        rise = 0.0 if same else self.reference_learner.loss(*views) - self.reference_learner.loss(*reference)
+        self.reference_learner.update(*reference)
+        return rise
+
     def _counterfactual(self, reference: tuple[torch.Tensor, torch.Tensor], wanted: set[str]) -> dict[str, float]:
         """Statistics (``reference_label_loss``, ``reference_rankme``) after an update on the reference views
         from the current weights and optimizer state, which are put back afterwards."""
@@ -514,7 +532,9 @@ class CorruptionEnv(gym.Env):
         two actions to compare them on the same encoder state and batch (``bench/reward_snr.py``)."""
         keep = ("step_count", "last_loss", "loss_average", "last_reward", "last_keep", "last_delta", "_batch",
                 "_batch_full", "_batch_cells", "_needs_reset", "_last_render")
-        return {"learner": copy.deepcopy(self.learner.state_dict()), "generator": self.generator.get_state(),
+        reference_learner = None if self.reference_learner is None else copy.deepcopy(self.reference_learner.state_dict())
+        return {"learner": copy.deepcopy(self.learner.state_dict()), "reference_learner": reference_learner,
+                "generator": self.generator.get_state(),
                 "mask_generator": self.mask_generator.get_state(),
                 "reference_generator": self.reference_generator.get_state(),
                 "np_random": copy.deepcopy(self.np_random.bit_generator.state),
@@ -523,6 +543,8 @@ class CorruptionEnv(gym.Env):
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Return to a :meth:`snapshot` (which stays valid: restore it as often as needed)."""
         self.learner.load_state_dict(copy.deepcopy(snapshot["learner"]))
+        if self.reference_learner is not None:
+            self.reference_learner.load_state_dict(copy.deepcopy(snapshot["reference_learner"]))
         self.generator.set_state(snapshot["generator"])
         self.mask_generator.set_state(snapshot["mask_generator"])
         self.reference_generator.set_state(snapshot["reference_generator"])

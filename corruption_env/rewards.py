@@ -30,9 +30,10 @@ import torch
 from corruption_env.registry import Registry
 
 OPTIONAL_STATS = ("loss_after", "grad_norm", "paired_gain", "reference_loss", "heldout_loss", "probe_accuracy",
-                  "label_loss", "rankme", "reference_label_loss", "reference_rankme")
+                  "label_loss", "rankme", "reference_label_loss", "reference_rankme", "reference_learner_rise")
 PERIODIC_STATS = ("heldout_loss", "probe_accuracy", "label_loss", "rankme")  # measured every ``measure_every`` steps
-REFERENCE_STATS = ("paired_gain", "reference_loss", "reference_label_loss", "reference_rankme")  # need reference views
+REFERENCE_STATS = ("paired_gain", "reference_loss", "reference_label_loss", "reference_rankme",
+                   "reference_learner_rise")  # need the reference views
 COUNTERFACTUAL_STATS = ("reference_label_loss", "reference_rankme")  # measured after an update that is undone
 
 
@@ -62,6 +63,8 @@ class StepStats:
         reference views of this step's batch instead of the agent's, see :class:`LabelAdvantage`; None
         when the agent's mask is the reference mask (its views are the reference views).
     :param reference_rankme: ``rankme`` after the same counterfactual update, see :class:`RankMeAdvantage`.
+    :param reference_learner_rise: the loss of the agent's views minus the reference views' for the *reference
+        learner*, an encoder trained alongside on reference views only, see :class:`ReferenceLearnerRise`.
     :param mask: the (B, g, g) mask the agent chose (1 = kept), for rewards about where cells are kept.
     :param planted_cells: on a known-answer task, the (B, g, g) bool cells of this batch that carry the planted
         pattern (what the oracle drops); None otherwise. Label-like knowledge: for tests and diagnostics.
@@ -80,6 +83,7 @@ class StepStats:
     rankme: float | None = None
     reference_label_loss: float | None = None
     reference_rankme: float | None = None
+    reference_learner_rise: float | None = None
     mask: torch.Tensor | None = None
     planted_cells: torch.Tensor | None = None
 
@@ -417,6 +421,31 @@ class LossRise(Reward):
 
     def __call__(self, stats: StepStats) -> float:
         return stats.loss - stats.reference_loss
+
+
+@register_reward("reference_learner_rise")
+class ReferenceLearnerRise(Reward):
+    """The adversarial reward against a data-blind learner: how much harder the agent's views are than the
+    reference views (random masks at the keep budget, same batch, codes and augmentations) for the
+    *reference learner*, an encoder trained alongside from the same initial weights on reference views
+    only, L_ref_learner(agent views) - L_ref_learner(reference views).
+
+    :class:`LossRise` is measured on the encoder the agent itself trains, so it is a game: once the agent
+    drops a shortcut, that encoder stops using it, and dropping it no longer makes views harder (measured
+    on the known-answer task: paired SNR +0.98 along a random-mask trajectory, -1.91 along the oracle's).
+    The reference learner is always on the random-mask trajectory, so this reward does not flip: it
+    pays for dropping what an encoder trained with data-blind masks finds easiest to match. It is
+    adversarial by construction all the same: on a distractor, whose removal makes views easier, it
+    points away from the answer.
+
+    Cost: the reference restoration, one forward of each pair and one more SimCLR update per step.
+    """
+
+    needs = frozenset({"reference_learner_rise"})
+    extra_update = True
+
+    def __call__(self, stats: StepStats) -> float:
+        return stats.reference_learner_rise
 
 
 @register_reward("tscl_window")

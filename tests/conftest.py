@@ -18,7 +18,8 @@ def tiny_shapes():
     return load_dataset("shapes", split="train", **kw), load_dataset("shapes", split="test", **kw)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def row_cache_in_a_temporary_folder(tmp_path_factory):
-    """Evaluation rows cached by tests (and the CLIs they start) go to a folder of this session's."""
-    os.environ["CORRUPTION_ENV_CACHE"] = str(tmp_path_factory.mktemp("corruption-env-cache"))
+@pytest.fixture(autouse=True)
+def row_cache_in_a_temporary_folder(tmp_path, monkeypatch):
+    """Evaluation rows cached by a test (and the CLIs it starts) go to a folder of its own: no test
+    reads a row another test computed."""
+    monkeypatch.setenv("CORRUPTION_ENV_CACHE", str(tmp_path / "corruption-env-cache"))

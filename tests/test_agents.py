@@ -232,7 +232,7 @@ def test_sb3_subclass_inherits_defaults_and_batch_size_is_fitted_silently(recwar
 
     env = CorruptionEnv(EnvConfig(**TINY))
     agent = make_sb3(TightPPO, env, n_steps=6)  # PPO's default batch (32 here) cannot divide 6
-    assert agent.batch_size == 6 and agent.learning_rate == DEFAULTS[PPO]["learning_rate"]
+    assert agent.batch_size == 6 and agent.n_epochs == DEFAULTS[PPO]["n_epochs"] and agent.learning_rate == 1e-3
     assert not [w for w in recwarn if "mini-batch" in str(w.message) or "divide" in str(w.message)]
     with pytest.warns(UserWarning, match="batch_size 4 does not divide"):  # a batch you chose: say so
         assert make_sb3(TightPPO, env, n_steps=6, batch_size=4).batch_size == 3

@@ -377,3 +377,17 @@ def test_under_a_budget_the_reference_is_random_at_the_budget_and_loss_rise_is_p
     free = make(reward="loss_rise")  # without a budget the reference keeps every cell: keep-all pays exactly 0
     free.reset(seed=0)
     assert free.step(np.ones(128))[1] == 0.0
+
+
+def test_the_reference_learner_trains_on_reference_views_only_and_leaves_the_agents_encoder_alone():
+    budget = dict(keep_budget=0.75, dataset_kwargs={**TINY["dataset_kwargs"], "shortcut": "fixed", "shortcut_bits": 4})
+    a, b = make(reward="reference_learner_rise", **budget), make(**budget)
+    rng = np.random.default_rng(0)
+    actions = [rng.integers(0, 2, 128) for _ in range(3)]
+    same_training = lambda trace: [(t[0]["images"], np.delete(t[0]["learner"], 3), t[4]["loss"]) for t in trace[1:]]
+    trace = rollout(a, 1, actions)
+    assert_same(same_training(trace), same_training(rollout(b, 1, actions)))  # the agent's encoder trains as without it
+    first = {k: v.clone() for k, v in a.reference_learner.encoder.state_dict().items()}
+    rollout(a, 1, [np.ones(128)] * 3)  # other masks: the reference learner's training does not change
+    assert all(torch.equal(first[k], v) for k, v in a.reference_learner.encoder.state_dict().items())
+    assert all(t[1] != 0.0 for t in trace[1:]) and make().reference_learner is None
