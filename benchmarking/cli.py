@@ -142,7 +142,7 @@ def make_sweep(args: argparse.Namespace, argv: list[str]) -> Sweep:
     task_rewards = ({} if args.rewards is not None else
                     {task: list(rewards) for task, rewards in preset.task_rewards.items() if task in tasks})
     task_algos = ({} if args.algos is not None else
-                  {task: list(names) for task, names in preset.task_algos.items() if task in tasks})
+                  {key: list(names) for key, names in preset.task_algos.items() if key.split(":")[0] in tasks})
     track = preset.track_rewards if isinstance(preset.track_rewards, str) else list(preset.track_rewards)
     return Sweep(tasks=tasks, rewards=listed("rewards"), algos=algos, baselines=baselines,
                  seeds=pick("seeds"), train_steps=pick("train_steps"), eval_steps=pick("eval_steps"),

@@ -60,6 +60,34 @@ def known_answer_lines(by_seed: Any, eval_steps: int) -> list[str]:
     return [" ".join(out)]
 
 
+def answer_lines(by_seed: Any, groups: list[Group]) -> list[str]:
+    """On a known-answer task, per agent and seed: the keep rate on the planted cells of the trained policy
+    (evaluation episode) and of training's last window, and the training step from which it stays at or
+    below 0.2 (``KnownAnswerClock``), with its CPU minutes."""
+    agents = [g for g in groups if g[0] == "agent" and any(r.get("keep_planted") is not None for r in by_seed(g).values())]
+    if not agents:
+        return []
+    out = ["", "**Time to the known answer** (per seed; keep rate on the planted cells, ≤ 0.2 = found):", "",
+           "| run | seeds | planted keep, trained policy | planted keep, last training window | step it stays ≤ 0.2 "
+           "(CPU minutes) |", "|---|---|---|---|---|"]
+
+    def number(value: Any) -> str:
+        return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.2f}"
+
+    for group in agents:
+        runs = by_seed(group)
+        seeds = sorted(runs)
+        steps = []
+        for s in seeds:
+            step = runs[s].get("answer_step")
+            found = step is not None and not (isinstance(step, float) and np.isnan(step))
+            steps.append(f"{int(step)} ({runs[s].get('answer_cpu_minutes')})" if found else "not reached")
+        out.append(f"| {label(group)} | {', '.join(map(str, seeds))} | "
+                   f"{' / '.join(number(runs[s].get('keep_planted')) for s in seeds)} | "
+                   f"{' / '.join(number(runs[s].get('final_keep_planted')) for s in seeds)} | {' / '.join(steps)} |")
+    return out
+
+
 def summarize(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
     """The summary of ``rows`` (the current grid's); ``header`` holds command and budgets for its first lines."""
     from scipy import stats
@@ -118,6 +146,7 @@ def summarize(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
             lines += ["", ("Learned corruptors with a higher mean kNN than the best fixed baseline "
                            f"({label(best)}): {', '.join(wins)} (check whether the CI of Δ excludes 0)." if wins else
                            f"No learned corruptor beats the best fixed baseline ({label(best)}) on mean kNN accuracy yet.")]
+        lines += answer_lines(by_seed, groups)
         metrics = extra_metrics(runs)
         if metrics:
             lines += ["", "Other metrics (mean over seeds):", "", "| run | " + " | ".join(metrics) + " |",
