@@ -305,11 +305,13 @@ def test_presets_share_fixed_rows_and_the_oracle_runs_only_on_known_answer_tasks
                 rows.setdefault(config_id(settings), set()).add((spec.task, spec.name))
         return rows
 
-    argv = ["--preset", "learning"]
-    agents_of = {(s.task, s.reward, s.name) for s in make_sweep(build_parser().parse_args(argv), argv).specs()
-                 if s.kind == "agent"}  # task_algos keyed by "task:reward" narrows one reward's agents
-    assert {a for t, r, a in agents_of if (t, r) == ("shortcut_fixed_shared", "reference_learner_rise")} == {"ppo", "reinforce"}
-    assert {a for t, r, a in agents_of if (t, r) == ("shortcut_fixed_shared", "ma_neg_loss_derivative")} == {"ppo"}
+    argv = ["--preset", "quick", "--tasks", "shapes,shortcut_fixed", "--rewards", "neg_loss,heldout_gain"]
+    sweep = make_sweep(build_parser().parse_args(argv), argv)
+    sweep.task_algos = {"shortcut_fixed": ["ppo", "reinforce"], "shortcut_fixed:heldout_gain": ["reinforce"]}
+    agents_of = {(s.task, s.reward, s.name) for s in sweep.specs() if s.kind == "agent"}
+    assert agents_of == {("shapes", "neg_loss", "ppo"), ("shapes", "heldout_gain", "ppo"),  # task:reward beats task
+                         ("shortcut_fixed", "neg_loss", "ppo"), ("shortcut_fixed", "neg_loss", "reinforce"),
+                         ("shortcut_fixed", "heldout_gain", "reinforce")}
     learning, known_answer = fixed_rows("learning"), fixed_rows("known_answer")
     # a shared task's baselines are its per-image task's: the learning preset reuses the known-answer rows
     shared = set().union(*(learning[key] for key in set(learning) & set(known_answer)))
