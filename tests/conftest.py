@@ -19,7 +19,7 @@ def tiny_shapes():
 
 
 @pytest.fixture(autouse=True)
-def row_cache_in_a_temporary_folder(tmp_path, monkeypatch):
-    """Evaluation rows cached by a test (and the CLIs it starts) go to a folder of its own: no test
-    reads a row another test computed."""
-    monkeypatch.setenv("CORRUPTION_ENV_CACHE", str(tmp_path / "corruption-env-cache"))
+def row_cache_in_a_temporary_folder(tmp_path_factory, monkeypatch):
+    """Evaluation rows cached by a test (and the CLIs it starts) go to a folder of its own, outside the
+    test's ``tmp_path``: no test reads a row another test computed."""
+    monkeypatch.setenv("CORRUPTION_ENV_CACHE", str(tmp_path_factory.mktemp("row-cache")))
