@@ -124,7 +124,7 @@ PRESETS: dict[str, Preset] = {
     # away from by construction, and the min-loss rewards, which point away from the shortcut's, are judged
     # by bench/reward_snr.py (README, "Do agents learn?")
     "learning": Preset("PPO and REINFORCE with reference_learner_rise on the shortcut tasks, 3 seeds, the default "
-                       "training budget: ~45 min on 2 CPU cores",
+                       "training budget: ~70 min on 2 CPU cores",
                        rewards=("reference_learner_rise",), algos=("ppo",), baselines=("keep_all", "oracle", "random"),
                        seeds=3, train_steps=DEFAULT_TRAIN_STEPS, eval_steps=KNOWN_ANSWER_EVAL_STEPS,
                        tasks=("shortcut_fixed_shared", "shortcut_random"), workers=2,
