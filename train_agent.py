@@ -174,12 +174,16 @@ def env_config_from(args: argparse.Namespace) -> EnvConfig:
         raise UsageError(str(exc)) from None
 
 
-def torch_threads(cfg: EnvConfig, n_envs: int) -> int:
-    """CPU threads the run's environments use in all (for the CPU minutes it reports)."""
+def threads_per_worker(n_envs: int) -> int:
+    """Torch threads of each of ``n_envs`` > 1 worker processes: its share of the cores."""
+    return max(1, (os.cpu_count() or 1) // n_envs)
+
+
+def torch_threads(n_envs: int) -> int:
+    """CPU threads the run's environments use in all (for the CPU minutes it reports), once they are built."""
     import torch
 
-    per_env = cfg.num_threads or (max(1, (os.cpu_count() or 1) // n_envs) if n_envs > 1 else torch.get_num_threads())
-    return per_env * n_envs
+    return threads_per_worker(n_envs) * n_envs if n_envs > 1 else torch.get_num_threads()
 
 
 def make_vec_env(cfg: EnvConfig, n_envs: int, seed: int):
@@ -187,7 +191,7 @@ def make_vec_env(cfg: EnvConfig, n_envs: int, seed: int):
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     if n_envs > 1:  # each worker gets its share of the cores
-        cfg = cfg.replace(num_threads=max(1, (os.cpu_count() or 1) // n_envs))
+        cfg = cfg.replace(num_threads=threads_per_worker(n_envs))
     return sb3_make_vec_env(CorruptionEnv, n_envs=n_envs, seed=seed,
                             vec_env_cls=DummyVecEnv if n_envs == 1 else SubprocVecEnv,
                             env_kwargs={"config": cfg, "render_mode": "rgb_array"})
@@ -306,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
           f"TensorBoard: tensorboard --logdir {tb_dir}")
 
     checkpoint = Checkpoint(agent_path, args.checkpoint_every)
-    clock = KnownAnswerClock(threads=torch_threads(cfg, args.n_envs))
+    clock = KnownAnswerClock(threads=torch_threads(args.n_envs))
     callbacks = [CorruptionLogger(args.image_every), ProgressBar(planned, done), checkpoint, clock]
     start = time.time()
     try:  # also with nothing left: learn(0) sets up the logger the evaluation writes to

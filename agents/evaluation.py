@@ -40,10 +40,10 @@ from corruption_env.precision import resolve_precision
 from corruption_env.views import ViewMaker
 
 Act = Callable[[dict[str, np.ndarray]], np.ndarray]
-# the main command's budgets (train_agent.py's defaults), sized so that it runs in about 10 minutes on a
-# 2-core CPU without bf16 units (README, "Default run"): 250 updates clear the learnability floor by 0.4
-# kNN, and PPO moves its keep fraction within 768 steps; the known-answer and learning presets evaluate
-# with 500 updates, where the planted margins are measured
+# the main command's budgets (train_agent.py's defaults), sized so that it runs in under 10 minutes on a
+# 2-core CPU without bf16 units (6.4 min measured, README "Default run"): 250 updates clear the learnability
+# floor by about 0.35 kNN, and PPO moves its keep fraction within 512 steps (0.50 -> 0.60); the known-answer
+# and learning presets evaluate with 500 updates, where the planted margins show (at 250 they do not)
 DEFAULT_TRAIN_STEPS = 512
 DEFAULT_EVAL_STEPS = 250
 REFERENCES = ("untrained", "simclr_aug")  # rows that are not corruptors

@@ -38,10 +38,10 @@ def extra_metrics(rows: list[dict[str, Any]]) -> list[str]:
     return sorted(keys)
 
 
-def known_answer_lines(by_seed: Any, eval_steps: int) -> list[str]:
+def known_answer_lines(by_seed: Any) -> list[str]:
     """On a known-answer task: the oracle against keep_all and against random masks at the same keep (paired
-    kNN differences with CIs), and whether the oracle's views are harder or easier than random ones along
-    the oracle's own trajectory (its evaluation episode's ``loss_rise`` return per step, where tracked)."""
+    kNN differences with CIs). Whether its views are harder or easier than random ones is
+    ``bench/reward_snr.py``'s to say, on the same encoder states."""
     oracle = by_seed(("baseline", "oracle", ""))
     if not oracle:
         return []
@@ -51,12 +51,9 @@ def known_answer_lines(by_seed: Any, eval_steps: int) -> list[str]:
         seeds = sorted(set(oracle) & set(rows))
         if seeds:
             diff = np.array([oracle[s]["knn"] - rows[s]["knn"] for s in seeds])
-            sign = "+" if bootstrap_ci(diff)[0] > 0 else ("-" if bootstrap_ci(diff)[1] < 0 else "0")
-            out.append(f"oracle − {other} kNN = {format_ci(diff.mean(), bootstrap_ci(diff))} ({sign}, {len(seeds)} seeds);")
-    rises = [r["eval_return/loss_rise"] / eval_steps for r in oracle.values() if r.get("eval_return/loss_rise") is not None]
-    if rises:
-        out.append(f"along the oracle's own trajectory its views' loss minus random masks' at the same budget = "
-                   f"{np.mean(rises):+.3f} per step ({'harder' if np.mean(rises) > 0 else 'easier'}).")
+            ci = bootstrap_ci(diff)
+            sign = "+" if ci[0] > 0 else ("-" if ci[1] < 0 else "0")
+            out.append(f"oracle − {other} kNN = {format_ci(diff.mean(), ci)} ({sign}, {len(seeds)} seeds);")
     return [" ".join(out)]
 
 
@@ -118,7 +115,7 @@ def summarize(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
                          f"seed(s); {verdict}")
         else:
             lines.append("**Floor check:** needs the keep_all baseline and the untrained reference; not run.")
-        lines += known_answer_lines(by_seed, header["eval_steps"])
+        lines += known_answer_lines(by_seed)
         lines.append("")
         groups = sorted_groups(runs)
         baseline_means = {g: np.mean([r["knn"] for r in by_seed(g).values()]) for g in groups if g[0] == "baseline"}

@@ -266,10 +266,10 @@ class CorruptionEnv(gym.Env):
             reference_mask = self.reference_mask(mask)
             same = bool(torch.equal(reference_mask, mask))  # the agent's views already are the reference views
             reference = (v1, v2) if same else self._reference_views(reference_mask, stream)
-        counterfactual = ({} if same or not paired & set(COUNTERFACTUAL_STATS) else
-                          self._counterfactual(reference, paired & set(COUNTERFACTUAL_STATS)))
+        reference_stats = ({} if same or not paired & set(COUNTERFACTUAL_STATS) else
+                           self._counterfactual(reference, paired & set(COUNTERFACTUAL_STATS)))
         if self.reference_learner is not None:
-            counterfactual["reference_learner_rise"] = self._reference_learner_rise((v1, v2), reference, same)
+            reference_stats["reference_learner_rise"] = self._reference_learner_rise((v1, v2), reference, same)
         seconds["reward"], clock = _lap(clock)
         update = self.learner.update(v1, v2, loss_after="loss_after" in self.needs, grad_norm="grad_norm" in self.needs,
                                      reference=reference if paired & {"paired_gain", "reference_loss"} else None,
@@ -282,7 +282,7 @@ class CorruptionEnv(gym.Env):
         stats = StepStats(step=self.step_count, loss=update.loss, keep_fraction=keep,
                           loss_after=update.loss_after, grad_norm=update.grad_norm, paired_gain=update.reference_gain,
                           reference_loss=update.reference_loss, mask=mask, planted_cells=self._batch_cells,
-                          **counterfactual)
+                          **reference_stats)
         diverged = not all(math.isfinite(v or 0.0) for v in (update.loss, update.loss_after, update.grad_norm,
                                                               update.reference_gain, update.reference_loss))
         if diverged:
@@ -439,10 +439,10 @@ class CorruptionEnv(gym.Env):
     def _reference_learner_rise(self, views: tuple[torch.Tensor, torch.Tensor], reference: tuple[torch.Tensor, torch.Tensor],
                                 same: bool) -> float:
         """How much harder the agent's views are than the reference views for the reference learner (an
-        encoder trained on reference views alone), which then takes its own update on the reference views."""
-        rise = 0.0 if same else self.reference_learner.loss(*views) - self.reference_learner.loss(*reference)
-        self.reference_learner.update(*reference)
-        return rise
+        encoder trained on reference views alone), measured before its own update on the reference views
+        (whose training forward gives the reference views' loss)."""
+        update = self.reference_learner.update(*reference, reference=None if same else views)
+        return 0.0 if same else update.reference_loss - update.loss
 
     def _counterfactual(self, reference: tuple[torch.Tensor, torch.Tensor], wanted: set[str]) -> dict[str, float]:
         """Statistics (``reference_label_loss``, ``reference_rankme``) after an update on the reference views

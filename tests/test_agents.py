@@ -301,3 +301,22 @@ def test_oracle_drops_exactly_the_planted_shortcut_and_needs_one():
     plain = CorruptionEnv(EnvConfig(**TINY))
     with pytest.raises(ValueError, match="needs a known-answer task"):
         make_agent("oracle", plain).predict(plain.reset(seed=0)[0])
+
+
+def test_the_known_answer_clock_reports_the_step_from_which_the_planted_keep_stays_low():
+    from agents.callbacks import KnownAnswerClock
+
+    def clock_over(keeps: list[float]) -> dict:
+        clock = KnownAnswerClock(threshold=0.2, window=4, threads=2)
+        clock._on_training_start()
+        for keep in keeps:
+            clock.locals = {"infos": [{"keep_planted": keep}]}
+            clock._on_step()
+        return clock.answer()
+
+    # windows of 4: 0.75, 0.1 (dips), 0.5 (back up), 0.1, 0.05: found at the start of the fourth window
+    found = clock_over([0.75] * 4 + [0.1] * 4 + [0.5] * 4 + [0.1] * 4 + [0.05] * 2)
+    assert found["answer_step"] == 12 and found["answer_cpu_minutes"] is not None and found["final_keep_planted"] == 0.05
+    lost = clock_over([0.1] * 8 + [0.3] * 2)  # found, then lost in the last (short) window: not reached
+    assert lost["answer_step"] is None and lost["answer_cpu_minutes"] is None and lost["final_keep_planted"] == 0.3
+    assert clock_over([])["final_keep_planted"] is None  # not a known-answer task

@@ -86,10 +86,12 @@ def test_report_is_keyed_on_kind_and_carries_extra_metrics():
             for seed in (0, 1)
             for kind, name, reward, knn, shortcut in [("agent", "a x b", "r", 0.6, 0.25),  # " x " in a name
                                                       ("baseline", "keep_all", "", 0.5, 1.0),
+                                                      ("baseline", "oracle", "", 0.55, 0.0),
                                                       ("reference", "untrained", "", 0.2, None)]]
     summary = summarize(rows, {"command": "c", "train_steps": 1, "eval_steps": 1, "seeds": 2, "env_preset": "cpu"})
     assert "| r × a x b | 2 |" in summary and "the floor holds" in summary
     assert "| run | keep_planted |" in summary and "| r × a x b | 0.250 |" in summary
+    assert "oracle − keep_all kNN = 0.050 [0.050, 0.050] (+, 2 seeds);" in summary  # paired by seed
     # time to the known answer, seed by seed: a seed that never got there says so
     for row, (step, minutes) in zip([r for r in rows if r["kind"] == "agent"], [(320, 4.5), (None, None)]):
         row.update(answer_step=step, answer_cpu_minutes=minutes, final_keep_planted=0.1 if step else 0.6)
