@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import numbers
 import pkgutil
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -98,37 +99,72 @@ def agent_spec(name: str) -> AgentSpec:
     return AgentSpec(lambda env, **kw: cls(env=env, **kw), cls)
 
 
+SET_BY_CALLER = frozenset({"env", "policy", "seed"})  # what make_agent's callers pass themselves, not user options
+
+
 def agent_options(cls: type) -> dict[str, inspect.Parameter] | None:
-    """The keyword options ``cls(...)`` accepts, following ``**kwargs`` up the MRO; None if open-ended."""
+    """The keyword options ``cls(...)`` accepts, following ``**kwargs`` up the MRO; None if open-ended.
+    Private ones (``_init_setup_model``) are left out."""
     options: dict[str, inspect.Parameter] = {}
     for klass in cls.__mro__:
         if "__init__" not in vars(klass) or klass is object:
             continue
         params = inspect.signature(klass.__init__).parameters.values()
         for p in params:
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self" and not p.name.startswith("_"):
                 options.setdefault(p.name, p)
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             return options
     return None
 
 
-def check_options(name: str, cls: type, kwargs: dict[str, Any]) -> None:
-    """Raise a ValueError for an option ``cls`` does not have (with the close matches), or for text given
-    where its default is a number (``gamma:abc``), before anything is built."""
+def expected_value(default: Any, value: Any) -> str | None:
+    """What an option with this default takes, if ``value`` cannot be it (text for a number: ``gamma:abc``);
+    None if it can. A float option also takes a callable (an SB3 schedule)."""
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "True or False"
+    if isinstance(default, (int, float)):
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        return None if number or (isinstance(default, float) and callable(value)) else "a number"
+    return None
+
+
+@dataclass
+class OptionProblems:
+    """What is wrong with options given to an agent class (see :func:`option_problems`)."""
+
+    unknown: dict[str, str | None]  # option -> the closest valid name, if any
+    bad_values: dict[str, tuple[Any, str]]  # option -> (its default, what it takes)
+    valid: list[str]  # the options a user may set
+
+    def __bool__(self) -> bool:
+        return bool(self.unknown or self.bad_values)
+
+
+def option_problems(cls: type, kwargs: dict[str, Any], callers_own: frozenset[str] = frozenset()) -> OptionProblems:
+    """The one check of agent options (``make_agent``, ``train_agent.py`` and the benchmark's ``--hyperparams``
+    all use it): unknown names with their close matches, and values of the wrong kind. ``callers_own``: names
+    of :data:`SET_BY_CALLER` the caller may pass itself (``make_agent``: all of them; a user: none)."""
     options = agent_options(cls)
     if options is None:
-        return
-    unknown = sorted(set(kwargs) - set(options))
-    if unknown:
-        hints = [f"{u!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(u, options, 1))
-                 else repr(u) for u in unknown]
-        raise ValueError(f"agent {name!r} has no option {', '.join(hints)}; its options: "
-                         f"{', '.join(sorted(set(options) - {'env', 'policy', '_init_setup_model'}))}")
-    for key, value in kwargs.items():
-        default = options[key].default
-        if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(value, str):
-            raise ValueError(f"agent {name!r}: option {key} takes a number (default {default}), got {value!r}")
+        return OptionProblems({}, {}, [])
+    valid = sorted(set(options) - SET_BY_CALLER)
+    unknown = {u: next(iter(difflib.get_close_matches(u, valid, 1)), None)
+               for u in sorted(set(kwargs) - set(valid) - (callers_own & set(options)))}
+    bad = {k: (options[k].default, e) for k, v in kwargs.items()
+           if k in options and (e := expected_value(options[k].default, v)) is not None}
+    return OptionProblems(unknown, bad, valid)
+
+
+def check_options(name: str, cls: type, kwargs: dict[str, Any]) -> None:
+    """Raise a ValueError for an option ``cls`` does not have (with the close matches), or for a value of the
+    wrong kind, before anything is built."""
+    problems = option_problems(cls, kwargs, callers_own=SET_BY_CALLER)
+    if problems.unknown:
+        hints = [f"{u!r} (did you mean {close!r}?)" if close else repr(u) for u, close in problems.unknown.items()]
+        raise ValueError(f"agent {name!r} has no option {', '.join(hints)}; its options: {', '.join(problems.valid)}")
+    for key, (default, expected) in problems.bad_values.items():
+        raise ValueError(f"agent {name!r}: option {key} takes {expected} (default {default}), got {kwargs[key]!r}")
 
 
 def make_agent(name: str, env: Any, **kwargs: Any) -> BaseAlgorithm:
@@ -147,5 +183,5 @@ def load_agent(name: str, path: str, env: Any = None, **kwargs: Any) -> BaseAlgo
     return agent_spec(name).agent_class.load(path, env=env, **kwargs)
 
 
-__all__ = ["AGENTS", "AgentSpec", "agent_options", "agent_spec", "available_agents", "check_budget", "check_options",
+__all__ = ["AGENTS", "AgentSpec", "agent_options", "agent_spec", "option_problems", "available_agents", "check_budget", "check_options",
            "import_class", "load_agent", "make_agent", "register_agent"]

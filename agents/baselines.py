@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from stable_baselines3.common.policies import BasePolicy
 
-from agents.policies import SCORE_MODES, SHARED_MODES, mask_geometry
+from agents.policies import mask_geometry
 from agents.rollout import RolloutAgent
 from corruption_env.corruption import KEEP_LEVELS, MASK_FAMILIES, bernoulli_mask, cowmask, random_budget_mask
 
@@ -50,7 +50,7 @@ class FixedMaskPolicy(BasePolicy):
         self.kind, self.keep_prob = kind, keep_prob
         self.keep_range, self.sigma_range = tuple(keep_range), tuple(sigma_range)
         self.batch, _, _, self.grid, self.mode = mask_geometry(observation_space, action_space)
-        if self.mode == "family" and kind == "oracle":
+        if self.mode.menu and kind == "oracle":
             raise ValueError("the oracle corruptor drops chosen cells, which action_mode='family' cannot express; "
                              "use action_mode='cells' (or 'shared' on a fixed shortcut)")
         self.generator = torch.Generator()
@@ -63,9 +63,9 @@ class FixedMaskPolicy(BasePolicy):
 
     def _predict(self, observation: dict[str, torch.Tensor], deterministic: bool = False) -> torch.Tensor:
         n_envs = observation["images"].shape[0]
-        if self.mode == "family":
+        if self.mode.menu:
             return self._menu_entry().expand(n_envs, 2)
-        n = n_envs * (1 if self.mode in SHARED_MODES else self.batch)
+        n = n_envs * (1 if self.mode.shared else self.batch)
         k = self.keep_cells
         if self.kind == "keep_all":
             masks = torch.ones(n, self.grid, self.grid)
@@ -80,7 +80,7 @@ class FixedMaskPolicy(BasePolicy):
             s_lo, s_hi = self.sigma_range
             sigma = s_lo + (s_hi - s_lo) * torch.rand(n, generator=self.generator)
             masks = cowmask(n, self.grid, keep if k is None else k / self.grid ** 2, sigma, self.generator)
-        if self.mode in SCORE_MODES:
+        if self.mode.scores:
             return (2 * masks - 1).reshape(n_envs, -1)  # keep +1, drop -1: the env keeps the top cells
         return masks.reshape(n_envs, -1)
 
@@ -89,7 +89,7 @@ class FixedMaskPolicy(BasePolicy):
             raise ValueError("the oracle corruptor needs its environment: build it with make_agent('oracle', env) "
                              "or load it with env=...")
         cells = self.planted_cells().reshape(n_envs, self.batch, self.grid, self.grid)
-        if self.mode in SHARED_MODES:
+        if self.mode.shared:
             if (cells != cells[:, :1]).any():
                 raise ValueError("the oracle cannot share one mask across the batch: the planted cells differ "
                                  "between images (random placement); use action_mode='cells' or 'scores'")

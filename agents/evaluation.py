@@ -41,7 +41,7 @@ from corruption_env.views import ViewMaker
 
 Act = Callable[[dict[str, np.ndarray]], np.ndarray]
 # the main command's budgets (train_agent.py's defaults), sized so that it runs in under 10 minutes on a
-# 2-core CPU without bf16 units (6.4 min measured, README "Default run"): 250 updates clear the learnability
+# 2-core CPU without bf16 units (6.4 min measured, docs/training.md, "Default run"): 250 updates clear the learnability
 # floor by about 0.35 kNN, and PPO moves its keep fraction within 512 steps (0.50 -> 0.60); the known-answer
 # and learning presets evaluate with 500 updates, where the planted margins show (at 250 they do not)
 DEFAULT_TRAIN_STEPS = 512
@@ -124,7 +124,9 @@ class RowCache:
 class CorruptorEvaluation:
     """Trains fresh encoders with different corruptors on one shared environment (CAM-Net loaded once).
 
-    :param config: the environment configuration the agent was trained in.
+    :param config: the environment configuration the agent was trained in. Evaluation episodes pay the
+        default reward, not the training reward (whose statistics, e.g. ``reference_learner_rise``'s second
+        learner, would double a row's cost for a return nobody is judged by); ``track_rewards`` are recorded.
     :param steps: SimCLR updates per row.
     :param seed: seed of the encoder initialisation, batches, codes and augmentations.
     :param progress: show a tqdm bar per row.
@@ -134,7 +136,8 @@ class CorruptorEvaluation:
 
     def __init__(self, config: EnvConfig, steps: int, seed: int = 0, progress: bool = True,
                  track_rewards: str | list[str] = "free", cache: RowCache | None = None) -> None:
-        self.config = config.replace(episode_length=max(steps, 1), record_timings=False, track_rewards=track_rewards)
+        self.config = config.replace(episode_length=max(steps, 1), record_timings=False, track_rewards=track_rewards,
+                                     reward=EnvConfig.reward, reward_kwargs={})
         self.steps, self.seed, self.progress, self.cache = steps, seed, progress, cache
         self.env = CorruptionEnv(self.config)
         kw = dict(root=config.data_root, image_size=config.image_size, channels=3, **config.dataset_options())

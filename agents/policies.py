@@ -26,38 +26,32 @@ from stable_baselines3.common.distributions import DiagGaussianDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
-from corruption_env.env import SharedMaskSpace, SharedScoresSpace
+from corruption_env.action_modes import ActionMode, action_mode_of
 
-
-SCORE_MODES = ("scores", "shared_scores")
 # initial log standard deviation of the score modes' Gaussian: a ranking changes with score differences
 # relative to it, so a small one lets a few hundred Adam steps move the ranking (measured on a planted
 # reward: 0.53 of the planted cells dropped after 512 PPO steps at log-std 0, 0.80 at -2)
 SCORE_LOG_STD_INIT = -2.0
-SHARED_MODES = ("shared", "shared_scores")
 
 
 def mask_geometry(observation_space: gym.spaces.Dict, action_space: gym.spaces.Space
-                  ) -> tuple[int, int, int, int, str]:
+                  ) -> tuple[int, int, int, int, ActionMode]:
     """(batch B, channels C, side h, grid g, action mode) of a CorruptionEnv's spaces, with a clear error
-    otherwise. The mode follows the action space: MultiBinary(B g^2) ``cells``, SharedMaskSpace(g^2)
-    ``shared``, Box(B g^2) ``scores``, SharedScoresSpace(g^2) ``shared_scores``, MultiDiscrete ``family``
-    (which has no grid: g = 1)."""
+    otherwise. The mode follows the action space (``corruption_env.action_modes``); ``family`` has no grid: g = 1."""
     if not isinstance(observation_space, gym.spaces.Dict) or set(observation_space.spaces) != {"images", "learner"}:
         raise ValueError(f"the mask policy needs CorruptionEnv's Dict observation (images, learner), got {observation_space}")
     b, c, h, w = observation_space["images"].shape
-    if isinstance(action_space, gym.spaces.MultiDiscrete) and action_space.nvec.ndim == 1:
-        return b, c, h, 1, "family"
-    if isinstance(action_space, gym.spaces.MultiBinary):
-        n, modes = int(action_space.n), (("shared", 1),) if isinstance(action_space, SharedMaskSpace) else (("cells", b),)
-    elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
-        shared = isinstance(action_space, SharedScoresSpace)
-        n, modes = int(action_space.shape[0]), (("shared_scores", 1),) if shared else (("scores", b),)
-    else:
-        n, modes = -1, ()
-    for mode, per in modes:
-        g = math.isqrt(max(n // per, 0)) if n > 0 else 0
-        if n > 0 and g * g * per == n and h % g == 0:
+    shape = getattr(action_space, "shape", None)
+    try:
+        mode = action_mode_of(action_space)
+    except ValueError:
+        mode = None
+    if mode is not None and mode.menu and action_space.nvec.ndim == 1:
+        return b, c, h, 1, mode
+    if mode is not None and shape is not None and len(shape) == 1 and shape[0] > 0:
+        per = 1 if mode.shared else b
+        g = math.isqrt(shape[0] // per)
+        if g * g * per == shape[0] and h % g == 0:
             return b, c, h, g, mode
     raise ValueError(f"the mask policy needs a MultiBinary(B * g * g), MultiBinary(g * g), Box(B * g * g), "
                      f"Box(g * g) or MultiDiscrete action space matching the images {(b, c, h, w)}, got {action_space}")
@@ -99,15 +93,39 @@ class MaskNetwork(nn.Module):
     :param correlated_noise: in the ``scores`` mode, also output each cell's (detached, unit-norm) features,
         which :class:`CorrelatedScoresDistribution` uses to correlate the exploration of cells alike
         across the batch (see there). On by default; off gives independent noise per cell.
+    :param scorer: how each cell's features are made. ``image`` (default): the CNN runs over the whole image
+        and its feature map is pooled to the grid, plus a learned bias per grid position, so the policy can
+        prefer places. ``cell``: a **position-free cell scorer**: the same CNN runs on each cell's own pixels
+        and a ``cell_context``-pixel neighbourhood (mirrored at the image border, so a border cell sees no
+        mark of where it is), with no position bias: a rule learned at one place ("drop cells that look like
+        this") holds at every place, and every cell of the batch trains the same weights.
+    :param cell_context: pixels of neighbourhood around each cell the ``cell`` scorer sees.
+    :param cell_position: give the ``cell`` scorer the per-position bias after all (an input it may use or
+        ignore); off by default.
+    :param cell_symmetry: ``dihedral`` (default) averages the ``cell`` scorer's features over the patch's 8
+        flips and quarter turns, so a pattern scores the same in a top row, a bottom row or a column, where
+        its neighbourhood lies on another side (without it a rule learned in the bottom row held only
+        partly in the top row: ``docs/results.md``); ``none`` keeps orientation.
     """
+
+    SCORERS = ("image", "cell")
+    SYMMETRIES = ("dihedral", "none")
 
     def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Space,
                  channels: tuple[int, ...] = (16, 32, 32), value_dim: int = 64, initial_keep_prob: float = 0.5,
-                 value_trains_cnn: bool = False, correlated_noise: bool = True) -> None:
+                 value_trains_cnn: bool = False, correlated_noise: bool = True, scorer: str = "image",
+                 cell_context: int = 2, cell_position: bool = False, cell_symmetry: str = "dihedral") -> None:
         super().__init__()
+        if scorer not in self.SCORERS:
+            raise ValueError(f"unknown scorer {scorer!r}; available: {', '.join(self.SCORERS)}")
+        if not isinstance(cell_context, int) or cell_context < 0:
+            raise ValueError(f"cell_context must be a whole number of pixels >= 0, got {cell_context!r}")
+        if cell_symmetry not in self.SYMMETRIES:
+            raise ValueError(f"unknown cell_symmetry {cell_symmetry!r}; available: {', '.join(self.SYMMETRIES)}")
         self.value_trains_cnn = value_trains_cnn
+        self.scorer, self.cell_context, self.cell_symmetry = scorer, cell_context, cell_symmetry
         self.batch, self.in_channels, self.side, self.grid, self.mode = mask_geometry(observation_space, action_space)
-        self.correlated = correlated_noise and self.mode == "scores"
+        self.correlated = correlated_noise and self.mode.scores and not self.mode.shared
         self.learner_dim = int(observation_space["learner"].shape[0])
         layers: list[nn.Module] = []
         width = self.in_channels
@@ -120,15 +138,15 @@ class MaskNetwork(nn.Module):
         nn.init.zeros_(self.logit_head.weight)  # start from the same keep probability everywhere
         nn.init.constant_(self.logit_head.bias, math.log(initial_keep_prob / (1 - initial_keep_prob)))
         # convolutions are translation-equivariant; a per-cell bias lets the policy prefer places
-        self.cell_bias = nn.Parameter(torch.zeros(self.grid, self.grid))
+        positional = scorer == "image" or cell_position
+        self.cell_bias = nn.Parameter(torch.zeros(self.grid, self.grid), requires_grad=positional)
         self.value_mlp = nn.Sequential(nn.Linear(width + self.learner_dim, value_dim), nn.Tanh())
-        if self.mode == "family":  # one categorical per menu dimension, uniform at the start
+        if self.mode.menu:  # one categorical per menu dimension, uniform at the start
             self.menu_head = nn.Linear(width + self.learner_dim, int(sum(action_space.nvec)))
             nn.init.zeros_(self.menu_head.weight)
             nn.init.zeros_(self.menu_head.bias)
-        self.latent_dim_pi = {"cells": self.batch * self.grid * self.grid, "scores": self.batch * self.grid * self.grid,
-                              "shared": self.grid * self.grid, "shared_scores": self.grid * self.grid,
-                              "family": int(sum(getattr(action_space, "nvec", [0])))}[self.mode]
+        self.latent_dim_pi = (int(sum(action_space.nvec)) if self.mode.menu else
+                              self.grid * self.grid * (1 if self.mode.shared else self.batch))
         self.noise_dim = width if self.correlated else 0  # features per cell behind the correlated exploration
         self.latent_dim_pi *= 1 + self.noise_dim
         self.latent_dim_vf = value_dim
@@ -141,8 +159,28 @@ class MaskNetwork(nn.Module):
     def _cells(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-cell features (N, B, width, g, g) and the learner vector (N, k)."""
         images, learner = self._split(features)
-        cells = F.adaptive_avg_pool2d(self.cnn(images), self.grid)
+        if self.scorer == "image":
+            cells = F.adaptive_avg_pool2d(self.cnn(images), self.grid)
+        else:
+            cells = self._score_cells(images)
         return cells.unflatten(0, (features.shape[0], self.batch)), learner
+
+    def _score_cells(self, images: torch.Tensor) -> torch.Tensor:
+        """The ``cell`` scorer: (M, C, h, h) images -> (M, width, g, g), each cell's features from its own
+        patch (the cell and ``cell_context`` pixels around it) through the shared CNN, pooled."""
+        m, c, side = images.shape[0], images.shape[1], images.shape[2]
+        cell, pad = side // self.grid, self.cell_context
+        padded = F.pad(images, (pad,) * 4, mode="reflect") if pad else images
+        patch = cell + 2 * pad
+        patches = F.unfold(padded, kernel_size=patch, stride=cell)  # (M, C * patch^2, g^2)
+        patches = patches.transpose(1, 2).reshape(m * self.grid * self.grid, c, patch, patch)
+        if self.cell_symmetry == "dihedral":  # the 8 flips and quarter turns, one batch
+            turns = [patches, patches.transpose(2, 3)]
+            patches = torch.cat([t for x in turns for t in (x, x.flip(2), x.flip(3), x.flip(2, 3))])
+        pooled = self.cnn(patches).mean(dim=(2, 3))  # (M g^2 [x 8], width)
+        if self.cell_symmetry == "dihedral":
+            pooled = pooled.unflatten(0, (8, -1)).mean(dim=0)
+        return pooled.reshape(m, self.grid, self.grid, -1).permute(0, 3, 1, 2)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cells, learner = self._cells(features)
@@ -155,12 +193,12 @@ class MaskNetwork(nn.Module):
         return self._value(*self._cells(features))
 
     def _logits(self, cells: torch.Tensor, learner: torch.Tensor) -> torch.Tensor:
-        if self.mode == "family":
+        if self.mode.menu:
             return self.menu_head(torch.cat([cells.mean(dim=(1, 3, 4)), learner], dim=1))
         conditioned = F.relu(cells + self.learner_embed(learner)[:, None, :, None, None])
         logits = self.logit_head(conditioned.flatten(0, 1)) + self.cell_bias  # (N*B, 1, g, g)
         logits = logits.reshape(cells.shape[0], self.batch, self.grid * self.grid)
-        if self.mode in SHARED_MODES:
+        if self.mode.shared:
             return logits.mean(dim=1)  # one mask for the batch: every image has its say
         if self.correlated:  # (N, D) means, then (N, D, width) unit-norm cell features, flattened
             noise = F.normalize(conditioned.detach(), dim=2).permute(0, 1, 3, 4, 2).flatten(1)

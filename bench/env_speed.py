@@ -7,7 +7,7 @@ Times, interleaved in rounds on the same config so that machine drift hits every
   (b)  env.step with the default reward (ma_neg_loss_derivative)
   (b') env.step with heldout_gain (its held-out measurement amortised over its interval)
 
-for each *path*, each adding one lever to the path before it (issue 19), the last being the new path:
+for each *path*, each adding one lever to the path before it, the last being the new path:
 
   old                    fp32 CAM-Net, and the SimCLR encoder as it was (ReLU before each max-pool)
   +int8 CAM-Net          ``EnvConfig.camnet_quantize``
@@ -41,7 +41,7 @@ from corruption_env import CorruptionEnv, EnvConfig
 from corruption_env.files import atomic_write_json
 from corruption_env.precision import cpu_bf16_flags, resolve_precision
 
-PATHS = {  # name: (EnvConfig overrides, SimCLR encoder with ReLU before each max-pool as before issue 19)
+PATHS = {  # name: (EnvConfig overrides, SimCLR encoder with ReLU before each max-pool as it used to be)
     "old": ({"camnet_quantize": False}, True),
     "+int8 CAM-Net": ({"camnet_quantize": True}, True),
     "+ReLU after max-pool": ({"camnet_quantize": True}, False),
@@ -51,7 +51,7 @@ PRECISION_SET = ("fp32", "bf16")
 
 
 def _relu_before_pool(env: CorruptionEnv) -> None:
-    """Give ``env``'s learner the encoder layer order of before issue 19 (ReLU, then max-pool), at every reset."""
+    """Give ``env``'s learner the encoder layer order it used to have (ReLU, then max-pool), at every reset."""
     learner, reset = env.learner, env.learner.reset
 
     def old_order(seed: int) -> None:
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             before = step[path]
         report["new_over_old"][p] = round(step[paths[-1]] / old, 3)
         print(f"\n{p} env.step (b), each lever in turn: {paths[0]} {old} ms" + "".join(f" | {s}" for s in shares) +
-              f"\n{p}: new/old step ratio = {report['new_over_old'][p]} (issue 19's target: <= 0.5 in fp32 on an "
+              f"\n{p}: new/old step ratio = {report['new_over_old'][p]} (target: <= 0.5 in fp32 on an "
               f"AVX2-only CPU; this one: capability {report['cpu_capability']}, {args.threads} thread(s))")
     if {"fp32", "bf16"} <= set(precisions):
         step = {p: report["paths"][paths[0]][p]["ms_per_step"]["env"] for p in ("fp32", "bf16")}

@@ -1,4 +1,4 @@
-"""Regenerate the README's pictures: one environment step, the known-answer tasks (a shortcut under its
+"""Regenerate the pictures of the README and docs: one environment step, the known-answer tasks (a shortcut under its
 oracle; a distractor kept, where the two views disagree on it, and under its oracle), and CAM-Net's
 sample grids.
 

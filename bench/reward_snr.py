@@ -18,7 +18,7 @@ Comparisons (``--tasks``):
   shortcut_fixed    barcode shortcut in the bottom row of cells, keep budget 0.75: A oracle (drops the
                     barcode's cells) vs B random masks at the same budget
   shortcut_random   the same with the barcode's row (top or bottom) drawn per image
-  distractor_fixed  a planted distractor in the bottom row (see ``corruption_env.data.Distractor``),
+  distractor_fixed  a planted distractor in the bottom row (see ``corruption_env.known_answer.Distractor``),
                     budget 0.75: A oracle (drops it) vs B random at the budget
   distractor_random the same, row drawn per image
 

@@ -17,7 +17,6 @@ Presets and tasks are tables, so a new one is a new entry:
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import platform
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from agents.evaluation import DEFAULT_TRAIN_STEPS
+from corruption_env.action_modes import ACTION_MODES
 from corruption_env.precision import resolve_precision
 
 KINDS = ("agent", "baseline", "reference")  # a row's kind, in the order the report lists them
@@ -38,7 +38,7 @@ BASELINE_KWARGS: dict[str, dict[str, Any]] = {"keep_all": {}, "random": {"keep_p
                                               "cowmask": {"keep_range": (0.5, 1.0)}}
 
 # name -> EnvConfig overrides. Known-answer tasks plant a pattern in one row of mask cells of every image
-# (corruption_env.data: a ``shortcut`` the views agree on, or a ``distractor`` they render differently);
+# (corruption_env.known_answer: a ``shortcut`` the views agree on, or a ``distractor`` they render differently);
 # the best corruptor drops exactly those cells (the ``oracle`` baseline). They keep 12 of 16 cells
 # (keep_budget 0.75, the oracle's keep fraction), so agents decide which cells, not how many; ``fixed``
 # places the pattern in the bottom row of every image, ``random`` in the top or bottom row per image
@@ -50,8 +50,6 @@ KEEP_BUDGET = 0.75
 def _planted(kind: str, placement: str, mode: str = "scores") -> dict[str, Any]:
     return {"dataset": "shapes", "dataset_kwargs": {kind: placement}, "keep_budget": KEEP_BUDGET, "action_mode": mode}
 
-
-PER_IMAGE = {"shared": "cells", "shared_scores": "scores"}  # the per-image counterpart of each shared action mode
 
 TASKS: dict[str, dict[str, Any]] = {
     "shapes": {"dataset": "shapes"},
@@ -100,7 +98,7 @@ PRESET_TRACKED = ("ma_neg_loss_derivative", "neg_loss_delta", "neg_loss", "tscl_
                   "heldout_gain", "rankme_gain", "probe_accuracy")
 
 PRESETS: dict[str, Preset] = {
-    # 250 updates clear the learnability floor (README's floor table)
+    # 250 updates clear the learnability floor (docs/results.md, the learnability floor)
     "quick": Preset("PPO x 2 rewards, 2 seeds, 256 train / 250 eval steps: ~30 min on 2 CPU cores",
                     rewards=("ma_neg_loss_derivative", "heldout_gain"), algos=("ppo",),
                     baselines=("keep_all", "random", "cowmask"), seeds=2, train_steps=256, eval_steps=250, workers=2),
@@ -111,7 +109,7 @@ PRESETS: dict[str, Preset] = {
                     train_steps=20000, eval_steps=2000, env_preset="gpu", workers=1),
     # every planted pattern, fixed and per-image placement, at the keep budget of 0.75 (the oracle's keep
     # fraction): random masks keep the same 12 of 16 cells' worth. 500 evaluation updates: at the main
-    # command's 250 the planted pattern has not yet cost keep_all anything (README, "Known-answer results")
+    # command's 250 the planted pattern has not yet cost keep_all anything (docs/results.md, "Known answers exist")
     "known_answer": Preset("known-answer suite (shortcut and distractor, fixed and random placement): oracle vs "
                            "keep_all vs random masks at the budget, 3 seeds, 500 eval steps: ~75 min on 2 CPU cores",
                            rewards=(), algos=(), baselines=("oracle", "keep_all", "random"), seeds=3, train_steps=1,
@@ -122,7 +120,7 @@ PRESETS: dict[str, Preset] = {
     # (reference_learner_rise), PPO and REINFORCE, on a shared score map where one mask can drop it (fixed),
     # and PPO with per-image scores where it moves (random). The distractor, whose answer that reward points
     # away from by construction, and the min-loss rewards, which point away from the shortcut's, are judged
-    # by bench/reward_snr.py (README, "Do agents learn?")
+    # by bench/reward_snr.py (docs/results.md)
     "learning": Preset("PPO and REINFORCE with reference_learner_rise on the shortcut tasks, 3 seeds, the default "
                        "training budget: ~70 min on 2 CPU cores",
                        rewards=("reference_learner_rise",), algos=("ppo",), baselines=("keep_all", "oracle", "random"),
@@ -205,7 +203,7 @@ class Sweep:
         env = self.env_config(spec.task, spec.reward or None).to_dict()
         env.pop("num_threads")  # the engine's choice: float noise only
         if spec.kind != "agent":  # fixed rows mask every image on its own (the per-image oracle and random masks),
-            env["action_mode"] = PER_IMAGE.get(env["action_mode"], env["action_mode"])  # so shared tasks share them
+            env["action_mode"] = ACTION_MODES[env["action_mode"]].per_image  # so shared tasks share them
         env["precision"] = resolve_precision(env["precision"], env["device"])  # bf16 and fp32 runs differ
         for key in ("data_root", "camnet_checkpoint"):  # Ray moves each trial to a folder of its own
             if env[key]:
@@ -251,45 +249,9 @@ def resolve_task(name: str) -> dict[str, Any]:
                      f"({', '.join(available_datasets())})")
 
 
-def accepted_options(name: str) -> dict[str, Any] | None:
-    """The keyword options agent ``name`` accepts, with their defaults (None: any, its builder passes
-    ``**kwargs`` on to the end).
-
-    Read from the ``__init__`` signatures along the agent class's MRO while each passes ``**kwargs`` on;
-    ``env``, ``policy`` and ``seed`` are set by the sweep.
-    """
-    from agents import agent_spec
-
-    options: dict[str, Any] = {}
-    for klass in agent_spec(name).agent_class.__mro__:
-        if "__init__" not in vars(klass) or klass is object:
-            continue
-        params = inspect.signature(klass.__init__).parameters.values()
-        for p in params:
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and not p.name.startswith("_") \
-                    and p.name not in ("self", "env", "policy", "seed"):
-                options.setdefault(p.name, p.default)
-        if not any(p.kind == p.VAR_KEYWORD for p in params):
-            return options
-    return None
-
-
-def _check_value(target: str, option: str, value: Any, default: Any) -> None:
-    """Reject a value whose type cannot be what a numeric or boolean option expects (``n_steps:abc``)."""
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, (int, float)):
-        ok = _is_number(value) or (isinstance(default, float) and callable(value))
-    else:
-        return
-    if not ok:
-        expected = "True or False" if isinstance(default, bool) else "a number"
-        raise SweepError(f"--hyperparams {target}.{option}:{value!r}: expected {expected} (default {default!r})")
-
-
 def check_sweep(sweep: Sweep) -> None:
     """Raise :class:`SweepError` for anything that would make a run fail for a reason known now."""
-    from agents import agent_spec, available_agents
+    from agents import agent_spec, available_agents, option_problems
     from corruption_env.data import load_dataset
 
     for option, value in (("--seeds", sweep.seeds), ("--train-steps", sweep.train_steps),
@@ -316,15 +278,13 @@ def check_sweep(sweep: Sweep) -> None:
             if target not in all_algos and target not in sweep.baselines:
                 raise SweepError(f"--hyperparams sets options of {target!r}, which is in neither --algos "
                                  f"({','.join(sweep.algos) or 'none'}) nor --baselines ({','.join(sweep.baselines) or 'none'})")
-            valid = accepted_options(target)
-            if valid is None:
-                continue
-            bad = sorted(set(options) - set(valid))
-            if bad:
-                raise SweepError(f"--hyperparams: {target!r} has no option(s) {', '.join(bad)}; "
-                                 f"it accepts: {', '.join(sorted(valid))}")
-            for option, value in options.items():
-                _check_value(target, option, value, valid[option])
+            problems = option_problems(agent_spec(target).agent_class, options)
+            if problems.unknown:
+                raise SweepError(f"--hyperparams: {target!r} has no option(s) {', '.join(problems.unknown)}; "
+                                 f"it accepts: {', '.join(problems.valid)}")
+            for option, (default, expected) in problems.bad_values.items():
+                raise SweepError(f"--hyperparams {target}.{option}:{options[option]!r}: expected {expected} "
+                                 f"(default {default!r})")
         for task in sweep.tasks:
             for reward in sweep.rewards_for(task) or [None]:
                 cfg = sweep.env_config(task, reward).validate()

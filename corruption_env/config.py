@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corruption_env.action_modes import ACTION_MODES
 from corruption_env.corruption import check_task
 from corruption_env.precision import PRECISIONS
 
@@ -43,7 +44,7 @@ class EnvConfig:
         actions keep their top cells; binary masks keep their kept cells first (ties broken at random
         from the env's seeded mask stream), so every corruptor respects it. Not with ``family``.
     :param reference_corruption: the corruption of the *reference views* that paired statistics compare the
-        agent's views with (``paired_gain``, ``reference_loss``, the counterfactual updates): ``keep_all``,
+        agent's views with (``reference_gain``, ``reference_loss``, the counterfactual updates): ``keep_all``,
         ``random`` (a uniformly random mask at the keep budget, from its own seeded stream) or ``auto``
         (default: ``random`` under a keep budget, where keeping every cell is not a choice the agent has;
         ``keep_all`` otherwise).
@@ -62,7 +63,7 @@ class EnvConfig:
     :param track_rewards: reward definitions also evaluated every step and reported in
         ``info["reward_terms"]`` (not paid): ``"free"`` (default) those needing no statistic beyond
         the loss, ``"all"`` every registered one (adds their measurement costs) except those paying for
-        a second SimCLR update (``label_advantage``), or a list of names.
+        a second SimCLR update (``Reward.extra_update``: ``docs/rewards.md`` marks them), or a list of names.
     :param heldout_size: training-split images set aside (never drawn for batches) for the held-out
         rewards; capped at a quarter of the split.
     :param record_timings: add ``info["seconds"]`` (wall-clock seconds per stage). Off by default
@@ -78,7 +79,7 @@ class EnvConfig:
         training images; see ``corruption_env.camnet.quantize``): None (default) where it runs, on the
         CPU, and not on a GPU; True (CPU only) or False to choose. It replaces ``precision`` for CAM-Net's
         forward (the SimCLR learner keeps ``precision``); no effect with other decorruptors. On by default
-        because the learnability floor and the known-answer margins hold with it (README, "Speed").
+        because the learnability floor and the known-answer margins hold with it (docs/speed.md).
     :param num_threads: torch CPU threads in this process; None leaves torch's default.
     :param seed: seed of the first ``reset()`` called without one (None: fresh entropy).
     """
@@ -115,7 +116,6 @@ class EnvConfig:
     seed: int | None = None
 
     PRESETS = ("cpu", "gpu")
-    ACTION_MODES = ("cells", "shared", "family", "scores", "shared_scores")
     REFERENCE_CORRUPTIONS = ("auto", "keep_all", "random")
 
     def __post_init__(self) -> None:
@@ -135,14 +135,14 @@ class EnvConfig:
             raise ValueError(f"EnvConfig: image_size ({self.image_size}) / scale ({self.scale}) = {low} must be a "
                              f"whole multiple of mask_grid ({self.mask_grid}); change one of them")
         check_task(self.task, self.scale)
-        if self.action_mode not in self.ACTION_MODES:
-            raise ValueError(f"EnvConfig: unknown action_mode {self.action_mode!r}; available: {', '.join(self.ACTION_MODES)}")
+        if self.action_mode not in ACTION_MODES:
+            raise ValueError(f"EnvConfig: unknown action_mode {self.action_mode!r}; available: {', '.join(ACTION_MODES)}")
         if self.keep_budget is not None:
             if not 0 < self.keep_budget <= 1:
                 raise ValueError(f"EnvConfig: keep_budget must be None or a fraction in (0, 1], got {self.keep_budget}")
-            if self.action_mode == "family":
-                raise ValueError("EnvConfig: action_mode 'family' chooses its own keep level; it takes no keep_budget "
-                                 "(use 'scores', 'shared_scores', 'cells' or 'shared')")
+            if ACTION_MODES[self.action_mode].menu:
+                raise ValueError(f"EnvConfig: action_mode {self.action_mode!r} chooses its own keep level; it takes no "
+                                 f"keep_budget (use {', '.join(repr(m) for m, mode in ACTION_MODES.items() if not mode.menu)})")
         if self.reference_corruption not in self.REFERENCE_CORRUPTIONS:
             raise ValueError(f"EnvConfig: unknown reference_corruption {self.reference_corruption!r}; available: "
                              f"{', '.join(self.REFERENCE_CORRUPTIONS)}")
@@ -162,9 +162,9 @@ class EnvConfig:
         """Check what construction does not (it stays cheap, loading nothing): names against their
         registries, reward and dataset options, tracked rewards, and that ``device`` exists on this
         machine. Raises a ValueError that names the fix; returns ``self``."""
-        import torch
 
-        from corruption_env.data import DATASETS, PLANTED_OPTIONS, available_datasets
+        from corruption_env.data import DATASETS, available_datasets
+        from corruption_env.known_answer import PLANTED_OPTIONS
         from corruption_env.rewards import available_rewards, make_reward
         from corruption_env.simclr import SimCLRLearner, available_encoders
         from corruption_env.views import AUGMENTATIONS, available_decorruptors
@@ -190,7 +190,7 @@ class EnvConfig:
                                  f"its options: {', '.join(valid) or 'none'}")
         check_device(self.device, "(the 'gpu' preset sets device 'cuda')")
         if set(self.dataset_kwargs) & set(PLANTED_OPTIONS):
-            from corruption_env.data import planted_from_options
+            from corruption_env.known_answer import planted_from_options
 
             planted_from_options(self.dataset_options(), self.image_size)  # rejects bad shortcut/distractor options
         return self

@@ -6,7 +6,9 @@ lists the valid ones.
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+import inspect
+import re
+from typing import Any, Callable, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -40,3 +42,11 @@ class Registry(Generic[T]):
         if name not in self.entries:
             raise ValueError(f"unknown {self.kind} {name!r}; available: {', '.join(self.names())}")
         return self.entries[name]
+
+
+def doc_summary(entry: Any) -> str:
+    """The first paragraph of an entry's docstring on one line, in Markdown (for the tables the docs are
+    generated from): reST literals and roles become code spans, pipes are escaped."""
+    text = " ".join((inspect.getdoc(entry) or "").split("\n\n")[0].split())
+    text = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", text).replace("``", "`")
+    return text.replace("|", "\\|")

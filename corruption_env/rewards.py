@@ -1,16 +1,13 @@
 """Reward definitions: what the corruptor is paid for, as pluggable, benchmarkable objects.
 
 A reward sees one :class:`StepStats` per environment step and returns a float. It declares which
-optional statistics it needs (``needs``) so the environment computes only those: ``loss_after`` costs
-one more forward pass, ``paired_gain`` one more restoration of the batch under the reference
-corruption (none when the agent's mask is the reference mask) and two forward passes,
-``reference_loss`` the restoration and one forward, ``heldout_loss``, ``probe_accuracy``,
-``label_loss`` and ``rankme`` a measurement every ``measure_every`` steps, the ``reference_*``
-statistics a counterfactual update (undone), and nothing else costs anything. Rewards that read labels
-(``uses_labels``: ``probe_accuracy``, ``label_gain``, ``label_advantage``) are upper references for
-the label-free ones, not self-supervised rewards. Write your own by subclassing
+statistics it reads (``needs``: names from :mod:`corruption_env.statistics`, where each says what it
+costs) so the environment measures only those. Rewards that read labels (``uses_labels``) are upper
+references for the label-free ones, not self-supervised rewards. Write your own by subclassing
 :class:`Reward` (override ``__call__``, and ``reset`` if it keeps state) and decorating it with
-``@register_reward("name")``; ``gym.make("CorruptionEnv-v0", reward="name")`` then uses it.
+``@register_reward("name")``; ``gym.make("CorruptionEnv-v0", reward="name")`` then uses it. The paid
+reward and the tracked ones of an env live in one :class:`RewardSet`. Measured numbers about each
+reward are in ``docs/results.md``, not here: docstrings say what a reward is.
 
 Built-ins follow the curriculum-learning literature's progress signals (Graves et al. 2017,
 "Automated Curriculum Learning for Neural Networks"; Matiisen et al. 2017, "Teacher-Student
@@ -21,77 +18,17 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import numpy as np
-import torch
 
-from corruption_env.registry import Registry
-
-OPTIONAL_STATS = ("loss_after", "grad_norm", "paired_gain", "reference_loss", "heldout_loss", "probe_accuracy",
-                  "label_loss", "rankme", "reference_label_loss", "reference_rankme", "reference_learner_rise")
-PERIODIC_STATS = ("heldout_loss", "probe_accuracy", "label_loss", "rankme")  # measured every ``measure_every`` steps
-REFERENCE_STATS = ("paired_gain", "reference_loss", "reference_label_loss", "reference_rankme",
-                   "reference_learner_rise")  # need the reference views
-COUNTERFACTUAL_STATS = ("reference_label_loss", "reference_rankme")  # measured after an update that is undone
-
-
-@dataclass
-class StepStats:
-    """What one step measured. Optional entries are None unless some reward needs them (and, for the
-    periodic ones, on steps where they were not measured).
-
-    :param step: 1-based index of the SimCLR update within the episode (0 for the episode start).
-    :param loss: L_t, the NT-Xent loss of this step's update on its own views (before the update).
-    :param keep_fraction: fraction of mask cells the agent kept.
-    :param loss_after: loss on the same views after the update.
-    :param grad_norm: L2 norm of the update's gradient.
-    :param paired_gain: L_ref(before) - L_ref(after): decrease, across this update, of the loss on
-        *reference views* of this step's batch (under ``EnvConfig.reference_corruption``: all cells kept,
-        or a random mask at the keep budget; the same latent codes and augmentations as the agent's
-        views), see :class:`PairedProgress`.
-    :param reference_loss: L_ref(before): the loss of the reference views with the weights the update
-        starts from, see :class:`LossRise`.
-    :param heldout_loss: loss on a fixed held-out set with a fixed reference corruption.
-    :param probe_accuracy: kNN accuracy of the encoder on a small labelled held-out subset.
-    :param label_loss: nearest-class-mean cross-entropy of the encoder's features on the same labelled
-        subset (uses labels), see :class:`LabelGain`.
-    :param rankme: RankMe, the effective rank of the encoder's features of the held-out images (label-free),
-        see :class:`RankMeGain`.
-    :param reference_label_loss: ``label_loss`` after a counterfactual update from the same state on the
-        reference views of this step's batch instead of the agent's, see :class:`LabelAdvantage`; None
-        when the agent's mask is the reference mask (its views are the reference views).
-    :param reference_rankme: ``rankme`` after the same counterfactual update, see :class:`RankMeAdvantage`.
-    :param reference_learner_rise: the loss of the agent's views minus the reference views' for the *reference
-        learner*, an encoder trained alongside on reference views only, see :class:`ReferenceLearnerRise`.
-    :param mask: the (B, g, g) mask the agent chose (1 = kept), for rewards about where cells are kept.
-    :param planted_cells: on a known-answer task, the (B, g, g) bool cells of this batch that carry the planted
-        pattern (what the oracle drops); None otherwise. Label-like knowledge: for tests and diagnostics.
-    """
-
-    step: int
-    loss: float
-    keep_fraction: float = 1.0
-    loss_after: float | None = None
-    grad_norm: float | None = None
-    paired_gain: float | None = None
-    reference_loss: float | None = None
-    heldout_loss: float | None = None
-    probe_accuracy: float | None = None
-    label_loss: float | None = None
-    rankme: float | None = None
-    reference_label_loss: float | None = None
-    reference_rankme: float | None = None
-    reference_learner_rise: float | None = None
-    mask: torch.Tensor | None = None
-    planted_cells: torch.Tensor | None = None
-
+from corruption_env.registry import Registry, doc_summary
+from corruption_env.statistics import StepStats, periodic_statistics
 
 class Reward:
     """Base class of reward definitions.
 
-    :cvar needs: optional statistics (names from ``OPTIONAL_STATS``) this reward reads.
+    :cvar needs: statistics this reward reads (names from ``corruption_env.statistics.available_statistics()``).
     :cvar uses_labels: True for rewards that read class labels (upper references, not self-supervised).
     :cvar extra_update: True for rewards that pay for a second, counterfactual SimCLR update every step;
         ``track_rewards="all"`` leaves them out (they would double a benchmark's cost): name them.
@@ -167,11 +104,11 @@ class MovingAverageNegLossDerivative(NegLossDelta):
 
     d_t = -(L_t - L_{t-1}) (d_1 = 0: no previous loss), r_t = beta * r_{t-1} + (1 - beta) * d_t, r_0 = 0.
 
-    Caveat measured in a prototype: summed over an episode, the return telescopes to about
-    (L_1 - L_T), so it ranks policies by how low the *training* loss ends, i.e. by how easy their
-    views are; its per-step noise (~3e-3) dwarfs the differences between keep-probabilities 1.0, 0.75
-    and 0.5 (~2e-5). Maximising it pushes toward easy, nearly identical views (the InfoMin failure).
-    Compare it with ``heldout_gain`` and ``probe_accuracy`` in the benchmark.
+    Caveat: summed over an episode, the return telescopes to about (L_1 - L_T), so it ranks policies by
+    how low the *training* loss ends, i.e. by how easy their views are, and its per-step noise is far
+    larger than the differences between keep levels (measurements in ``docs/results.md``). Maximising it
+    pushes toward easy, nearly identical views (the InfoMin failure). Compare it with ``heldout_gain``
+    and ``probe_accuracy`` in the benchmark.
 
     :param beta: smoothing factor in [0, 1).
     """
@@ -234,8 +171,8 @@ class HeldoutGain(_Periodic):
     (images never drawn for training) under a fixed reference corruption (all cells kept, fixed
     latent codes and augmentations); the reward is its decrease since the previous measurement (the
     first is compared with the measurement at the episode's start), and 0 between measurements.
-    The agent cannot game it by making its own batch easy. A prototype measured std ~0.05 against a
-    mean of ~0.01 for a 64-image held-out batch measured every step, hence the larger set and interval.
+    The agent cannot game it by making its own batch easy. Measured every step on one batch it is mostly
+    noise (``docs/results.md``), hence the larger set and the interval.
 
     :param every: measurement interval K in steps.
     """
@@ -287,10 +224,10 @@ class PairedProgress(Reward):
     reference mask: its views are then the reference views) and two forward passes of the learner.
     """
 
-    needs = frozenset({"paired_gain"})
+    needs = frozenset({"reference_gain"})
 
     def __call__(self, stats: StepStats) -> float:
-        return stats.paired_gain
+        return stats.reference_gain
 
 
 @register_reward("label_gain")
@@ -299,11 +236,8 @@ class LabelGain(_Periodic):
     ``probe_accuracy``): the decrease, across the update(s) since the last measurement, of a smooth
     label-based loss of the encoder's features on the env's labelled held-out subset.
 
-    The loss is a nearest-class-mean (prototype) cross-entropy: features of the held-out images are
-    L2-normalised, the first half gives one mean per class, and the second half is classified by
-    softmax(cos(feature, class mean) / T) (see ``corruption_env.evaluation.prototype_cross_entropy``).
-    Features are computed with the held-out set's own BatchNorm statistics (the running ones lag the
-    weights early in an episode; with them the oracle lost to keep_all on the known-answer task).
+    The loss is the ``label_loss`` statistic, a nearest-class-mean (prototype) cross-entropy of the
+    held-out features (see :class:`corruption_env.statistics.LabelLoss`).
     It falls only when the features carry class information, so on a known-answer task an update
     that fits a class-independent shortcut earns less than one that learns the shapes. Measured every
     step by default (one encoder forward of the held-out subset, no backward); since the encoder
@@ -354,9 +288,8 @@ class RankMeGain(_Periodic):
     steps (0 in between; the first measurement is compared with the episode's start).
 
     An encoder that relies on a shortcut collapses onto few directions, so its rank falls where its
-    kNN accuracy does; unlike the contrastive loss, the rank does not reward easy views. Measured on
-    the known-answer task after 200 updates with fixed masks it ranks the oracle first (75.9 / 70.0
-    against 63-65 for random masks and keep_all, 2 seeds), as the label probe does. Its value reflects
+    kNN accuracy does; unlike the contrastive loss, the rank does not reward easy views (on the
+    known-answer tasks it ranks the oracle first, as the label probe does: ``docs/results.md``). Its value reflects
     the ``every`` updates since the last measurement, so its credit spans as many steps.
 
     :param every: measurement interval K in steps (one encoder forward of the held-out images and an SVD).
@@ -398,9 +331,9 @@ class AdversarialLoss(Reward):
     2022), Viewmaker (Tamkin et al. 2021) and Minderer et al. (2020)'s shortcut removal. Meant under a
     keep budget (``EnvConfig.keep_budget``): without one, dropping every cell is the trivial maximum.
 
-    Measured on the known-answer task: while the encoder relies on the planted shortcut, dropping it
-    makes views harder and this reward points to the answer; once an encoder has learned without it,
-    dropping it makes views easier and the reward points away (the two players' game).
+    On the known-answer tasks, while the encoder relies on the planted shortcut, dropping it makes views
+    harder and this reward points to the answer; once an encoder has learned without it, dropping it
+    makes views easier and the reward points away (the two players' game).
     """
 
     def __call__(self, stats: StepStats) -> float:
@@ -431,8 +364,8 @@ class ReferenceLearnerRise(Reward):
     only, L_ref_learner(agent views) - L_ref_learner(reference views).
 
     :class:`LossRise` is measured on the encoder the agent itself trains, so it is a game: once the agent
-    drops a shortcut, that encoder stops using it, and dropping it no longer makes views harder (measured
-    on the known-answer task: paired SNR +0.98 along a random-mask trajectory, -1.91 along the oracle's).
+    drops a shortcut, that encoder stops using it, and dropping it no longer makes views harder (its sign
+    flips between the random-mask and the oracle trajectory: ``docs/results.md``).
     The reference learner is always on the random-mask trajectory, so this reward does not flip: it
     pays for dropping what an encoder trained with data-blind masks finds easiest to match. It is
     adversarial by construction all the same: on a distractor, whose removal makes views easier, it
@@ -553,3 +486,74 @@ class KeepFractionPenalty(RewardWrapper):
     def __call__(self, stats: StepStats) -> float:
         k = min(max(stats.keep_fraction, 0.01), 0.99)
         return self.inner(stats) - self.weight * (1 / math.sin(math.pi * k) - 1)
+
+
+class RewardSet:
+    """The reward an env pays and the ones it tracks (reported in ``info["reward_terms"]``, not paid).
+
+    :param reward: the paid reward's registry name.
+    :param reward_kwargs: its options (see :func:`make_reward`).
+    :param track: ``"free"`` (the rewards needing no statistic), ``"all"`` (every registered one except those
+        paying for a second SimCLR update, ``extra_update``), or a list of names.
+    """
+
+    def __init__(self, reward: str, reward_kwargs: dict[str, Any] | None = None, track: str | list[str] = "free") -> None:
+        self.name = reward
+        self.paid = make_reward(reward, **(reward_kwargs or {}))
+        if track == "free":
+            names = [n for n in available_rewards() if not make_reward(n).needs]
+        elif track == "all":
+            names = [n for n in available_rewards() if not make_reward(n).extra_update]
+        elif isinstance(track, (list, tuple)):
+            unknown = [n for n in track if n not in available_rewards()]
+            if unknown:
+                raise ValueError(f"track_rewards: unknown reward(s) {unknown}; available: {', '.join(available_rewards())}")
+            names = list(track)
+        else:
+            raise ValueError(f"track_rewards must be 'free', 'all' or a list of reward names, got {track!r}")
+        self.tracked = {n: make_reward(n) for n in names if n != reward}
+        self.needs: set[str] = set(self.paid.needs).union(*(r.needs for r in self.tracked.values()))
+
+    def _all(self) -> tuple[Reward, ...]:
+        return (self.paid, *self.tracked.values())
+
+    def reset(self, initial: StepStats) -> None:
+        for reward in self._all():
+            reward.reset(initial)
+
+    def due(self, step: int) -> set[str]:
+        """The periodic statistics some reward wants measured at this step."""
+        periodic = periodic_statistics()
+        return {n for r in self._all() if step % r.measure_every == 0 for n in r.needs if n in periodic}
+
+    @staticmethod
+    def _score(reward: Reward, stats: StepStats) -> float:
+        """``reward(stats)`` with only the periodic statistics that are due on its own schedule."""
+        if stats.step % reward.measure_every:
+            stats = stats.with_values(dict.fromkeys(periodic_statistics()))
+        return float(reward(stats))
+
+    def pay(self, stats: StepStats, diverged: bool, penalty: float) -> tuple[float, dict[str, float]]:
+        """The paid reward of a step and every term by name (``penalty`` for all of them on a diverged step)."""
+        if diverged:
+            terms = dict.fromkeys(self.tracked, float(penalty))
+            reward = float(penalty)
+        else:
+            reward = self._score(self.paid, stats)
+            terms = {name: self._score(r, stats) for name, r in self.tracked.items()}
+        terms[self.name] = reward
+        return reward, terms
+
+
+def reward_table() -> str:
+    """The markdown table of every registered reward, from its class: docstring summary, the statistics it
+    reads, whether it uses labels or pays a second update, and its credit horizon. ``docs/rewards.md`` holds
+    it (``python docs/gen_tables.py`` rewrites it; a test checks that it is current)."""
+    rows = ["| reward | what it pays | reads | uses labels | second update | credit horizon |",
+            "|---|---|---|---|---|---|"]
+    for name in available_rewards():
+        reward = make_reward(name)
+        reads = ", ".join(f"`{n}`" for n in sorted(reward.needs)) or "the loss"
+        rows.append(f"| `{name}` | {doc_summary(type(reward))} | {reads} | {'yes' if reward.uses_labels else ''} | "
+                    f"{'yes' if reward.extra_update else ''} | {reward.credit_horizon} |")
+    return "\n".join(rows) + "\n"

@@ -1,7 +1,6 @@
 """Shared fixtures: tiny datasets and a fixed torch thread count so tests are fast and repeatable."""
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch

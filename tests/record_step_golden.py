@@ -7,7 +7,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
 
 from corruption_env import CorruptionEnv
 from corruption_env.rewards import available_rewards

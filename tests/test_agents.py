@@ -320,3 +320,30 @@ def test_the_known_answer_clock_reports_the_step_from_which_the_planted_keep_sta
     lost = clock_over([0.1] * 8 + [0.3] * 2)  # found, then lost in the last (short) window: not reached
     assert lost["answer_step"] is None and lost["answer_cpu_minutes"] is None and lost["final_keep_planted"] == 0.3
     assert clock_over([])["final_keep_planted"] is None  # not a known-answer task
+
+
+# The position-free cell scorer learns "drop cells that look like this" once for every place: trained on a
+# barcode in the bottom row only, it drops the barcode in the top row, a place it never saw it at (where
+# the image scorer's per-position bias is free to learn "drop the bottom row" instead).
+def test_position_free_cell_scorer_drops_the_planted_cells_where_it_was_not_trained(planted_dropped_reward):
+    def env_at(position):
+        planted = {**TINY["dataset_kwargs"], "shortcut": "fixed", "shortcut_bits": 4, "shortcut_positions": [position]}
+        return CorruptionEnv(EnvConfig(**{**TINY, "dataset_kwargs": planted}, reward=planted_dropped_reward,
+                                       action_mode="scores", keep_budget=0.75))
+
+    bottom, top = env_at("bottom"), env_at("top")
+    cell = {"policy_kwargs": {"mask_net_kwargs": {"scorer": "cell"}}}
+    assert abs(mean_reward(make_agent("ppo", top, seed=0, **cell), top) - 0.25) < 0.1  # untrained: chance
+    agent = make_agent("ppo", bottom, seed=0, **cell).learn(256)  # measured: 0.77 in the bottom row, 0.76 in the top
+    trained, moved = mean_reward(agent, bottom), mean_reward(agent, top)
+    assert trained > 0.6 and moved > 0.6 and abs(trained - moved) < 0.1  # the rule moved with the pattern
+
+
+def test_evaluation_episodes_do_not_pay_for_the_training_reward():
+    from agents.evaluation import CorruptorEvaluation
+
+    cfg = EnvConfig(**TINY, reward="reference_learner_rise", keep_budget=0.75)
+    evaluation = CorruptorEvaluation(cfg, steps=2, progress=False, track_rewards=["neg_loss"])
+    assert evaluation.env.statistics.active == {}  # no second learner trained alongside each row
+    row = evaluation.evaluate(agents.evaluation.Row("random", "random"))
+    assert set(row.returns) == {EnvConfig.reward, "neg_loss"}

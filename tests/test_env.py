@@ -13,6 +13,7 @@ from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import corruption_env
+from corruption_env.statistics import LabelLoss
 from corruption_env import CorruptionEnv, EnvConfig, rewards
 from corruption_env.rewards import Reward
 from corruption_env.simclr import UpdateStats
@@ -256,7 +257,7 @@ def test_known_answer_task_reports_planted_cells_and_keep_rates():
 
 def test_paired_progress_is_computed_only_when_needed_and_paired_with_keep_all():
     env = make(reward="paired_progress", track_rewards=[])
-    assert env.needs == {"paired_gain"} and "paired_gain" not in make().needs
+    assert env.needs == {"reference_gain"} and "reference_gain" not in make().needs
     env.reset(seed=0)
     keep_all = [env.step(np.ones(128))[4] for _ in range(3)]
     # keep-all views are the reference views, so the paired gain is the prediction gain
@@ -277,13 +278,15 @@ def test_paired_progress_is_computed_only_when_needed_and_paired_with_keep_all()
 def test_label_gain_measured_every_step_only_when_needed(monkeypatch):
     env = make(reward="label_gain", track_rewards=[])
     calls = []
-    real = env.label_loss
-    monkeypatch.setattr(env, "label_loss", lambda: calls.append(1) or real())
+    probe = env.statistics.active["label_loss"]
+    real = probe.measure
+    monkeypatch.setattr(probe, "measure", lambda: calls.append(1) or real())
     env.reset(seed=0)
     paid = [env.step(np.ones(128))[1] for _ in range(3)]
     assert len(calls) == 4 and all(p != 0.0 for p in paid)  # at reset and after every update
     plain = make()
-    monkeypatch.setattr(plain, "label_loss", lambda: pytest.fail("label_loss measured without a reward needing it"))
+    assert "label_loss" not in plain.statistics.active  # measured only where a reward needs it
+    monkeypatch.setattr(LabelLoss, "measure", lambda self: pytest.fail("label_loss measured without a reward needing it"))
     plain.reset(seed=0)
     plain.step(np.ones(128))
 
@@ -387,7 +390,8 @@ def test_the_reference_learner_trains_on_reference_views_only_and_leaves_the_age
     same_training = lambda trace: [(t[0]["images"], np.delete(t[0]["learner"], 3), t[4]["loss"]) for t in trace[1:]]
     trace = rollout(a, 1, actions)
     assert_same(same_training(trace), same_training(rollout(b, 1, actions)))  # the agent's encoder trains as without it
-    first = {k: v.clone() for k, v in a.reference_learner.encoder.state_dict().items()}
+    reference_learner = a.statistics.active["reference_learner_rise"].learner
+    first = {k: v.clone() for k, v in reference_learner.encoder.state_dict().items()}
     rollout(a, 1, [np.ones(128)] * 3)  # other masks: the reference learner's training does not change
-    assert all(torch.equal(first[k], v) for k, v in a.reference_learner.encoder.state_dict().items())
-    assert all(t[1] != 0.0 for t in trace[1:]) and make().reference_learner is None
+    assert all(torch.equal(first[k], v) for k, v in reference_learner.encoder.state_dict().items())
+    assert all(t[1] != 0.0 for t in trace[1:]) and "reference_learner_rise" not in make().statistics.active

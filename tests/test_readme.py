@@ -1,4 +1,5 @@
-"""The README's extension examples run as written (a README that lies is worse than none)."""
+"""The docs' extension examples run as written (docs that lie are worse than none), and the README's layout and
+links match the tree."""
 from __future__ import annotations
 
 import re
@@ -8,23 +9,25 @@ from pathlib import Path
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+DOCS = README.parent / "docs"
 
 
-def python_blocks(section: str) -> list[str]:
-    """The ```python blocks under the README heading ``section`` (up to the next heading of its level)."""
-    text = README.read_text()
+def python_blocks(page: Path, section: str) -> list[str]:
+    """The ```python blocks under the heading ``section`` of ``page`` (up to the next heading of its level)."""
+    text = page.read_text()
     match = re.search(rf"^(#+) {re.escape(section)}\n(.*?)(?=^\1 |\Z)", text, flags=re.S | re.M)
-    assert match, f"README has no section {section!r}"
+    assert match, f"{page.name} has no section {section!r}"
     return re.findall(r"```python\n(.*?)```", match.group(2), flags=re.S)
 
 
 @pytest.fixture
 def isolated_registries(monkeypatch, tmp_path):
     import agents
-    from corruption_env import rewards
+    from corruption_env import rewards, statistics
 
     monkeypatch.setattr(agents.AGENTS, "entries", dict(agents.AGENTS.entries))
     monkeypatch.setattr(rewards.REWARDS, "entries", dict(rewards.REWARDS.entries))
+    monkeypatch.setattr(statistics.STATISTICS, "entries", dict(statistics.STATISTICS.entries))
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
@@ -32,7 +35,7 @@ def isolated_registries(monkeypatch, tmp_path):
 
 
 def test_plugging_in_your_own_algorithm_example_runs(isolated_registries):
-    blocks = python_blocks("Plugging in your own algorithm")
+    blocks = python_blocks(DOCS / "training.md", "Plugging in your own algorithm")
     assert len(blocks) >= 2
     module, usage = blocks[0], blocks[1:]
     (isolated_registries / "my_algos.py").write_text(module)
@@ -41,10 +44,13 @@ def test_plugging_in_your_own_algorithm_example_runs(isolated_registries):
         exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
 
 
-def test_custom_reward_example_runs(isolated_registries):
+@pytest.mark.parametrize("section", ["Writing a reward definition", "Adding a statistic"])
+def test_custom_reward_and_statistic_examples_run(isolated_registries, section):
     namespace: dict = {}
-    for block in python_blocks("Writing a reward definition"):
-        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
+    blocks = python_blocks(DOCS / "rewards.md", section)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "rewards.md", "exec"), namespace)  # noqa: S102
 
 
 def test_layout_section_matches_the_tree():
@@ -66,14 +72,21 @@ def test_layout_section_matches_the_tree():
     assert modules <= listed, sorted(modules - listed)
 
 
-def test_every_relative_link_and_image_of_the_readme_is_in_git():
+PAGES = [README, *sorted(DOCS.glob("*.md"))]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_relative_link_and_image_of_the_readme_and_docs_is_in_git(page):
     """A link a new user clicks from a fresh clone must lead somewhere: every relative target is tracked."""
+    import posixpath
     import subprocess
 
     root = README.parent
-    targets = {t.split("#")[0] for t in re.findall(r"\]\(([^)\s]+)\)", README.read_text())
+    here = page.parent.relative_to(root).as_posix()
+    targets = {posixpath.normpath(posixpath.join(here, t.split("#")[0]))
+               for t in re.findall(r"\]\(([^)\s]+)\)", page.read_text())
                if not re.match(r"[a-z]+://|#|mailto:", t)}
-    assert targets, "the README links nothing?"
+    assert targets or page != README, "the README links nothing?"
     if not (root / ".git").exists():  # an unpacked source tree: the files must at least be there
         missing = sorted(t for t in targets if not (root / t).exists())
     else:
@@ -81,4 +94,4 @@ def test_every_relative_link_and_image_of_the_readme_is_in_git():
                                      check=True).stdout.splitlines())
         missing = sorted(t for t in targets if t.rstrip("/") not in tracked
                          and not any(f.startswith(t.rstrip("/") + "/") for f in tracked))
-    assert not missing, f"README links to files that are not in git: {missing}"
+    assert not missing, f"{page.name} links to files that are not in git: {missing}"

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from corruption_env import rewards
+from corruption_env.statistics import periodic_statistics
 from corruption_env.rewards import (KeepFractionPenalty, QuantileRescaled, Reward, StepStats, available_rewards,
                                     make_reward, register_reward)
 
@@ -111,10 +112,10 @@ def test_registry_rejects_unknown_and_accepts_custom(monkeypatch):
     assert math.isfinite(make_reward("neg_loss")(StepStats(step=1, loss=2.0)))
 
 
-def test_paired_progress_pays_the_paired_gain_and_label_gain_the_label_loss_decrease():
+def test_paired_progress_pays_the_reference_gain_and_label_gain_the_label_loss_decrease():
     paired = make_reward("paired_progress")
-    assert paired.needs == {"paired_gain"} and not paired.uses_labels
-    assert run(paired, paired_gain=[0.3, -0.1, 0.0, 0.2]) == pytest.approx([0.3, -0.1, 0.0, 0.2])
+    assert paired.needs == {"reference_gain"} and not paired.uses_labels
+    assert run(paired, reference_gain=[0.3, -0.1, 0.0, 0.2]) == pytest.approx([0.3, -0.1, 0.0, 0.2])
     label = make_reward("label_gain")
     assert label.needs == {"label_loss"} and label.uses_labels and label.measure_every == 1
     label.reset(StepStats(step=0, loss=0.0, label_loss=1.6))
@@ -127,7 +128,7 @@ def test_label_using_rewards_are_marked_and_listed():
     assert {n for n in available_rewards() if make_reward(n).uses_labels} == {"probe_accuracy", "label_gain",
                                                                              "label_advantage"}
     assert make_reward("label_gain", rescale=True).uses_labels  # wrappers keep the mark
-    assert set(rewards.PERIODIC_STATS) <= set(rewards.OPTIONAL_STATS)
+    assert {"heldout_loss", "probe_accuracy", "label_loss", "rankme"} == set(periodic_statistics())
 
 
 def test_prototype_cross_entropy_is_low_for_separated_classes():
@@ -139,3 +140,18 @@ def test_prototype_cross_entropy_is_low_for_separated_classes():
     mixed = torch.randn(60, 3)
     assert prototype_cross_entropy(separated, labels, separated, labels) < 0.01
     assert prototype_cross_entropy(mixed, labels, mixed, labels, temperature=1.0) > 0.5
+
+
+@pytest.mark.parametrize("name", available_rewards())
+def test_every_registered_reward_pays_a_finite_float_for_a_step_and_names_known_statistics(name):
+    from corruption_env import CorruptionEnv
+    from corruption_env.registry import doc_summary
+    from corruption_env.statistics import available_statistics
+
+    reward = make_reward(name)
+    assert set(reward.needs) <= set(available_statistics()) and doc_summary(type(reward))
+    env = CorruptionEnv(batch_size=4, image_size=16, decorruptor="bicubic", heldout_size=16, track_rewards=[],
+                        reward=name, keep_budget=0.75, dataset_kwargs={"train_size": 64, "test_size": 16})
+    env.reset(seed=0)
+    _, paid, _, _, info = env.step(env.action_space.sample())
+    assert isinstance(paid, float) and math.isfinite(paid) and info["reward_terms"] == {name: paid}
