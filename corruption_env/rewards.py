@@ -372,13 +372,22 @@ class ReferenceLearnerRise(Reward):
     points away from the answer.
 
     Cost: the reference restoration, one forward of each pair and one more SimCLR update per step.
+
+    :param adversarial_weight: lambda in [0, 1], the direction knob of a population search
+        (:mod:`agents.population`): pays lambda * rise + (1 - lambda) * (-rise) = (2 lambda - 1) * rise, so 1 (the
+        default) is the adversarial reward, 0 its cooperative mirror (easier views than the reference's).
     """
 
     needs = frozenset({"reference_learner_rise"})
     extra_update = True
 
+    def __init__(self, adversarial_weight: float = 1.0) -> None:
+        if not 0.0 <= adversarial_weight <= 1.0:
+            raise ValueError(f"adversarial_weight must be in [0, 1], got {adversarial_weight!r}")
+        self.adversarial_weight = float(adversarial_weight)
+
     def __call__(self, stats: StepStats) -> float:
-        return stats.reference_learner_rise
+        return (2.0 * self.adversarial_weight - 1.0) * stats.reference_learner_rise
 
 
 @register_reward("tscl_window")

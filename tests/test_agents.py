@@ -82,7 +82,7 @@ def test_agents_learn_a_planted_signal_that_a_fixed_corruptor_cannot(left_half_r
     assert abs(before - (np.mean(KEEP_LEVELS) if mode == "family" else 0.5)) < 0.1
     agent = make_agent(name, env, seed=0, **kwargs).learn(512)
     assert mean_reward(agent, env) > min(before + 0.25, 0.85)
-    fixed = make_agent("random", env, keep_prob=0.5, seed=0).learn(512)
+    fixed = make_agent("random", env, keep_prob=0.5, seed=0)  # learn() would not change it: it only steps the env
     assert abs(mean_reward(fixed, env) - 0.5) < 0.1
 
 

@@ -19,6 +19,9 @@ from test_benchmark import ENV, REFERENCES_ONLY, _children, _start, _still_runni
 
 BATCH8 = [*ENV[:2], "batch_size:8", *ENV[3:]]
 
+# one local Ray at a time: under pytest-xdist these tests share a worker with the other Ray tests
+pytestmark = pytest.mark.xdist_group("ray")
+
 
 def _descendants(pid: int) -> list[int]:
     children = _children(pid)
