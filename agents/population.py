@@ -26,6 +26,7 @@ import math
 import random
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,12 @@ from corruption_env.statistics import STATISTICS, periodic_statistics
 
 INNER_REWARD = "reference_learner_rise"  # the per-step reward whose direction the population searches
 KNOB = "adversarial_weight"  # its direction knob, lambda
+
+
+def member_ppo_options(n_steps: int, options: dict[str, Any] | None) -> dict[str, Any]:
+    """A member's PPO options (and the acting policy's, which loads a member's weights): one rollout of
+    ``n_steps`` as one minibatch, unless ``options`` says otherwise."""
+    return {"n_steps": n_steps, "batch_size": n_steps, **(options or {})}
 
 
 class EpisodeJudge(gym.Wrapper):
@@ -98,8 +105,7 @@ class Member:
         self.cfg = cfg.replace(reward=INNER_REWARD, reward_kwargs={**cfg.reward_kwargs, KNOB: lambda_}, track_rewards=[])
         self.venv = DummyVecEnv([lambda: EpisodeJudge(CorruptionEnv(self.cfg), judge)])
         self.venv.seed(seed)  # every member the same: the same batches, codes and augmentations
-        options = {"n_steps": n_steps, "batch_size": n_steps, **(agent_options or {})}
-        self.agent = make_agent("ppo", self.venv, seed=seed, **options)
+        self.agent = make_agent("ppo", self.venv, seed=seed, **member_ppo_options(n_steps, agent_options))
         self.lambda_ = lambda_
 
     @property
@@ -184,7 +190,8 @@ def _member_trial(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as folder:
             state = torch.load(Path(folder) / "member.pt", weights_only=False)
         clone = state["trial"] != trial
-        member.load_state_dict(state, fresh_actions=hash((trial, state["segment"])) % 2**31 if clone else None)
+        fresh = zlib.crc32(f"{trial}/{state['segment']}".encode())  # not hash(): salted per process
+        member.load_state_dict(state, fresh_actions=fresh if clone else None)
         member.set_lambda(config[KNOB])  # a clone's own (perturbed) lambda
         segment = state["segment"]
     while segment < search["segments"]:
@@ -215,6 +222,8 @@ class PopulationSearch:
                  tensorboard_log: str | None = None, verbose: int = 1) -> None:
         from agents import make_agent
 
+        if env is None:
+            raise ValueError("pbt needs an env: its members are built from the env's config")
         self.env, self.seed = env, seed
         self.cfg: EnvConfig = env.get_attr("config")[0] if hasattr(env, "get_attr") else env.unwrapped.config
         if population < 2:
@@ -232,8 +241,7 @@ class PopulationSearch:
         self.history: list[dict[str, Any]] = []  # every member's report of every segment
         self.best: dict[str, Any] | None = None  # the final best member's report
         # the acting policy: a PPO of the members' build on the caller's env, loaded with the best member's weights
-        self.actor = make_agent("ppo", env, seed=seed, **{"n_steps": member_n_steps, "batch_size": member_n_steps,
-                                                          **self.member_options})
+        self.actor = make_agent("ppo", env, seed=seed, **member_ppo_options(member_n_steps, self.member_options))
 
     def segments_for(self, total_timesteps: int) -> int:
         """Whole segments of the population covering ``total_timesteps`` (at least one)."""
@@ -273,7 +281,7 @@ class PopulationSearch:
             run_config=tune.RunConfig(name="population", storage_path=str(storage), verbose=self.verbose,
                                       callbacks=[_history_callback(history)],
                                       # PBT copies checkpoints between members: keep enough for a round
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=self.population)))
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=max(3, self.population))))
         results = tuner.fit()
         self.history = history
         best = results.get_best_result(metric="judge", mode="max", scope="last")
@@ -290,10 +298,14 @@ class PopulationSearch:
     def get_env(self) -> Any:
         return self.env
 
+    def _by_segment(self):
+        """(segment, that segment's member reports, best judge first), segment by segment."""
+        for segment in sorted({int(r["segment"]) for r in self.history}):
+            yield segment, sorted((r for r in self.history if int(r["segment"]) == segment), key=lambda r: -r["judge"])
+
     def _log_history(self) -> None:
         """TensorBoard: per segment, the best judge, the population's lambdas and the best member's planted keep."""
-        for segment in sorted({int(r["segment"]) for r in self.history}):
-            rows = sorted((r for r in self.history if int(r["segment"]) == segment), key=lambda r: -r["judge"])
+        for segment, rows in self._by_segment():
             step = segment * self.n_steps
             self.logger.record("population/best_judge", rows[0]["judge"])
             self.logger.record("population/best_lambda", rows[0]["lambda"])
@@ -325,7 +337,7 @@ class PopulationSearch:
     @classmethod
     def load(cls, path: str | Path, env: Any = None, **kwargs: Any) -> "PopulationSearch":
         saved = torch.load(path, weights_only=False)
-        agent = cls(env, **{**saved["options"], **{k: v for k, v in kwargs.items() if k != "tensorboard_log"}})
+        agent = cls(env, **{**saved["options"], **kwargs})
         agent.history, agent.best, agent.num_timesteps = saved["history"], saved["best"], saved["num_timesteps"]
         if saved["best_state"] is not None:
             agent._load_actor(saved["best_state"])
@@ -333,13 +345,10 @@ class PopulationSearch:
 
     def summary(self) -> str:
         """One line per segment: each member's lambda and judge, and the best member at the end."""
-        lines = []
-        for segment in sorted({int(r["segment"]) for r in self.history}):
-            rows = sorted((r for r in self.history if int(r["segment"]) == segment), key=lambda r: -r["judge"])
-            lines.append(f"segment {segment}: " + ", ".join(
-                f"lambda {r['lambda']:.2f} judge {r['judge']:.1f}"
-                + (f" keep_planted {r['keep_planted']:.2f}" if r.get("keep_planted") == r.get("keep_planted")
-                   and "keep_planted" in r else "") for r in rows))
+        lines = [f"segment {segment}: " + ", ".join(
+            f"lambda {r['lambda']:.2f} judge {r['judge']:.1f}"
+            + (f" keep_planted {r['keep_planted']:.2f}" if "keep_planted" in r else "") for r in rows)
+            for segment, rows in self._by_segment()]
         if self.best:
             lines.append(f"best: {json.dumps(self.best)}")
         return "\n".join(lines)

@@ -89,10 +89,13 @@ def test_the_search_runs_on_ray_tune_and_acts_with_its_best_member(tmp_path):
     segments = sorted({int(r["segment"]) for r in search.history})
     assert segments == [1, 2] and len(search.history) == 4
     assert search.best["judge"] == max(r["judge"] for r in search.history if int(r["segment"]) == 2)
+    assert [line.split(":")[0] for line in search.summary().splitlines()] == ["segment 1", "segment 2", "best"]
     obs, _ = env.reset(seed=0)
     action, _ = search.predict(obs, deterministic=True)
     assert env.action_space.contains(action.astype(env.action_space.dtype))
     search.save(tmp_path / "agent.zip")
-    loaded = PopulationSearch.load(tmp_path / "agent.zip", env=env)
-    assert loaded.best == search.best
+    loaded = PopulationSearch.load(tmp_path / "agent.zip", env=env, tensorboard_log=str(tmp_path / "tb"))
+    assert loaded.best == search.best and loaded.tensorboard_log == str(tmp_path / "tb")  # --resume logs on
+    with pytest.raises(ValueError, match="pbt needs an env"):
+        PopulationSearch.load(tmp_path / "agent.zip")
     assert (loaded.predict(obs, deterministic=True)[0] == action).all()
