@@ -15,13 +15,18 @@ from __future__ import annotations
 from typing import Any
 
 
+def env_attribute(env: Any, name: str) -> Any:
+    """Attribute ``name`` of a CorruptionEnv, a wrapper of one, or (the first env of) an SB3 VecEnv of them;
+    None for an environment that has none."""
+    try:
+        return (env.get_attr(name)[0] if hasattr(env, "get_attr")  # an SB3 VecEnv
+                else getattr(getattr(env, "unwrapped", env), name, None))
+    except AttributeError:  # a VecEnv of other environments
+        return None
+
+
 def credit_gamma(env: Any) -> float:
     """The discount matching the credit horizon of ``env``'s reward (a CorruptionEnv, a wrapper of one, or a
     VecEnv of them); 0.9 for an environment that does not say."""
-    try:
-        reward = (env.get_attr("reward_fn")[0] if hasattr(env, "get_attr")  # an SB3 VecEnv
-                  else getattr(getattr(env, "unwrapped", env), "reward_fn", None))
-    except AttributeError:  # a VecEnv of other environments
-        reward = None
-    horizon = getattr(reward, "credit_horizon", None)
+    horizon = getattr(env_attribute(env, "reward_fn"), "credit_horizon", None)
     return 0.9 if horizon is None else 1.0 - 1.0 / max(int(horizon), 1)

@@ -26,6 +26,7 @@ from stable_baselines3.common.distributions import DiagGaussianDistribution
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
+from agents.credit import env_attribute
 from corruption_env.action_modes import SCORE_BOUND, ActionMode, action_mode_of
 
 # initial log standard deviation of the score modes' Gaussian: a ranking changes with score differences
@@ -55,6 +56,28 @@ def mask_geometry(observation_space: gym.spaces.Dict, action_space: gym.spaces.S
             return b, c, h, g, mode
     raise ValueError(f"the mask policy needs a MultiBinary(B * g * g), MultiBinary(g * g), Box(B * g * g), "
                      f"Box(g * g) or MultiDiscrete action space matching the images {(b, c, h, w)}, got {action_space}")
+
+
+def mask_net_defaults(env: Any) -> dict[str, Any]:
+    """The :class:`MaskNetwork` options an environment implies (every agent's builder merges the user's over
+    them): under a keep budget, binary masks pin their level at the budget (``keep_budget``), and per-image
+    binary masks read each cell from its own patch (``scorer="cell"``). With the image scorer a cell's features
+    see the whole 16 x 16 image, so the planted bottom row and the row above it moved together, their keep
+    probabilities saturated at 0 (where a Bernoulli's gradient vanishes) and every seed of PPO and REINFORCE
+    stuck at half the planted row dropped (0.50, 5 of 5 seeds; ``docs/results.md``, "Learning a planted reward")."""
+    budget = getattr(env_attribute(env, "config"), "keep_budget", None)
+    space = getattr(env, "action_space", None)
+    if budget is None or not isinstance(space, gym.spaces.MultiBinary):
+        return {}
+    binary_mode = action_mode_of(space)
+    return {"keep_budget": budget, **({} if binary_mode.shared else {"scorer": "cell"})}
+
+
+def with_mask_net_defaults(env: Any, policy_kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """``policy_kwargs`` with :func:`mask_net_defaults` under the user's own ``mask_net_kwargs``."""
+    policy_kwargs = dict(policy_kwargs or {})
+    policy_kwargs["mask_net_kwargs"] = {**mask_net_defaults(env), **policy_kwargs.get("mask_net_kwargs", {})}
+    return policy_kwargs
 
 
 def bounded_scores(scores: torch.Tensor) -> torch.Tensor:
@@ -119,6 +142,11 @@ class MaskNetwork(nn.Module):
     :param cell_context: pixels of neighbourhood around each cell the ``cell`` scorer sees.
     :param cell_position: give the ``cell`` scorer the per-position bias after all (an input it may use or
         ignore); off by default.
+    :param keep_budget: the env's keep budget, for the binary modes: each image's mean keep logit is pinned at
+        the budget's (logit(keep_budget)), so the policy decides *which* cells, as the budget leaves it, not how
+        many. Free, the level drifted: one planted reward's gradient on the shared level is a small difference of
+        large per-cell terms, Adam takes full steps along it, and the masks collapsed to keep nothing (refilled at
+        random by the budget) within ~100 steps. Score modes need no pin (:func:`bounded_scores`).
     :param cell_symmetry: ``dihedral`` (default) averages the ``cell`` scorer's features over the patch's 8
         flips and quarter turns, so a pattern scores the same in a top row, a bottom row or a column, where
         its neighbourhood lies on another side (without it a rule learned in the bottom row held only
@@ -131,8 +159,12 @@ class MaskNetwork(nn.Module):
     def __init__(self, observation_space: gym.spaces.Dict, action_space: gym.spaces.Space,
                  channels: tuple[int, ...] = (16, 32, 32), value_dim: int = 64, initial_keep_prob: float = 0.5,
                  value_trains_cnn: bool = False, correlated_noise: bool = True, scorer: str = "image",
-                 cell_context: int = 2, cell_position: bool = False, cell_symmetry: str = "dihedral") -> None:
+                 cell_context: int = 2, cell_position: bool = False, cell_symmetry: str = "dihedral",
+                 keep_budget: float | None = None) -> None:
         super().__init__()
+        if keep_budget is not None and not 0 < keep_budget < 1:
+            raise ValueError(f"keep_budget must be in (0, 1) or None, got {keep_budget!r}")
+        self.budget_logit = None if keep_budget is None else math.log(keep_budget / (1 - keep_budget))
         if scorer not in self.SCORERS:
             raise ValueError(f"unknown scorer {scorer!r}; available: {', '.join(self.SCORERS)}")
         if not isinstance(cell_context, int) or cell_context < 0:
@@ -225,6 +257,8 @@ class MaskNetwork(nn.Module):
             logits = logits.mean(dim=1, keepdim=True)  # one mask for the batch: every image has its say
         if self.mode.scores:
             logits = bounded_scores(logits)
+        elif self.budget_logit is not None and not self.mode.menu:  # the budget sets how many: pin the level
+            logits = logits - logits.mean(dim=-1, keepdim=True) + self.budget_logit
         if self.mode.shared:
             return logits[:, 0]
         if self.correlated:  # (N, D) means, then (N, D, width) unit-norm cell features, flattened

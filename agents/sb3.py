@@ -23,7 +23,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 from agents.credit import credit_gamma
-from agents.policies import MaskActorCriticPolicy
+from agents.policies import MaskActorCriticPolicy, with_mask_net_defaults
 
 DEFAULTS: dict[type, dict[str, Any]] = {
     PPO: dict(n_steps=32, batch_size=32, n_epochs=10, gae_lambda=0.9, ent_coef=1e-3),
@@ -44,6 +44,7 @@ def make_sb3(algo_class: type[OnPolicyAlgorithm], env: Any, **kwargs: Any) -> On
     defaults = next((DEFAULTS[c] for c in algo_class.__mro__ if c in DEFAULTS), GENERIC_DEFAULTS)
     binary = isinstance(getattr(env, "action_space", None), spaces.MultiBinary)
     params = {**defaults, "gamma": credit_gamma(env), **kwargs}
+    params["policy_kwargs"] = with_mask_net_defaults(env, params.get("policy_kwargs"))
     if issubclass(algo_class, PPO):
         params.setdefault("learning_rate", 1e-3 if binary else 3e-3)
     if not isinstance(params["n_steps"], int) or params["n_steps"] < 1:

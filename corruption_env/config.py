@@ -164,8 +164,8 @@ class EnvConfig:
         machine. Raises a ValueError that names the fix; returns ``self``."""
 
         from corruption_env.data import DATASETS, available_datasets
-        from corruption_env.known_answer import PLANTED_OPTIONS
-        from corruption_env.rewards import available_rewards, make_reward
+        from corruption_env.known_answer import PLANTED_KINDS, PLANTED_OPTIONS
+        from corruption_env.rewards import REWARDS, available_rewards, make_reward
         from corruption_env.simclr import SimCLRLearner, available_encoders
         from corruption_env.views import AUGMENTATIONS, available_decorruptors
 
@@ -176,6 +176,11 @@ class EnvConfig:
             if getattr(self, key) not in valid:
                 raise ValueError(f"unknown {key} {getattr(self, key)!r}; available: {', '.join(valid)}")
         make_reward(self.reward, **self.reward_kwargs)  # rejects bad reward options
+        answer_readers = [n for n in [self.reward, *([] if isinstance(self.track_rewards, str) else self.track_rewards)]
+                          if n in available_rewards() and REWARDS[n].reads_answer]
+        if answer_readers and not set(self.dataset_kwargs) & {kind.prefix for kind in PLANTED_KINDS}:
+            raise ValueError(f"reward(s) {', '.join(answer_readers)} read a known answer: they need a known-answer task "
+                             "(dataset_kwargs {'shortcut': 'fixed'} or {'distractor': ...})")
         tracked = self.track_rewards
         unknown = [n for n in ([tracked] if isinstance(tracked, str) else tracked) if n not in available_rewards()]
         if (isinstance(tracked, str) and tracked not in ("free", "all")) or (not isinstance(tracked, str) and unknown):

@@ -32,12 +32,15 @@ class Reward:
     :cvar uses_labels: True for rewards that read class labels (upper references, not self-supervised).
     :cvar extra_update: True for rewards that pay for a second, counterfactual SimCLR update every step;
         ``track_rewards="all"`` leaves them out (they would double a benchmark's cost): name them.
+    :cvar reads_answer: True for rewards that read a known-answer task's planted cells (checks of learners,
+        on known-answer tasks only); ``track_rewards="free"``/``"all"`` leave them out: name them.
     :ivar measure_every: for periodic statistics, the interval K in steps at which the env measures them.
     """
 
     needs: ClassVar[frozenset[str]] = frozenset()
     uses_labels: ClassVar[bool] = False
     extra_update: ClassVar[bool] = False
+    reads_answer: ClassVar[bool] = False
     measure_every: int = 1
 
     @property
@@ -126,6 +129,21 @@ class MovingAverageNegLossDerivative(NegLossDelta):
     def __call__(self, stats: StepStats) -> float:
         self.average = self.beta * self.average + (1 - self.beta) * super().__call__(stats)
         return self.average
+
+
+@register_reward("planted_dropped")
+class PlantedDropped(Reward):
+    """The fraction of a known-answer task's planted cells that the mask dropped (**reads the answer**): a
+    check that a learner learns a reward that is right by construction, on known-answer tasks only; not a
+    reward for research."""
+
+    reads_answer = True
+
+    def __call__(self, stats: StepStats) -> float:
+        if stats.planted_cells is None:
+            raise ValueError("planted_dropped reads the planted cells of a known-answer task: set dataset_kwargs "
+                             "{'shortcut': ...} or {'distractor': ...}")
+        return float(1 - stats.mask[stats.planted_cells].mean())
 
 
 @register_reward("prediction_gain")
@@ -503,16 +521,17 @@ class RewardSet:
     :param reward: the paid reward's registry name.
     :param reward_kwargs: its options (see :func:`make_reward`).
     :param track: ``"free"`` (the rewards needing no statistic), ``"all"`` (every registered one except those
-        paying for a second SimCLR update, ``extra_update``), or a list of names.
+        paying for a second SimCLR update, ``extra_update``), or a list of names; neither names a reward that
+        reads a known answer (``reads_answer``).
     """
 
     def __init__(self, reward: str, reward_kwargs: dict[str, Any] | None = None, track: str | list[str] = "free") -> None:
         self.name = reward
         self.paid = make_reward(reward, **(reward_kwargs or {}))
         if track == "free":
-            names = [n for n in available_rewards() if not make_reward(n).needs]
+            names = [n for n in available_rewards() if not (make_reward(n).needs or REWARDS[n].reads_answer)]
         elif track == "all":
-            names = [n for n in available_rewards() if not make_reward(n).extra_update]
+            names = [n for n in available_rewards() if not (make_reward(n).extra_update or REWARDS[n].reads_answer)]
         elif isinstance(track, (list, tuple)):
             unknown = [n for n in track if n not in available_rewards()]
             if unknown:
