@@ -21,8 +21,9 @@ import torch
 from corruption_env.camnet import load_camnet, quantize_camnet, shipped_checkpoint
 from corruption_env.camnet.pretrain import evaluate_camnet
 from corruption_env.corruption import apply_mask, degrade, random_training_masks
-from corruption_env.data import load_dataset, to_unit
+from corruption_env.data import load_dataset
 from corruption_env.files import atomic_write_json
+from corruption_env.images import to_unit
 
 METRICS = ("nearest_of_s_mse", "bicubic_mse", "mean_z_mse", "diversity_kept", "diversity_dropped",
            "colour_diversity_kept", "colour_diversity_dropped")

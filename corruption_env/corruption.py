@@ -7,8 +7,9 @@
 "Milking CowMask for semi-supervised image classification") draw masks from a torch generator so
 that fixed corruptors are reproducible. A **keep budget** keeps exactly k cells of every image:
 ``top_k_mask`` turns per-cell scores (or a binary mask, kept cells first) into such a mask, breaking
-ties at random, and ``random_budget_mask`` draws a uniformly random k-subset per image. All images
-here are float tensors in [0, 1].
+ties at random, and ``random_budget_mask`` draws a uniformly random k-subset per image.
+``reference_mask`` is the reference corruption paired statistics compare the agent's mask with (every
+cell kept, or a random mask at the budget). All images here are float tensors in [0, 1].
 """
 from __future__ import annotations
 
@@ -115,6 +116,16 @@ def random_budget_mask(batch: int, grid: int, k: int, generator: torch.Generator
                        device: str | torch.device = "cpu") -> torch.Tensor:
     """A uniformly random set of ``k`` kept cells per image (random masks at a keep budget)."""
     return top_k_mask(torch.zeros(batch, grid, grid), k, generator).to(device)
+
+
+def reference_mask(reference: str, mask: torch.Tensor, keep_cells: int | None,
+                   generator: torch.Generator) -> torch.Tensor:
+    """The reference corruption of a batch the agent masked with ``mask`` (``EnvConfig.resolved_reference``):
+    ``keep_all`` keeps every cell; ``random`` draws a uniformly random mask of ``keep_cells`` cells per image
+    (the keep budget) from ``generator``, the reference's own stream, so the agent's masks never shift it."""
+    if reference == "keep_all":
+        return torch.ones_like(mask)
+    return random_budget_mask(mask.shape[0], mask.shape[1], keep_cells, generator, mask.device)
 
 
 def bernoulli_mask(batch: int, grid: int, keep_prob: float | torch.Tensor,

@@ -1,7 +1,7 @@
 """Labelled image datasets behind one registry.
 
-Every loader returns an :class:`ImageDataset`: uint8 images shaped (N, C, H, W) resized to
-``image_size``, int64 labels and the class names. ``shapes`` is generated from a seed and needs no
+Every loader returns an :class:`~corruption_env.images.ImageDataset`: uint8 images shaped (N, C, H, W)
+resized to ``image_size``, int64 labels and the class names. ``shapes`` is generated from a seed and needs no
 files (the embedded default); ``idx`` (MNIST-format), ``cifar10`` (python-pickle batches) and
 ``imagefolder`` read a local directory the user gives, since nothing is downloaded at run time.
 Register a new source with ``@register_dataset("name")`` on a function
@@ -12,11 +12,9 @@ or ``distractor=...``); :mod:`corruption_env.known_answer` defines the patterns 
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import gzip
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -24,53 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from corruption_env.images import SPLITS, ImageDataset
+from corruption_env.known_answer import planted_from_options
 from corruption_env.registry import Registry
-
-SPLITS = ("train", "test")
-
-
-@dataclass(frozen=True)
-class ImageDataset:
-    """A labelled image set held in memory.
-
-    :param images: uint8 array (N, C, H, W), C = 1 (grayscale) or 3 (RGB).
-    :param labels: int64 array (N,), values in ``range(len(class_names))``.
-    :param class_names: one name per class.
-    :param planted_cells: bool (N, g, g), the mask cells of each image that carry a planted pattern (a
-        shortcut or a distractor: the cells the known answer drops); None when nothing was planted.
-    :param planted_kind: ``shortcut`` or ``distractor`` (None when nothing was planted).
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    class_names: tuple[str, ...]
-    planted_cells: np.ndarray | None = None
-    planted_kind: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.images.dtype != np.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {self.images.shape}")
-        if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"labels must be shaped ({self.images.shape[0]},), got {self.labels.shape}")
-        if self.planted_cells is not None and self.planted_cells.shape[0] != self.images.shape[0]:
-            raise ValueError(f"planted_cells must have one (g, g) grid per image, got {self.planted_cells.shape}")
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def with_channels(self, channels: int) -> "ImageDataset":
-        """Return the set with ``channels`` channels (grayscale repeated to RGB; RGB kept as is)."""
-        have = self.images.shape[1]
-        if have == channels:
-            return self
-        if have == 1 and channels == 3:
-            return dataclasses.replace(self, images=np.repeat(self.images, 3, axis=1))
-        raise ValueError(f"cannot turn {have}-channel images into {channels} channels")
-
 
 Loader = Callable[..., ImageDataset]
 DATASETS: Registry[Loader] = Registry("dataset")
@@ -112,8 +66,6 @@ def load_dataset(
 @functools.lru_cache(maxsize=8)
 def _cached_load(name: str, root: str | None, image_size: int, split: str, kwargs: tuple) -> ImageDataset:
     options = dict(kwargs)
-    from corruption_env.known_answer import planted_from_options  # it plants into ImageDatasets: imported here, not above
-
     planted = planted_from_options(options, image_size)  # removes the shortcut_* / distractor_* options
     data = DATASETS[name](root=root, image_size=image_size, split=split, **options)
     if planted is not None:
@@ -122,11 +74,6 @@ def _cached_load(name: str, root: str | None, image_size: int, split: str, kwarg
         if array is not None:
             array.setflags(write=False)
     return data
-
-
-def to_unit(images: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 in [0, 1] (a copy, safe for read-only arrays)."""
-    return torch.tensor(np.asarray(images), dtype=torch.float32) / 255.0
 
 
 def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:

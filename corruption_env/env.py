@@ -14,9 +14,9 @@ from gymnasium import spaces
 from corruption_env.action_modes import ACTION_MODES
 from corruption_env.camnet import CAMNet, quantize_camnet
 from corruption_env.config import EnvConfig
-from corruption_env.corruption import input_channels, random_budget_mask
+from corruption_env.corruption import input_channels
 from corruption_env.data import load_dataset
-from corruption_env.evaluation import to_unit
+from corruption_env.images import to_unit
 from corruption_env.precision import resolve_precision
 from corruption_env.rewards import Reward, RewardSet
 from corruption_env.simclr import SimCLRLearner
@@ -302,27 +302,11 @@ class CorruptionEnv(gym.Env):
         return self.action_mode.to_mask(action, self.config.batch_size, self.config.mask_grid, self.keep_cells,
                                         self.mask_generator).to(self.device)
 
-    def reference_mask(self, mask: torch.Tensor) -> torch.Tensor:
-        """The reference corruption of this step's batch (``EnvConfig.reference_corruption``): every cell
-        kept, or a random mask at the keep budget drawn from the reference stream."""
-        if self.config.resolved_reference == "keep_all":
-            return torch.ones_like(mask)
-        return random_budget_mask(mask.shape[0], mask.shape[1], self.config.keep_cells, self.reference_generator,
-                                  mask.device)
-
     def _observation(self) -> dict[str, np.ndarray]:
         images = (self._batch * 255).round_().to(torch.uint8).cpu().numpy()
         learner = np.array([self.step_count / self.config.episode_length, self.last_loss, self.loss_average,
                             self.last_reward, self.last_keep, self.last_delta], dtype=np.float32)
         return {"images": images, "learner": learner}
-
-    def reference_views(self, reference_mask: torch.Tensor, stream: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """This step's batch under the reference corruption, restored and augmented from the generator state
-        ``stream`` the agent's views were drawn from: the same latent codes, crops, flips and jitters, so
-        the two pairs differ only where the masks differ."""
-        generator = torch.Generator().set_state(stream)  # a copy: the env's own stream moves on unchanged
-        v1, v2, _ = self.views.restore(self._batch, reference_mask, generator)
-        return self.views.augment_pair(v1, v2, generator)
 
     # ------------------------------------------------------------------------------------ counterfactuals
 

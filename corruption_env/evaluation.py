@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from corruption_env.data import ImageDataset, to_unit
+from corruption_env.images import ImageDataset, to_unit
 from corruption_env.simclr import SimCLRLearner
 from corruption_env.views import ViewMaker
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from corruption_env.data import SPLITS, ImageDataset
+from corruption_env.images import SPLITS, ImageDataset
 
 PLACEMENTS = ("fixed", "random")
 PLANTED_POSITIONS = ("bottom", "top", "left", "right")

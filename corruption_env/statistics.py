@@ -18,19 +18,33 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Protocol
 
 import numpy as np
 import torch
 
+from corruption_env.corruption import reference_mask
 from corruption_env.evaluation import effective_rank, knn_accuracy, prototype_cross_entropy
 from corruption_env.registry import Registry, doc_summary
 from corruption_env.simclr import SimCLRLearner, UpdateStats
-
-if TYPE_CHECKING:
-    from corruption_env.env import CorruptionEnv
+from corruption_env.views import ViewMaker, reference_views
 
 Views = tuple[torch.Tensor, torch.Tensor]
+
+
+class MeasuredEnv(Protocol):
+    """What statistics read from the environment they measure (a :class:`~corruption_env.env.CorruptionEnv`),
+    named here rather than imported: the env builds its statistics, so they sit below it and never call it."""
+
+    config: Any  # the EnvConfig (not imported either: EnvConfig.validate imports the rewards, which import this)
+    device: torch.device
+    precision: str
+    learner: SimCLRLearner
+    views: ViewMaker
+    heldout_images: torch.Tensor
+    heldout_labels: torch.Tensor
+    reference_generator: torch.Generator  # the reference masks' own stream
+    _batch: torch.Tensor | None  # the degraded batch this step's mask applies to
 
 
 @dataclass
@@ -120,7 +134,7 @@ class Statistic:
     periodic: ClassVar[bool] = False
     cost: ClassVar[str] = "nothing"
 
-    def __init__(self, env: "CorruptionEnv") -> None:
+    def __init__(self, env: MeasuredEnv) -> None:
         self.env = env
 
     def reset(self, learner_seed: int) -> None:
@@ -216,7 +230,7 @@ class HeldoutLoss(Statistic):
 
     periodic, cost = True, "one forward of the held-out views"
 
-    def __init__(self, env: "CorruptionEnv") -> None:
+    def __init__(self, env: MeasuredEnv) -> None:
         super().__init__(env)
         self.views: Views | None = None  # the same in every episode: built once
 
@@ -234,7 +248,7 @@ class HeldoutLoss(Statistic):
         return float(np.mean(losses))
 
 
-def _probe_split(env: "CorruptionEnv", batch_statistics: bool = False) -> tuple[torch.Tensor, ...]:
+def _probe_split(env: MeasuredEnv, batch_statistics: bool = False) -> tuple[torch.Tensor, ...]:
     """Encoder features and labels of the held-out images: (bank features, bank labels, query features,
     query labels), the first half being the labelled bank and the second the queries."""
     feats = env.learner.encode(env.heldout_images, batch_statistics=batch_statistics)
@@ -319,7 +333,7 @@ class ReferenceLearner(Statistic):
     reference_views = True
     cost = "the reference restoration, one forward and one more SimCLR update"
 
-    def __init__(self, env: "CorruptionEnv") -> None:
+    def __init__(self, env: MeasuredEnv) -> None:
         super().__init__(env)
         cfg = env.config
         self.learner = SimCLRLearner(cfg.encoder, temperature=cfg.temperature, lr=cfg.lr, optimizer=cfg.optimizer,
@@ -348,7 +362,7 @@ class MeasurementPlan:
     :param needs: names of the statistics to measure.
     """
 
-    def __init__(self, env: "CorruptionEnv", needs: set[str]) -> None:
+    def __init__(self, env: MeasuredEnv, needs: set[str]) -> None:
         unknown = sorted(set(needs) - set(STATISTICS.names()))
         if unknown:
             raise ValueError(f"a reward needs unknown statistics {unknown}; the environment measures "
@@ -379,9 +393,10 @@ class MeasurementPlan:
         """Build the reference views if needed, measure what comes before the agent's update, and return
         those values with the keyword arguments of the agent's ``SimCLRLearner.update``."""
         if self.needs_reference:
-            reference_mask = self.env.reference_mask(step.mask)
-            step.same = bool(torch.equal(reference_mask, step.mask))  # the agent's views already are the reference views
-            step.reference = step.views if step.same else self.env.reference_views(reference_mask, step.stream)
+            env, cfg = self.env, self.env.config
+            reference = reference_mask(cfg.resolved_reference, step.mask, cfg.keep_cells, env.reference_generator)
+            step.same = bool(torch.equal(reference, step.mask))  # the agent's views already are the reference views
+            step.reference = step.views if step.same else reference_views(env.views, env._batch, reference, step.stream)
         values: dict[str, float | None] = {}
         if self.counterfactual and not step.same:
             learner = self.env.learner

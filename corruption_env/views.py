@@ -7,7 +7,8 @@ latent codes in one batched forward of 2B -> per-sample **view augmentation**. D
 a registry (``camnet``: a CAM-Net checkpoint, by default the one shipped for the dataset and task;
 ``bicubic``: upsampling, no latent code, for tests and ablations). Augmentations are kornia pipelines
 (``simclr``: SimCLR's crop/flip/colour jitter/grayscale; ``crop_flip``; ``none``). Every random draw
-comes from a ``torch.Generator`` the caller owns, so a seeded episode reproduces exactly.
+comes from a ``torch.Generator`` the caller owns, so a seeded episode reproduces exactly, and
+``reference_views`` can replay a step's draws under another mask.
 """
 from __future__ import annotations
 
@@ -162,3 +163,13 @@ class ViewMaker:
                 mask = torch.ones(images.shape[0], 1, 1, device=images.device)
             v1, v2, _ = self.restore(x_lr, mask, generator)
         return Views(*self.augment_pair(v1, v2, generator))
+
+
+def reference_views(views: ViewMaker, x_lr: torch.Tensor, reference_mask: torch.Tensor, stream: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A degraded batch ``x_lr`` under the reference corruption ``reference_mask``, restored and augmented from
+    the generator state ``stream`` the agent's views were drawn from: the same latent codes, crops, flips and
+    jitters, so the two pairs differ only where the masks differ."""
+    generator = torch.Generator().set_state(stream)  # a copy: the caller's own stream moves on unchanged
+    v1, v2, _ = views.restore(x_lr, reference_mask, generator)
+    return views.augment_pair(v1, v2, generator)

@@ -41,8 +41,9 @@ from corruption_env.camnet.model import CAMNet, CAMNetConfig, count_parameters, 
 from corruption_env.cli_options import ArgumentParser, UsageError, usage_errors
 from corruption_env.config import check_device
 from corruption_env.corruption import TASKS, apply_mask, bicubic_restoration, degrade, random_training_masks
-from corruption_env.data import ImageDataset, available_datasets, load_dataset, to_unit
+from corruption_env.data import available_datasets, load_dataset
 from corruption_env.files import atomic_path, atomic_write_json
+from corruption_env.images import ImageDataset, to_unit
 from corruption_env.pictures import comparison_grid
 from corruption_env.precision import PRECISIONS, autocast, describe_precision, resolve_precision
 
