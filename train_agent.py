@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from agents import agent_spec, available_agents, check_budget, load_agent, make_agent
-from agents.callbacks import (Checkpoint, CorruptionLogger, KnownAnswerClock, ProgressBar, save_agent,
+from agents.callbacks import (ANSWER_KEEP, Checkpoint, CorruptionLogger, KnownAnswerClock, ProgressBar, save_agent,
                               tensorboard_writer)
 from agents.evaluation import (DEFAULT_EVAL_STEPS, DEFAULT_TRAIN_STEPS, RowCache, RowResult, evaluate_agent,
                                format_rows, is_readable, rows_to_json)
@@ -329,7 +329,14 @@ def main(argv: list[str] | None = None) -> int:
     train_seconds = time.time() - start
     print(f"trained {agent.num_timesteps} steps in {train_seconds / 60:.1f} min; agent saved to {agent_path}")
     answer = clock.answer()
-    if answer["final_keep_planted"] is not None:
+    if hasattr(agent, "known_answer") and agent.known_answer():  # a search over whole runs counts runs, not steps
+        answer = agent.known_answer()
+        reached = (f"after {answer['answer_runs']} runs ({answer['answer_cpu_minutes']} CPU minutes)"
+                   if answer["answer_runs"] is not None else "not reached")
+        print(f"known answer (the best candidate keeps <= {ANSWER_KEEP} of the planted cells): {reached}; the best "
+              f"candidate's keep on planted cells: {answer['final_keep_planted']:.2f} ({answer['search_runs']} runs, "
+              f"{answer['search_cpu_minutes']} CPU minutes)")
+    elif answer["final_keep_planted"] is not None:
         reached = (f"from step {done + answer['answer_step']} ({answer['answer_cpu_minutes']} CPU minutes into this "
                    f"session)" if answer["answer_step"] is not None else "not reached")
         print(f"known answer (keep on planted cells <= {clock.threshold} from then on): {reached}; keep on planted "

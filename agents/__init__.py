@@ -1,7 +1,7 @@
 """Things that choose masks: RL agents and fixed corruptors, behind one registry.
 
-``make_agent(name, env, **kwargs)`` builds a registered agent (``ppo``, ``a2c``, ``reinforce``,
-``pbt``, ``keep_all``, ``random``, ``cowmask``, ``oracle``) or, for ``"package.module:Class"``, any class importable at run
+``make_agent(name, env, **kwargs)`` builds a registered agent (``ppo``, ``a2c``, ``reinforce``, ``cmaes``,
+``run_ppo``, ``keep_all``, ``random``, ``cowmask``, ``oracle``) or, for ``"package.module:Class"``, any class importable at run
 time: a stable-baselines3 on-policy algorithm gets the mask policy; any other class is called as
 ``Class(env=env, **kwargs)`` and must offer SB3's surface (learn, predict, save, load).
 ``register_agent(name, builder, agent_class)`` adds your own; ``load_agent`` reloads a saved one.
@@ -20,8 +20,9 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 from agents.baselines import FixedCorruptor
-from agents.population import PopulationSearch
 from agents.reinforce import Reinforce
+from agents.run_level import RunLevelPPO
+from agents.search import WholeRunSearch
 from agents.sb3 import check_budget, make_sb3
 from corruption_env.registry import Registry
 
@@ -60,11 +61,18 @@ def available_agents() -> list[str]:
 register_agent("ppo", lambda env, **kw: make_sb3(PPO, env, **kw), PPO)
 register_agent("a2c", lambda env, **kw: make_sb3(A2C, env, **kw), A2C)
 register_agent("reinforce", Reinforce)
-register_agent("pbt", PopulationSearch)
+register_agent("cmaes", WholeRunSearch)
+register_agent("run_ppo", RunLevelPPO)
 register_agent("keep_all", lambda env, **kw: FixedCorruptor(env, kind="keep_all", **kw), FixedCorruptor, learns=False)
 register_agent("random", lambda env, **kw: FixedCorruptor(env, kind="random", **kw), FixedCorruptor, learns=False)
 register_agent("cowmask", lambda env, **kw: FixedCorruptor(env, kind="cowmask", **kw), FixedCorruptor, learns=False)
 register_agent("oracle", lambda env, **kw: FixedCorruptor(env, kind="oracle", **kw), FixedCorruptor, learns=False)
+
+
+def trains_on_reward(name: str) -> bool:
+    """Whether agent ``name`` learns from the env's per-step reward (False for searches judged by whole runs,
+    whose class says ``trains_on_reward = False``)."""
+    return getattr(agent_spec(name).agent_class, "trains_on_reward", True)
 
 
 def import_class(path: str) -> type:
@@ -185,5 +193,5 @@ def load_agent(name: str, path: str, env: Any = None, **kwargs: Any) -> BaseAlgo
     return agent_spec(name).agent_class.load(path, env=env, **kwargs)
 
 
-__all__ = ["AGENTS", "AgentSpec", "agent_options", "agent_spec", "option_problems", "available_agents", "check_budget", "check_options",
+__all__ = ["AGENTS", "AgentSpec", "agent_options", "trains_on_reward", "agent_spec", "option_problems", "available_agents", "check_budget", "check_options",
            "import_class", "load_agent", "make_agent", "register_agent"]

@@ -25,6 +25,20 @@ from tqdm import tqdm
 from corruption_env.files import atomic_path
 
 
+ANSWER_KEEP = 0.2  # keep rate on a known-answer task's planted cells at or below which the answer counts as found
+
+
+def settled_window(values: list[float], window: int, threshold: float = ANSWER_KEEP) -> tuple[int | None, list[float]]:
+    """Means of ``values`` over consecutive windows, and the index of the first value of the first window from
+    which every later window's mean (the last, possibly shorter one included) is at or below ``threshold`` (None:
+    never settled)."""
+    means = [float(np.mean(values[i:i + window])) for i in range(0, len(values), window)]
+    first = len(means)
+    while first > 0 and means[first - 1] <= threshold:
+        first -= 1
+    return (first * window if first < len(means) else None), means
+
+
 def tensorboard_writer(logger: Logger) -> Any:
     """The TensorBoard ``SummaryWriter`` behind an SB3 logger (None without one), for entries that
     belong to an exact step (images, evaluation) rather than to the next ``logger.dump``."""
@@ -96,11 +110,15 @@ class ProgressBar(BaseCallback):
     def _on_step(self) -> bool:
         self.rewards.extend(np.asarray(self.locals.get("rewards", []), dtype=float).ravel())
         self.keeps.extend(info["keep_fraction"] for info in self.locals.get("infos", []) if "keep_fraction" in info)
-        if self.bar.n + self.training_env.num_envs > self.bar.total:  # never past its end
-            self.bar.total = self.bar.n + self.training_env.num_envs
-        self.bar.update(self.training_env.num_envs)
+        done = self.model.num_timesteps - self.bar.n  # a step of every env, or a whole run of a search's candidate
+        if self.bar.n + done > self.bar.total:  # never past its end
+            self.bar.total = self.bar.n + done
+        self.bar.update(done)
         if self.n_calls % 5 == 0:
-            self.bar.set_postfix(reward=f"{np.mean(self.rewards):+.2e}", keep=f"{np.mean(self.keeps):.2f}")
+            postfix = {"reward": f"{np.mean(self.rewards):+.2e}"}
+            if self.keeps:
+                postfix["keep"] = f"{np.mean(self.keeps):.2f}"
+            self.bar.set_postfix(postfix)
         return True
 
     def _on_training_end(self) -> None:
@@ -153,7 +171,7 @@ class KnownAnswerClock(BaseCallback):
     :param threads: CPU threads the run uses (for CPU minutes).
     """
 
-    def __init__(self, threshold: float = 0.2, window: int = 64, threads: int = 1) -> None:
+    def __init__(self, threshold: float = ANSWER_KEEP, window: int = 64, threads: int = 1) -> None:
         super().__init__()
         self.threshold, self.window, self.threads = threshold, window, threads
         self.keeps: list[float] = []
@@ -175,12 +193,7 @@ class KnownAnswerClock(BaseCallback):
         ``final_keep_planted`` (the last window's mean keep rate on the planted cells)."""
         if not self.keeps:
             return {"answer_step": None, "answer_cpu_minutes": None, "final_keep_planted": None}
-        means = [float(np.mean(self.keeps[i:i + self.window])) for i in range(0, len(self.keeps), self.window)]
-        first = len(means)
-        while first > 0 and means[first - 1] <= self.threshold:
-            first -= 1
-        reached = first < len(means)
-        step = first * self.window
-        return {"answer_step": step if reached else None,
-                "answer_cpu_minutes": round(self.seconds[step] * self.threads / 60, 1) if reached else None,
+        step, means = settled_window(self.keeps, self.window, self.threshold)
+        return {"answer_step": step,
+                "answer_cpu_minutes": round(self.seconds[step] * self.threads / 60, 1) if step is not None else None,
                 "final_keep_planted": means[-1]}

@@ -148,7 +148,11 @@ def make_sweep(args: argparse.Namespace, argv: list[str]) -> Sweep:
                  seeds=pick("seeds"), train_steps=pick("train_steps"), eval_steps=pick("eval_steps"),
                  env_preset=pick("env_preset"), hyperparams=hyper,
                  command="python benchmark.py " + " ".join(argv), task_rewards=task_rewards, task_algos=task_algos,
-                 track_rewards=track)
+                 track_rewards=track, algo_train_steps={} if args.train_steps is not None else dict(preset.algo_train_steps),
+                 agent_seeds={} if args.seeds is not None else dict(preset.agent_seeds),
+                 task_baselines=({} if args.baselines is not None else
+                                 {task: list(names) for task, names in preset.task_baselines.items() if task in tasks}),
+                 references=preset.references)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,7 +24,9 @@ def group_key(row: dict[str, Any]) -> Group:
 
 def label(group: Group) -> str:
     kind, name, reward = group
-    return f"{reward} × {name}" if kind == "agent" else f"{name} ({kind})"
+    if kind == "agent":
+        return f"{reward} × {name}" if reward else f"{name} (judged by whole runs)"
+    return f"{name} ({kind})"
 
 
 def sorted_groups(rows: list[dict[str, Any]]) -> list[Group]:
@@ -59,14 +61,15 @@ def known_answer_lines(by_seed: Any) -> list[str]:
 
 def answer_lines(by_seed: Any, groups: list[Group]) -> list[str]:
     """On a known-answer task, per agent and seed: the keep rate on the planted cells of the trained policy
-    (evaluation episode) and of training's last window, and the training step from which it stays at or
-    below 0.2 (``KnownAnswerClock``), with its CPU minutes."""
+    (evaluation episode) and of training's last window (a search: of its best candidate), and the training step
+    from which it stays at or below 0.2 (``KnownAnswerClock``; a search: the candidate runs until its best
+    candidate did, every run counted), with its CPU minutes."""
     agents = [g for g in groups if g[0] == "agent" and any(r.get("keep_planted") is not None for r in by_seed(g).values())]
     if not agents:
         return []
     out = ["", "**Time to the known answer** (per seed; keep rate on the planted cells, ≤ 0.2 = found):", "",
-           "| run | seeds | planted keep, trained policy | planted keep, last training window | step it stays ≤ 0.2 "
-           "(CPU minutes) |", "|---|---|---|---|---|"]
+           "| run | seeds | planted keep, trained policy | planted keep, last training window (a search: its best "
+           "candidate) | step it stays ≤ 0.2, or candidate runs until the best is (CPU minutes) |", "|---|---|---|---|---|"]
 
     def number(value: Any) -> str:
         return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.2f}"
@@ -76,9 +79,13 @@ def answer_lines(by_seed: Any, groups: list[Group]) -> list[str]:
         seeds = sorted(runs)
         steps = []
         for s in seeds:
-            step = runs[s].get("answer_step")
+            searched = runs[s].get("search_runs") is not None and not np.isnan(float(runs[s]["search_runs"]))
+            step = runs[s].get("answer_runs" if searched else "answer_step")
             found = step is not None and not (isinstance(step, float) and np.isnan(step))
-            steps.append(f"{int(step)} ({runs[s].get('answer_cpu_minutes')})" if found else "not reached")
+            unit = " runs" if searched else ""
+            total = f" of {int(runs[s]['search_runs'])}" if searched else ""
+            steps.append(f"{int(step)}{total}{unit} ({runs[s].get('answer_cpu_minutes')})" if found
+                         else f"not reached{total and ' in' + total[3:] + ' runs'}")
         out.append(f"| {label(group)} | {', '.join(map(str, seeds))} | "
                    f"{' / '.join(number(runs[s].get('keep_planted')) for s in seeds)} | "
                    f"{' / '.join(number(runs[s].get('final_keep_planted')) for s in seeds)} | {' / '.join(steps)} |")

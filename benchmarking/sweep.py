@@ -72,6 +72,13 @@ class Preset:
     :param task_algos: the same for agents, keyed by task or by ``"task:reward"`` (``--algos`` replaces both).
     :param track_rewards: the reward definitions every run's episodes are scored under (``EnvConfig.track_rewards``;
         ``"all"``: every one that costs no second update).
+    :param algo_train_steps: the training budgets of particular agents, ``{algo: steps}``, in place of
+        ``train_steps`` (``--train-steps`` replaces both); a search over whole runs counts every candidate's updates.
+    :param agent_seeds: fewer seeds for particular agents, keyed by ``"task:algo"``, ``"algo:reward"`` or ``algo``
+        (the rows that only stand beside the preset's question); ``--seeds`` replaces them.
+    :param task_baselines: the baselines of particular tasks, ``{task: baselines}``, in place of ``baselines``
+        (``--baselines`` replaces both).
+    :param references: the references each task evaluates (:data:`REFERENCES`).
     """
 
     description: str
@@ -88,6 +95,10 @@ class Preset:
     task_rewards: dict[str, tuple[str, ...]] = field(default_factory=dict)
     task_algos: dict[str, tuple[str, ...]] = field(default_factory=dict)
     track_rewards: str | tuple[str, ...] = "all"
+    algo_train_steps: dict[str, int] = field(default_factory=dict)
+    agent_seeds: dict[str, int] = field(default_factory=dict)
+    task_baselines: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    references: tuple[str, ...] = REFERENCES
 
 
 # what the known-answer and learning presets score every episode under: the label-free definitions that
@@ -96,6 +107,11 @@ class Preset:
 KNOWN_ANSWER_EVAL_STEPS = 500  # evaluation updates of the known-answer and learning presets
 PRESET_TRACKED = ("ma_neg_loss_derivative", "neg_loss_delta", "neg_loss", "tscl_window", "adversarial_loss",
                   "heldout_gain", "rankme_gain", "probe_accuracy")
+
+WHOLE_RUN_TASKS = ("shortcut_fixed_shared", "distractor_fixed_shared")
+SEARCH_RUNS = 112  # candidate runs of the search over shared maps (7 generations of 16)
+RL_RUNS = 64  # ... of PPO over whole runs (8 rollouts of 8)
+RULE_RUNS = 48  # ... of the search over the 4-weight cell rule (3 generations of 16)
 
 PRESETS: dict[str, Preset] = {
     # 250 updates clear the learnability floor (docs/results.md, the learnability floor)
@@ -128,6 +144,45 @@ PRESETS: dict[str, Preset] = {
                        tasks=("shortcut_fixed_shared", "shortcut_random"), workers=2,
                        task_algos={"shortcut_fixed_shared": ("ppo", "reinforce")},
                        track_rewards=PRESET_TRACKED),
+    # does a label-free judge of whole runs find the answer in both directions? The search over one shared score
+    # map (CMA-ES, each candidate judged by RankMe after a whole run: agents/search.py) on the fixed shortcut and the
+    # fixed distractor, 3 seeds, beside PPO with reference_learner_rise (3 seeds; the per-step learner that finds the
+    # shortcut), PPO with the mission's default reward (one seed each) and PPO over whole runs (one seed, on the
+    # shortcut: it kept the whole barcode there, and a row costs 16 CPU minutes). The search's
+    # budget is whole candidate runs of 50 updates (its own measurement: docs/results/whole_run/judge_budget.md).
+    # Rows run two at a time, a search's candidates one after the other inside its row (engine local: on 2 cores
+    # the two rows already fill them; engine:'ray' spreads a generation over a machine's or a cluster's cores)
+    "whole_run": Preset("the search over shared maps judged by whole runs (CMA-ES, RankMe), 3 seeds, beside PPO with "
+                        "reference_learner_rise (3 seeds), PPO with the default reward and PPO over whole runs (1 "
+                        "seed each), on the fixed shortcut and distractor: ~2 h on 2 CPU cores",
+                        rewards=("reference_learner_rise", "ma_neg_loss_derivative"), algos=("ppo",),
+                        baselines=("keep_all", "oracle", "random"), seeds=3, train_steps=DEFAULT_TRAIN_STEPS,
+                        eval_steps=KNOWN_ANSWER_EVAL_STEPS, tasks=WHOLE_RUN_TASKS, workers=2,
+                        task_algos={"shortcut_fixed_shared:reference_learner_rise": ("ppo", "cmaes", "run_ppo"),
+                                    "distractor_fixed_shared:reference_learner_rise": ("ppo", "cmaes")},
+                        agent_seeds={"ppo:ma_neg_loss_derivative": 1, "run_ppo": 1},
+                        hyperparams={"cmaes": {"engine": "local", "verbose": 0}},
+                        algo_train_steps={"cmaes": SEARCH_RUNS * 50, "run_ppo": RL_RUNS * 50},
+                        track_rewards=PRESET_TRACKED, references=("untrained",)),
+    # per image: the position-free rule (4 weights read from each cell's own pixels) searched by whole runs on both
+    # random-placement tasks, 3 seeds, beside (one seed each, the same budget of runs) the shared-map search on the
+    # same data (the _shared tasks: one map cannot follow the pattern; their baselines are the per-image tasks')
+    # and PPO with the cell scorer and reference_learner_rise on the distractor (on the shortcut its 3 seeds are
+    # in docs/results/per_image)
+    "per_image": Preset("the search over a position-free cell rule judged by whole runs, 3 seeds, beside the "
+                        "shared-map search (1 seed each) and PPO with the cell scorer (1 seed, distractor), on the "
+                        "random-placement shortcut and distractor: ~1 h on 2 CPU cores",
+                        rewards=("reference_learner_rise",), algos=("cmaes",), baselines=("keep_all", "oracle", "random"),
+                        seeds=3, train_steps=DEFAULT_TRAIN_STEPS, eval_steps=KNOWN_ANSWER_EVAL_STEPS,
+                        tasks=("shortcut_random", "distractor_random", "shortcut_random_shared",
+                               "distractor_random_shared"), workers=2,
+                        task_algos={"distractor_random": ("cmaes", "ppo")},
+                        agent_seeds={"ppo": 1, "shortcut_random_shared:cmaes": 1, "distractor_random_shared:cmaes": 1},
+                        task_baselines={"shortcut_random_shared": (), "distractor_random_shared": ()},
+                        hyperparams={"cmaes": {"engine": "local", "verbose": 0},
+                                     "ppo": {"policy_kwargs": {"mask_net_kwargs": {"scorer": "cell"}}}},
+                        algo_train_steps={"cmaes": RULE_RUNS * 50}, track_rewards=PRESET_TRACKED,
+                        references=("untrained",)),
 }
 
 
@@ -167,6 +222,10 @@ class Sweep:
     task_rewards: dict[str, list[str]] = field(default_factory=dict)  # task -> its rewards, in place of ``rewards``
     task_algos: dict[str, list[str]] = field(default_factory=dict)  # task or task:reward -> agents, for ``algos``
     track_rewards: str | list[str] = "all"  # EnvConfig.track_rewards of every run
+    algo_train_steps: dict[str, int] = field(default_factory=dict)  # algo -> its budget, for ``train_steps``
+    agent_seeds: dict[str, int] = field(default_factory=dict)  # task:algo, algo:reward or algo -> its seeds
+    task_baselines: dict[str, list[str]] = field(default_factory=dict)  # task -> its baselines, for ``baselines``
+    references: tuple[str, ...] = REFERENCES
 
     def rewards_for(self, task: str) -> list[str]:
         return self.task_rewards.get(task, self.rewards)
@@ -174,15 +233,27 @@ class Sweep:
     def algos_for(self, task: str, reward: str = "") -> list[str]:
         return self.task_algos.get(f"{task}:{reward}", self.task_algos.get(task, self.algos))
 
+    def seeds_of(self, task: str, algo: str, reward: str) -> int:
+        """An agent's seeds: ``agent_seeds`` keyed by ``"task:algo"``, ``"algo:reward"`` or ``"algo"``, else ``seeds``."""
+        for key in (f"{task}:{algo}", f"{algo}:{reward}", algo):
+            if key in self.agent_seeds:
+                return self.agent_seeds[key]
+        return self.seeds
+
     def specs(self) -> list[RunSpec]:
-        """The grid, in the order rows are written: per task, agents, baselines, references; seeds inside."""
+        """The grid, in the order rows are written: per task, agents, baselines, references; seeds inside. An
+        agent that does not train on the env's reward (a search judged by whole runs) has one row per seed,
+        whatever the rewards, with reward ``""``."""
+        from agents import trains_on_reward
+
         out = []
         for task in self.tasks:
-            out += [RunSpec(task, "agent", a, r, s) for r in self.rewards_for(task) for a in self.algos_for(task, r)
-                    for s in range(self.seeds)]
-            out += [RunSpec(task, "baseline", b, "", s) for b in self.baselines if self._has_baseline(task, b)
-                    for s in range(self.seeds)]
-            out += [RunSpec(task, "reference", ref, "", s) for ref in REFERENCES for s in range(self.seeds)]
+            agents = [(a, r if trains_on_reward(a) else "") for r in self.rewards_for(task) for a in self.algos_for(task, r)]
+            out += [RunSpec(task, "agent", a, r, s) for a, r in dict.fromkeys(agents)
+                    for s in range(self.seeds_of(task, a, r))]
+            out += [RunSpec(task, "baseline", b, "", s) for b in self.task_baselines.get(task, self.baselines)
+                    if self._has_baseline(task, b) for s in range(self.seeds)]
+            out += [RunSpec(task, "reference", ref, "", s) for ref in self.references for s in range(self.seeds)]
         return out
 
     def _has_baseline(self, task: str, baseline: str) -> bool:
@@ -215,7 +286,8 @@ class Sweep:
             options = {**BASELINE_KWARGS.get(spec.name, {}), **self.hyperparams.get(spec.name, {})}
         settings = {"run_id": spec.run_id, "task": spec.task, "kind": spec.kind, "name": spec.name,
                     "reward": spec.reward, "seed": spec.seed, "env": env, "agent_options": options,
-                    "train_steps": self.train_steps if spec.kind == "agent" else 0, "eval_steps": self.eval_steps}
+                    "train_steps": self.algo_train_steps.get(spec.name, self.train_steps) if spec.kind == "agent" else 0,
+                    "eval_steps": self.eval_steps}
         return json.loads(json.dumps(settings, sort_keys=True, default=str))  # what a JSON file or a Ray trial sees
 
 
@@ -364,6 +436,8 @@ def run_one(settings: dict[str, Any], threads: int | None = None, verbose: bool 
             agent.learn(settings["train_steps"], callback=[recorder, clock])
             row["train_seconds"] = round(time.time() - start, 1)
             row.update({k: v for k, v in clock.answer().items() if v is not None})
+            if hasattr(agent, "known_answer"):  # agents that search over whole runs count runs, not steps
+                row.update({k: v for k, v in agent.known_answer().items() if v is not None})
             row["train_divergences"] = recorder.divergences
             row.update({f"train_return/{k}": v for k, v in recorder.returns.items()})
             result = evaluation.run_policy(name, agent_act(agent))

@@ -391,9 +391,9 @@ class ReferenceLearnerRise(Reward):
 
     Cost: the reference restoration, one forward of each pair and one more SimCLR update per step.
 
-    :param adversarial_weight: lambda in [0, 1], the direction knob of a population search
-        (:mod:`agents.population`): pays lambda * rise + (1 - lambda) * (-rise) = (2 lambda - 1) * rise, so 1 (the
-        default) is the adversarial reward, 0 its cooperative mirror (easier views than the reference's).
+    :param adversarial_weight: lambda in [0, 1], the reward's direction: pays lambda * rise + (1 - lambda) * (-rise)
+        = (2 lambda - 1) * rise, so 1 (the default) is the adversarial reward, 0 its cooperative mirror (easier views
+        than the reference's).
     """
 
     needs = frozenset({"reference_learner_rise"})

@@ -4,7 +4,6 @@ and recorded."""
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import pytest
@@ -99,7 +98,6 @@ def test_a_sweep_killed_midway_resumes_without_redoing_finished_trials(tmp_path,
 
 def test_a_failing_trial_is_retried_then_recorded_with_its_error(tmp_path, ray_address, capsys):
     out = tmp_path / "bench"
-    start = time.time()
     # an option the agent accepts, with a value that fails when the run builds it
     assert benchmark.main(["--rewards", "neg_loss", "--algos", "reinforce", "--baselines", "", "--seeds", "1",
                            "--train-steps", "8", "--eval-steps", "6", "--hyperparams", "reinforce.learning_rate:-1.0",
@@ -110,4 +108,3 @@ def test_a_failing_trial_is_retried_then_recorded_with_its_error(tmp_path, ray_a
     assert "1 run(s) failed" in capsys.readouterr().err
     trial = next(p for p in out.glob("tune_*/*") if p.is_dir() and (p / "error.txt").is_file())
     assert (trial / "error.txt").read_text().count("RuntimeError") >= 1  # Tune saw it fail (and retried it)
-    assert time.time() - start < 120

@@ -1,0 +1,346 @@
+"""Whole runs: a corruptor judged by the encoder that one whole SimCLR run with it trains, without labels.
+
+A candidate corruptor is a point theta of a :class:`CorruptorFamily`, a few parameters that turn every
+observation into the env's action: one score per grid cell shared by every image (:class:`ScoreMap`), or a
+position-free rule that scores each cell from its own pixels (``corruption_env.rules``). :class:`WholeRun`
+trains a fresh encoder for ``updates`` SimCLR updates with a candidate's masks and measures a **judge** at
+the end: a periodic statistic of the held-out features, RankMe by default (Garrido et al. 2023; label-free).
+Per-step label-free rewards are one-sided (right on a shortcut, wrong on a distractor, or the reverse); the
+judge of a whole run with a fixed corruptor ranked the known answer first on both kinds (``docs/results.md``).
+Candidates judged on the same ``seed`` see the same batches, latent codes, augmentations and held-out images
+(common random numbers): their judges differ by their masks alone, and one candidate on one seed always gets
+the same judge. :class:`WholeRunEnv` is the same as a Gymnasium environment, one step per whole run (action:
+theta; reward: the judge): the bandit over corruptors beside :class:`~corruption_env.env.CorruptionEnv`, the
+MDP over updates. Searches (``agents/search.py``), RL learners over runs and tests all call
+:meth:`WholeRun.judge`.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, ClassVar
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from corruption_env.action_modes import ACTION_MODES, SCORE_BOUND
+from corruption_env.config import EnvConfig
+from corruption_env.env import CorruptionEnv
+from corruption_env.registry import Registry
+from corruption_env.statistics import STATISTICS, periodic_statistics
+
+Observation = dict[str, np.ndarray]
+
+
+class CorruptorFamily:
+    """A corruptor given by a vector theta of ``dim`` parameters. Subclass it (``act``, ``dim``; check the env
+    in ``__init__``) and register it with ``@register_family("name")``.
+
+    :param env: the CorruptionEnv (or its config's spaces) the corruptor acts in.
+    :cvar scale: the natural size of a parameter: searches start their spread there.
+    """
+
+    name: ClassVar[str] = ""
+    scale: ClassVar[float] = 1.0
+
+    def __init__(self, env: CorruptionEnv) -> None:
+        self.batch, self.grid = env.config.batch_size, env.config.mask_grid
+        self.mode = ACTION_MODES[env.config.action_mode]
+        if not self.mode.scores:
+            raise ValueError(f"a {self.name} corruptor scores cells: it needs action_mode 'scores' or 'shared_scores' "
+                             f"(with a keep_budget, the env keeps each image's top cells), not {self.mode.name!r}")
+
+    @property
+    def dim(self) -> int:
+        raise NotImplementedError
+
+    def act(self, theta: np.ndarray, observation: Observation) -> np.ndarray:
+        """The env's action for ``observation`` under parameters ``theta``."""
+        raise NotImplementedError
+
+    def check(self, theta: Any) -> np.ndarray:
+        theta = np.asarray(theta, dtype=np.float32)
+        if theta.shape != (self.dim,) or not np.isfinite(theta).all():
+            raise ValueError(f"a {self.name} corruptor has {self.dim} finite parameters, got shape {theta.shape}")
+        return theta
+
+
+FAMILIES: Registry[type[CorruptorFamily]] = Registry("corruptor family")
+
+
+def register_family(name: str) -> Callable[[type[CorruptorFamily]], type[CorruptorFamily]]:
+    """Class decorator: register a family under ``name`` (its error messages say it)."""
+    def add(cls: type[CorruptorFamily]) -> type[CorruptorFamily]:
+        cls.name = name
+        return FAMILIES.register(name)(cls)
+    return add
+
+
+available_families = FAMILIES.names
+
+
+def make_family(name: str, env: CorruptionEnv) -> CorruptorFamily:
+    """Family ``name`` on ``env``; ``auto`` follows the action mode: one map for ``shared_scores``, a rule that
+    reads each image's cells for ``scores``."""
+    if name == "auto":
+        name = "score_map" if ACTION_MODES[env.config.action_mode].shared else "cell_rule"
+    return FAMILIES[name](env)
+
+
+@register_family("score_map")
+class ScoreMap(CorruptorFamily):
+    """One score per grid cell, the same for every image: under the keep budget every image keeps the same top
+    cells (a data-blind mask). theta is the g x g map, row-major."""
+
+    scale = 1.0
+
+    @property
+    def dim(self) -> int:
+        return self.grid * self.grid
+
+    def act(self, theta: np.ndarray, observation: Observation) -> np.ndarray:
+        scores = np.clip(self.check(theta), -SCORE_BOUND, SCORE_BOUND)
+        return scores if self.mode.shared else np.tile(scores, self.batch)
+
+
+def cell_pixels(images: np.ndarray, grid: int) -> np.ndarray:
+    """(B, C, h, h) uint8 images -> (B, g * g, C * (h / g)^2) pixels in [0, 1] of each cell, row-major cells."""
+    b, c, h, _ = images.shape
+    side = h // grid
+    cells = images.reshape(b, c, grid, side, grid, side).transpose(0, 2, 4, 1, 3, 5)
+    return cells.reshape(b, grid * grid, c * side * side).astype(np.float32) / 255.0
+
+
+@register_family("cell_rule")
+class CellRule(CorruptorFamily):
+    """A position-free rule: every cell of every image is scored by the same few weights from its own pixels,
+    so it drops different cells in different images (where the pattern it recognises is) with a handful of
+    parameters. A cell's features are four generic statistics of its pixels: mean, standard deviation, mean
+    absolute difference between horizontal neighbours and between vertical neighbours (brightness, contrast,
+    and gradient energy across and along rows), each standardised over the batch's cells; the score is
+    theta . features. Under a keep budget only the order of scores matters, so the rule is theta's direction.
+    It needs the per-image ``scores`` action mode."""
+
+    FEATURES = ("mean", "std", "horizontal_gradient", "vertical_gradient")
+
+    def __init__(self, env: CorruptionEnv) -> None:
+        super().__init__(env)
+        if self.mode.shared:
+            raise ValueError("a cell_rule scores each image's own cells: it needs action_mode 'scores', not "
+                             "'shared_scores' (one map for the whole batch)")
+
+    @property
+    def dim(self) -> int:
+        return len(self.FEATURES)
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """(B, g * g, 4) standardised features of every cell."""
+        b, c, h, _ = images.shape
+        side = h // self.grid
+        cells = cell_pixels(images, self.grid).reshape(b, self.grid * self.grid, c, side, side)
+        across = np.abs(np.diff(cells, axis=4)).mean(axis=(2, 3, 4))
+        along = np.abs(np.diff(cells, axis=3)).mean(axis=(2, 3, 4))
+        raw = np.stack([cells.mean(axis=(2, 3, 4)), cells.std(axis=(2, 3, 4)), across, along], axis=-1)
+        return (raw - raw.mean(axis=(0, 1))) / (raw.std(axis=(0, 1)) + 1e-6)
+
+    def act(self, theta: np.ndarray, observation: Observation) -> np.ndarray:
+        scores = self.features(observation["images"]) @ self.check(theta)
+        return np.clip(scores, -SCORE_BOUND, SCORE_BOUND).astype(np.float32).reshape(-1)
+
+
+@dataclass
+class RunResult:
+    """What one whole run with one corruptor gave.
+
+    :param judge: the judge's value at the run's end (higher is better); NaN if the loss diverged.
+    :param keep_fraction: mean keep fraction of its masks.
+    :param keep_planted: on a known-answer task, the masks' keep rate on the planted cells (else None).
+    :param keep_other: ... and on every other cell.
+    :param final_loss: the NT-Xent loss of the last update.
+    :param cpu_seconds: CPU time of the run (this process, all its threads).
+    :param diverged: the loss became non-finite.
+    :param judge_at: the judge after fewer updates of the same run, ``{updates: value}`` (``also_at``).
+    """
+
+    judge: float
+    keep_fraction: float
+    keep_planted: float | None
+    keep_other: float | None
+    final_loss: float
+    cpu_seconds: float
+    diverged: bool = False
+    judge_at: dict[int, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ANSWER_JUDGE = "planted_dropped"  # reads the answer: the share of planted cells the run's masks dropped
+
+
+def check_judge(judge: str) -> None:
+    """A judge is a periodic statistic (measured on the encoder at the run's end), or ``planted_dropped``, which
+    reads a known-answer task's answer from the run's masks: for tests and checks of what a family can express,
+    never a judge for research."""
+    if judge not in periodic_statistics() and judge != ANSWER_JUDGE:
+        raise ValueError(f"judge must be a periodic statistic ({', '.join(sorted(periodic_statistics()))}) or "
+                         f"{ANSWER_JUDGE!r} (known-answer tasks: reads the answer), got {judge!r}")
+
+
+class WholeRun:
+    """Judge corruptors by whole SimCLR runs in one environment (CAM-Net loaded once, reused by every run).
+
+    :param config: the environment of the runs (task, batch size, keep budget, action mode, ...). Runs pay the
+        default reward and track nothing: only the judge is read.
+    :param updates: SimCLR updates per run.
+    :param judge: the periodic statistic measured at the run's end (``rankme``, or any other, e.g.
+        ``probe_accuracy`` with labels as an upper reference).
+    """
+
+    def __init__(self, config: EnvConfig, updates: int, judge: str = "rankme") -> None:
+        if not isinstance(updates, int) or updates < 1:
+            raise ValueError(f"updates per run must be an integer >= 1, got {updates!r}")
+        check_judge(judge)
+        self.config = config.replace(episode_length=updates, reward=EnvConfig.reward, reward_kwargs={},
+                                     track_rewards=[], record_timings=False)
+        self.updates, self.judge_name = updates, judge
+        self.env = CorruptionEnv(self.config)
+        if judge == ANSWER_JUDGE and self.env.train_planted_cells is None:
+            raise ValueError(f"judge {ANSWER_JUDGE!r} reads the planted cells of a known-answer task: set "
+                             "dataset_kwargs {'shortcut': ...} or {'distractor': ...}")
+        self.statistic = None if judge == ANSWER_JUDGE else STATISTICS[judge](self.env)
+
+    def judge(self, act: Callable[[Observation], np.ndarray], seed: int, also_at: tuple[int, ...] = ()) -> RunResult:
+        """Train a fresh encoder (initialised from ``seed``) for ``updates`` updates with masks from
+        ``act(observation)`` on the batches, codes and augmentations of ``seed``; judge it. ``also_at``: judge it
+        after these numbers of updates too (what a shorter run of a fixed corruptor would have given)."""
+        start = time.process_time()
+        obs, _ = self.env.reset(seed=seed)
+        keeps, planted, other = [], [], []
+        judge_at: dict[int, float] = {}
+        info: dict[str, Any] = {"loss": math.nan, "diverged": False}
+        for update in range(1, self.updates + 1):
+            obs, _, _, _, info = self.env.step(act(obs))
+            if update in also_at and update < self.updates and not info["diverged"] and self.statistic is not None:
+                judge_at[update] = float(self.statistic.measure())
+            keeps.append(info["keep_fraction"])
+            if "keep_planted" in info:
+                planted.append(info["keep_planted"])
+                other.append(info["keep_other"])
+            if info["diverged"]:
+                break
+        if info["diverged"]:
+            judge = math.nan
+        elif self.statistic is None:  # the answer judge
+            judge = 1.0 - float(np.mean(planted))
+        else:
+            judge = float(self.statistic.measure())
+        return RunResult(judge, float(np.mean(keeps)), float(np.mean(planted)) if planted else None,
+                         float(np.mean(other)) if other else None, float(info["loss"]),
+                         time.process_time() - start, bool(info["diverged"]), judge_at)
+
+    def judge_candidate(self, family: CorruptorFamily, theta: np.ndarray, seed: int) -> RunResult:
+        theta = family.check(theta)
+        return self.judge(lambda obs: family.act(theta, obs), seed)
+
+
+class WholeRunEnv(gym.Env):
+    """
+    ## Description
+
+    One step is one whole contrastive-learning run. The agent proposes a corruptor (the parameters theta of a
+    :class:`CorruptorFamily`); the environment trains a fresh encoder for ``updates`` SimCLR updates with its
+    masks, in a :class:`~corruption_env.env.CorruptionEnv` of ``config``, and pays the **judge** of the encoder
+    at the run's end (RankMe of the held-out features by default: label-free). It is the bandit over corruptors
+    where ``CorruptionEnv`` is the MDP over updates: an RL agent learns over runs here as it learns over updates
+    there.
+
+    ## Action Space
+
+    ``Box(-bound, bound, (dim,), float32)``: theta (``bound`` = :data:`~corruption_env.action_modes.SCORE_BOUND`
+    for the score-valued families; ``dim`` = g * g for ``score_map``).
+
+    ## Observation Space
+
+    ``Box(-inf, inf, (2,), float32)``: the share of this episode's runs done (0 at reset) and the judge of the
+    last run (0 at reset).
+
+    ## Rewards
+
+    The judge of the run (higher is better). A run whose loss diverged pays ``divergence_judge``.
+
+    ## Starting State
+
+    ``reset(seed=s)`` draws the episode's run seed from ``s``; every run of the episode uses it (the same
+    batches, latent codes, augmentations and encoder initialisation), so within an episode the rewards of two
+    actions differ by their corruptors alone, and the same action earns the same reward.
+
+    ## Episode End
+
+    - Termination: never.
+    - Truncation: after ``runs_per_episode`` runs.
+
+    ## Arguments
+
+    ``WholeRunEnv(config, family="auto", updates=50, judge="rankme", runs_per_episode=8,
+    divergence_judge=0.0)``. ``info`` of a step: ``judge``, ``keep_fraction``, ``run_seed``, ``diverged`` and on a
+    known-answer task ``keep_planted`` / ``keep_other``; ``last_result`` holds the whole :class:`RunResult` (with
+    its CPU time).
+
+    ## Example
+
+    >>> from corruption_env import EnvConfig
+    >>> cfg = EnvConfig(batch_size=8, decorruptor="bicubic", action_mode="shared_scores", keep_budget=0.75)
+    >>> env = WholeRunEnv(cfg, updates=2, runs_per_episode=2)
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    >>> round(float(obs[0]), 2), truncated
+    (0.5, False)
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, config: EnvConfig, family: str = "auto", updates: int = 50, judge: str = "rankme",
+                 runs_per_episode: int = 8, divergence_judge: float = 0.0) -> None:
+        if not isinstance(runs_per_episode, int) or runs_per_episode < 1:
+            raise ValueError(f"runs_per_episode must be an integer >= 1, got {runs_per_episode!r}")
+        self.runs = WholeRun(config, updates, judge)
+        self.family = make_family(family, self.runs.env)
+        self.runs_per_episode, self.divergence_judge = runs_per_episode, float(divergence_judge)
+        self.action_space = spaces.Box(-SCORE_BOUND, SCORE_BOUND, (self.family.dim,), np.float32)
+        self.observation_space = spaces.Box(-np.inf, np.inf, (2,), np.float32)
+        self.run_seed: int | None = None
+        self.last_result: RunResult | None = None
+
+    @property
+    def config(self) -> EnvConfig:
+        """The configuration of the runs."""
+        return self.runs.config
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        self.run_seed = int(self.np_random.integers(2**31))
+        self.done, self.last_judge = 0, 0.0
+        return self._observation(), {"run_seed": self.run_seed}
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict]:
+        if self.run_seed is None or self.done >= self.runs_per_episode:
+            raise gym.error.ResetNeeded("call reset() before step() (and after an episode ends)")
+        theta = np.asarray(action, dtype=np.float32)
+        if theta.shape != self.action_space.shape:
+            raise ValueError(f"expected an action of shape {self.action_space.shape}, got {theta.shape}")
+        result = self.runs.judge_candidate(self.family, np.clip(theta, -SCORE_BOUND, SCORE_BOUND), self.run_seed)
+        reward = self.divergence_judge if result.diverged else result.judge
+        self.done += 1
+        self.last_judge = reward
+        self.last_result = result  # with its CPU time, which info leaves out (a seeded step's info is reproducible)
+        info = {"judge": reward, "keep_fraction": result.keep_fraction, "run_seed": self.run_seed,
+                "diverged": result.diverged}
+        if result.keep_planted is not None:
+            info.update(keep_planted=result.keep_planted, keep_other=result.keep_other)
+        return self._observation(), float(reward), False, self.done >= self.runs_per_episode, info
+
+    def _observation(self) -> np.ndarray:
+        return np.array([self.done / self.runs_per_episode, self.last_judge], dtype=np.float32)

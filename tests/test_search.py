@@ -1,0 +1,150 @@
+"""The search over whole runs (``--algo cmaes``): interrupted and resumed it continues exactly; it keeps exploring
+across a step of a landscape where only the last planted cell pays; bad options are one line and exit 2; it runs
+through train_agent.py; and (Ray) its candidates run as Ray Tune trials with the same results as in-process."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from stable_baselines3.common.callbacks import BaseCallback
+
+import agents.search as search_module
+import train_agent
+from agents import make_agent
+from agents.search import WholeRunSearch
+from corruption_env import CorruptionEnv
+from test_cli_errors import check_one_line
+from test_whole_run import TINY
+
+SEARCH = dict(run_updates=3, run_batch=4, population=4, engine="local", verbose=0)
+TINY_ARGS = ["image_size:16", "batch_size:4", "decorruptor:'bicubic'", "heldout_size:32",
+             "dataset_kwargs:{'train_size': 256, 'test_size': 64, 'shortcut': 'fixed', 'shortcut_bits': 4}",
+             "action_mode:'shared_scores'", "keep_budget:0.75"]
+
+
+class InterruptAfter(BaseCallback):
+    """Ctrl-C after ``runs`` candidate runs."""
+
+    def __init__(self, runs: int) -> None:
+        super().__init__()
+        self.runs = runs
+
+    def _on_step(self) -> bool:
+        self.runs -= 1
+        if self.runs == 0:
+            raise KeyboardInterrupt
+        return True
+
+
+def test_an_interrupted_search_resumed_continues_exactly(tmp_path):
+    env = CorruptionEnv(TINY)
+    whole = WholeRunSearch(env, seed=1, **SEARCH).learn(3 * 4 * 3)
+    interrupted = WholeRunSearch(env, seed=1, **SEARCH)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.learn(3 * 4 * 3, callback=[InterruptAfter(6)])  # in the second generation
+    assert interrupted.num_timesteps == 3 * 4 and len(interrupted.pending) == 2  # the finished runs are kept
+    interrupted.save(tmp_path / "search.pkl")
+    resumed = WholeRunSearch.load(tmp_path / "search.pkl", env=env)
+    counted = []
+
+    class Count(BaseCallback):
+        def _on_step(self) -> bool:
+            counted.append(self.model.num_timesteps)
+            return True
+
+    resumed.learn(3 * 4 * 3 - resumed.num_timesteps, callback=[Count()])
+    assert [r["theta"] for r in resumed.history] == [r["theta"] for r in whole.history]
+    assert [r["judge"] for r in resumed.history] == [r["judge"] for r in whole.history]
+    untimed = [{k: v for k, v in best.items() if k != "cpu_seconds"} for best in (resumed.best, whole.best)]
+    assert untimed[0] == untimed[1] and resumed.num_timesteps == whole.num_timesteps == 36
+    assert counted == list(range(15, 37, 3))  # the kept runs count once, where they belong
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(resumed.predict(obs)[0], whole.predict(obs)[0])
+
+
+OTHER_CELLS = np.random.default_rng(0).normal(0.0, 0.4, 16)  # what dropping each other cell is worth to the judge
+
+
+def barcode_landscape(settings, thetas):
+    """A judge shaped like the one measured on the barcode at the search's defaults (50 updates of 64 images:
+    RankMe 37.2, 37.4, 37.7-38.0, 39.4 and 41.5 with 0-4 of the planted cells dropped; every other cell moves it
+    by about a cell's worth): which 4 cells a map drops (its 4 lowest scores), the planted bottom row paying most
+    for its last cell, each other cell dropped a fixed amount of its own."""
+    out = []
+    for theta in thetas:
+        dropped = np.argsort(theta)[:4]
+        planted = int(np.isin(dropped, [12, 13, 14, 15]).sum())
+        judge = [0.0, 0.2, 0.6, 2.2, 4.3][planted] + OTHER_CELLS[dropped[dropped < 12]].sum()
+        out.append({"judge": float(judge), "keep_fraction": 0.75, "keep_planted": 1 - planted / 4, "keep_other": 0.0,
+                    "final_loss": 0.0, "cpu_seconds": 0.0, "diverged": False, "judge_at": {}})
+    return out
+
+
+def test_the_search_explores_across_a_step(monkeypatch):
+    """Three planted cells pay half of what the fourth does: the search must keep exploring past them (CMA-ES's
+    spread, its population and its restarts) to drop all four. Measured on this landscape (10 seeds): found in
+    4, 6 and 8 of 10 within 96, 160 and 256 candidate runs; seeds 0-4 within 256 after 184, 110, 110, 27 and 74,
+    each after one restart."""
+    monkeypatch.setattr(search_module, "judge_candidates", barcode_landscape)
+    found = 0
+    for seed in range(5):
+        search = WholeRunSearch(CorruptionEnv(TINY), seed=seed, **{**SEARCH, "population": 16}).learn(3 * 256)
+        found += search.best["keep_planted"] == 0.0
+        answer = search.known_answer()
+        assert (answer["answer_runs"] is not None) == (search.best["keep_planted"] == 0.0)
+    assert found >= 4, f"the step was crossed in {found} of 5 seeds"
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"population": 1}, "population must be an integer >= 2"),
+    ({"run_updates": 0}, "run_updates must be an integer >= 1"),
+    ({"family": "nope"}, "unknown family 'nope'"),
+    ({"judge": "loss"}, "judge must be a periodic statistic"),
+    ({"engine": "spark"}, "engine must be one of ray, local"),
+])
+def test_bad_options_are_clear(options, message):
+    with pytest.raises(ValueError, match=message):
+        make_agent("cmaes", CorruptionEnv(TINY), **options)
+
+
+def test_a_search_needs_score_actions():
+    with pytest.raises(ValueError, match="action_mode 'scores' or 'shared_scores'"):
+        make_agent("cmaes", CorruptionEnv(TINY.replace(action_mode="cells")))
+
+
+def test_train_agent_runs_and_resumes_the_search_and_refuses_bad_options(tmp_path, capsys):
+    common = ["--algo", "cmaes", "--env-kwargs", *TINY_ARGS, "--log-dir", str(tmp_path / "runs"), "--eval-steps", "0"]
+    code = train_agent.main([*common, "--hyperparams", "population:1", "engine:'local'"])
+    check_one_line(code, capsys.readouterr().err, "population must be an integer >= 2")
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+    hyper = ["--hyperparams", "population:4", "run_updates:3", "run_batch:4", "engine:'local'", "verbose:0"]
+    assert train_agent.main([*common, *hyper, "--total-timesteps", "12"]) == 0
+    run = next((tmp_path / "runs").iterdir())
+    assert train_agent.main(["--resume", str(run), "--total-timesteps", "24", "--eval-steps", "0"]) == 0
+    resumed = WholeRunSearch.load(run / "agent.zip", env=CorruptionEnv(TINY))
+    assert resumed.num_timesteps == 24 and len(resumed.history) == 8
+    out = capsys.readouterr().out
+    assert "known answer" in out
+
+
+@pytest.mark.xdist_group("ray")  # one local Ray at a time (see test_benchmark_ray.py)
+def test_candidates_run_as_ray_tune_trials_with_the_in_process_results(tmp_path):
+    env = CorruptionEnv(TINY)
+    local = WholeRunSearch(env, seed=2, **SEARCH).learn(3 * 4 * 2)
+    ray = WholeRunSearch(env, seed=2, **{**SEARCH, "engine": "ray", "workers": 2}, storage=str(tmp_path)).learn(3 * 4 * 2)
+    assert [r["judge"] for r in ray.history] == [r["judge"] for r in local.history]
+    assert ray.best["theta"] == local.best["theta"] and ray.best["judge"] == local.best["judge"]
+
+
+@pytest.mark.parametrize("task,family", [({"shortcut": "fixed"}, "score_map"), ({"shortcut": "random"}, "cell_rule"),
+                                         ({"distractor": "random"}, "cell_rule")])
+def test_told_the_answer_the_search_finds_it_in_the_family(task, family):
+    """Judged by the answer itself (the share of planted cells the run's masks dropped), the search finds the
+    family's answer: a shared map drops the fixed row; the 4-weight position-free rule drops the planted cells
+    wherever they are in each image (its expressiveness; the real judge is label-free and is checked by the
+    benchmark)."""
+    mode = "shared_scores" if family == "score_map" else "scores"
+    cfg = TINY.replace(action_mode=mode, dataset_kwargs={**TINY.dataset_kwargs, **task, "shortcut_bits": 4}
+                       if "shortcut" in task else {"train_size": 256, "test_size": 64, **task})
+    search = WholeRunSearch(CorruptionEnv(cfg), seed=0, family=family, judge="planted_dropped",
+                            **{**SEARCH, "run_updates": 2, "run_batch": 16, "population": 8}).learn(2 * 8 * 8)
+    assert search.best["keep_planted"] <= 0.3, search.summary()
