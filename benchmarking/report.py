@@ -127,23 +127,27 @@ def summarize(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
         groups = sorted_groups(runs)
         baseline_means = {g: np.mean([r["knn"] for r in by_seed(g).values()]) for g in groups if g[0] == "baseline"}
         best = max(baseline_means, key=baseline_means.get) if baseline_means else None
-        lines.append(f"| run | n | kNN mean [95% CI] | kNN IQM | linear mean [95% CI] | keep | Δ kNN vs best baseline"
-                     f"{f' ({label(best)})' if best else ''} [95% CI] |")
-        lines.append("|---|---|---|---|---|---|---|")
+        # paired by seed against the best baseline and against every other one (is a corruptor above random
+        # masks at its keep, and not below keeping everything?)
+        against = [best, *(g for g in baseline_means if g != best)] if best else []
+        lines.append("| " + " | ".join(["run", "n", "kNN mean [95% CI]", "kNN IQM", "linear mean [95% CI]", "keep",
+                                         *(f"Δ kNN vs {'best baseline, ' if g == best else ''}{g[1]} [95% CI]"
+                                           for g in against)]) + " |")
+        lines.append("|---|---|---|---|---|---|" + "---|" * len(against))
         for group in groups:
             runs_of = by_seed(group)
             knn = np.array([r["knn"] for r in runs_of.values()])
             lin = np.array([r["linear"] for r in runs_of.values()])
             keeps = [r["keep_fraction"] for r in runs_of.values() if r.get("keep_fraction") is not None]
-            delta = ""
-            if best and group != best:
-                ref = by_seed(best)
+            deltas = []
+            for other in against:
+                ref = by_seed(other)
                 paired = np.array([runs_of[s]["knn"] - ref[s]["knn"] for s in sorted(set(runs_of) & set(ref))])
-                if len(paired):
-                    delta = format_ci(paired.mean(), bootstrap_ci(paired))
+                deltas.append(format_ci(paired.mean(), bootstrap_ci(paired)) if group != other and len(paired) else "")
             keep = f"{np.mean(keeps):.2f}" if keeps else ""
-            lines.append(f"| {label(group)} | {len(knn)} | {format_ci(knn.mean(), bootstrap_ci(knn))} | {iqm(knn):.3f} | "
-                         f"{format_ci(lin.mean(), bootstrap_ci(lin))} | {keep} | {delta} |")
+            lines.append("| " + " | ".join([label(group), str(len(knn)), format_ci(knn.mean(), bootstrap_ci(knn)),
+                                             f"{iqm(knn):.3f}", format_ci(lin.mean(), bootstrap_ci(lin)), keep,
+                                             *deltas]) + " |")
         learned = [g for g in groups if g[0] == "agent"]
         if best and learned:
             wins = [label(g) for g in learned if np.mean([r["knn"] for r in by_seed(g).values()]) > baseline_means[best]]
