@@ -1,19 +1,16 @@
-"""Search over corruptors judged by whole runs: CMA-ES proposes, whole SimCLR runs judge, Ray Tune runs them.
+"""Search over corruptors judged by whole runs: an ask/tell optimiser proposes, whole SimCLR runs judge.
 
-A candidate is a point theta of a corruptor family (``corruption_env.whole_run``: one shared score map, or a
-position-free rule that reads each cell). Each generation, CMA-ES (Hansen & Ostermeier 2001, through the
-``cmaes`` library's ask/tell) proposes ``population`` candidates; each is judged by one whole SimCLR run of
-``run_updates`` updates at batch ``run_batch`` from scratch (:meth:`WholeRun.judge`), all of them on the same
-run seed (common random numbers: their judges differ by their masks alone), as Ray Tune trials of one CPU each,
-up to ``workers`` at once (on a cluster, as many as it has), or in this process (``engine="local"``). CMA-ES is
-told minus the judges (it minimises). When a generation's judges are all equal (every candidate made the same
-masks: under a keep budget only the order of scores matters, so the landscape is flat between steps) or CMA-ES
-asks to stop, the search restarts from a fresh random mean with ``restart_factor`` times the population
-(IPOP-CMA-ES, Auger & Hansen 2005), keeping the best candidate found. This is label-free augmentation search as
-SelfAugment (Reed et al. 2021) does it: a self-supervised evaluation scores whole training runs, a search
-proposes.
+A candidate is a point theta of a parametric corruptor (``corruption_env.whole_run``: one shared score map, or a
+position-free rule that reads each cell). Each generation, the optimiser (``agents/optimisers.py``: CMA-ES with
+IPOP restarts by default, Hansen & Ostermeier 2001, Auger & Hansen 2005; sep-CMA-ES; Optuna's TPE) proposes its
+candidates; each is judged by one whole SimCLR run of ``run_updates`` updates at batch ``run_batch`` from
+scratch (:meth:`WholeRun.judge`), all of them on the same run seed (common random numbers: their judges differ by
+their masks alone), in this process (``engine="local"``) or as Ray Tune trials of one CPU each, up to ``workers``
+at once (on a cluster, as many as it has: ``agents/search_on_ray.py``). The optimiser is told the judges. This is
+label-free augmentation search as SelfAugment (Reed et al. 2021) does it: a self-supervised evaluation scores
+whole training runs, a search proposes.
 
-The search's state (the CMA-ES object, every candidate's result, the best so far) is part of the agent: it is
+The search's state (the optimiser's, every candidate's result, the best so far) is part of the agent: it is
 saved by ``save`` and by ``train_agent.py``'s checkpoints at generation boundaries, and the results of a
 generation's finished candidates are kept as they arrive, so Ctrl-C and ``--resume`` lose nothing and a resumed
 search continues exactly as the uninterrupted one (a candidate's judge on a seed is deterministic).
@@ -23,28 +20,21 @@ candidate's SimCLR updates), ``predict`` acts with the best candidate found.
 """
 from __future__ import annotations
 
-import copy
+import inspect
 import math
 import pickle
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.utils import configure_logger
 
 from agents.callbacks import ANSWER_KEEP
-from agents.credit import env_attribute
-from corruption_env import EnvConfig
-from corruption_env.whole_run import WholeRun, available_families, check_judge, make_family
+from agents.optimisers import OPTIMISERS, Optimiser
+from agents.whole_run_agent import WholeRunAgent, judge_candidates, renamed_options
 
 ENGINES = ("ray", "local")
-RESULT_KEYS = ("judge", "keep_fraction", "keep_planted", "keep_other", "final_loss", "cpu_seconds", "diverged")
-
-_RUNS: dict[str, WholeRun] = {}  # per process (a reused Ray actor too): one WholeRun per run config
+# the options every optimiser of the CMA-ES kind takes, given to the search (``--hyperparams sigma0:0.5``)
+OPTIMISER_OPTIONS = {"sigma0": 1.0, "restart_factor": 2.0, "patience": 3, "lr_adapt": False}
 
 
 def run_seed(seed: int) -> int:
@@ -53,103 +43,37 @@ def run_seed(seed: int) -> int:
     return int(np.random.SeedSequence([seed, 7]).generate_state(1)[0] % 2**31)
 
 
-def judge_candidates(settings: dict[str, Any], thetas: list[np.ndarray]) -> list[dict[str, Any]]:
-    """Judge candidates in this process: each one whole run (the one function every engine calls)."""
-    torch.set_num_threads(settings["threads"])
-    key = repr(sorted(settings["run"].items()))
-    if key not in _RUNS:
-        _RUNS[key] = WholeRun(EnvConfig.from_dict(settings["run"]), settings["updates"], settings["judge"])
-    runs = _RUNS[key]
-    family = make_family(settings["family"], runs.env)
-    return [runs.judge_candidate(family, np.asarray(theta), settings["seed"]).to_dict() for theta in thetas]
+def make_optimiser(name: str, dim: int, scale: float, population: int, seed: int,
+                   options: dict[str, Any]) -> Optimiser:
+    """Optimiser ``name`` with the search's optimiser options it takes; an option it does not take, set to other
+    than its default, is an error."""
+    cls = OPTIMISERS[name]
+    takes = inspect.signature(cls.__init__).parameters
+    unused = [k for k, v in options.items() if k not in takes and v != OPTIMISER_OPTIONS.get(k)]
+    if unused:
+        raise ValueError(f"optimizer {name!r} takes no option {', '.join(unused)}")
+    return cls(dim, scale, population, seed, **{k: v for k, v in options.items() if k in takes})
 
 
-def _candidate_trial(config: dict[str, Any]) -> None:
-    """One Ray Tune trial: one candidate's whole run."""
-    from ray import tune
-
-    candidate = config["candidate"]
-    result = judge_candidates(config["settings"], [np.asarray(candidate["theta"])])[0]
-    tune.report({k: result[k] for k in RESULT_KEYS})
-
-
-_LIVE: dict[str, "WholeRunSearch"] = {}  # what the searcher Tune may pickle reaches the live search through
-
-
-def cma_searcher(token: str) -> Any:
-    """Ray Tune's searcher for the live search registered under ``token`` (its class is made here, on first use:
-    Ray is an optional extra)."""
-    from ray.tune.search import Searcher
-
-    class CMASearcher(Searcher):
-        """Ray Tune's side of the search: ``suggest`` hands out the open candidates of the current generation (and
-        waits, returning None, until the generation is told), ``on_trial_complete`` records each run; the state
-        is the live :class:`WholeRunSearch`'s (only its key is pickled)."""
-
-        def __init__(self, token: str) -> None:
-            super().__init__(metric="judge", mode="max")
-            self.token, self.running = token, {}
-
-        def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-            search = _LIVE[self.token]
-            if not search.generation_open and not search._next_generation():
-                return Searcher.FINISHED if not self.running else None
-            open_ = [i for i in search._open_candidates() if i not in self.running.values()]
-            if search.stopped:
-                return Searcher.FINISHED if not self.running else None
-            if not open_:
-                return None
-            self.running[trial_id] = open_[0]
-            return {"settings": search.settings, "candidate": {"index": open_[0], "theta": search.asked[open_[0]].tolist()}}
-
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            search = _LIVE[self.token]
-            index = self.running.pop(trial_id, None)
-            if index is None:
-                return
-            if error or result is None:
-                raise RuntimeError(f"the run of candidate {index} failed (its Ray Tune trial errored)")
-            search._finish(index, {k: result.get(k) for k in RESULT_KEYS} | {"judge_at": {}})
-            if not search._open_candidates():
-                search._end_generation()
-
-    return CMASearcher(token)
-
-
-def optimizer_state(optimizer: Any) -> dict[str, Any]:
-    """CMA-ES's whole state, exactly. The ``cmaes`` object's own pickle is lossy: it stores the covariance as one
-    triangle (a matrix symmetric only to 1e-16 comes back exactly symmetric, and its eigenvectors can flip, so a
-    resumed search asked other candidates: measured) and leaves out its random stream (drawing a fresh one)."""
-    state = {k: v for k, v in vars(optimizer).items() if k != "_rng"}
-    return {"class": type(optimizer), "attributes": copy.deepcopy(state), "rng": optimizer._rng.get_state()}
-
-
-def optimizer_from(state: dict[str, Any]) -> Any:
-    optimizer = state["class"].__new__(state["class"])
-    optimizer.__dict__.update(copy.deepcopy(state["attributes"]))
-    optimizer._rng = np.random.RandomState()
-    optimizer._rng.set_state(state["rng"])
-    return optimizer
-
-
-class WholeRunSearch:
-    """``--algo cmaes``: CMA-ES over a corruptor family, each candidate judged by a whole SimCLR run.
+class WholeRunSearch(WholeRunAgent):
+    """``--algo cmaes``: an ask/tell optimiser over a parametric corruptor, each candidate judged by a whole run.
 
     :param env: the CorruptionEnv (or VecEnv of one) whose task is searched; runs use its config with
         ``run_batch`` images per batch. Its action mode must take scores (``shared_scores`` or ``scores``).
-    :param seed: seed of the search (CMA-ES's samples) and of the run seed every candidate is judged on.
-    :param family: the corruptor family searched (``score_map``: one shared score per cell; ``cell_rule``: a
-        position-free rule that scores each cell from its pixels; ``auto``: the map in ``shared_scores`` mode, the
-        rule in ``scores`` mode).
-    :param judge: the periodic statistic read at each run's end, higher is better (``rankme``: label-free).
+    :param seed: seed of the search (the optimiser's samples) and of the run seed every candidate is judged on.
+    :param corruptor, judge: see :class:`~agents.whole_run_agent.WholeRunAgent`.
     :param run_updates: SimCLR updates per candidate run.
     :param run_batch: images per batch in candidate runs. The defaults (50 updates of 64 images, ~8 CPU seconds
         a run with bf16) are the cheapest setting measured at which the judge ranked the known answer above every
         random map and random masks in 3 of 3 seeds on both fixed tasks, and rose with the number of planted cells
-        dropped on both (``bench/judge_budget.py``, ``docs/results/whole_run/judge_budget.md``).
+        dropped on both (``studies/judge_budget.py``, ``docs/results/whole_run/judge_budget.md``).
+    :param optimizer: the optimiser (``agents.optimisers``: ``cmaes``, ``sep_cmaes``, ``optuna_tpe``, or one you
+        register).
     :param population: candidates per generation (before restarts enlarge it).
-    :param sigma0: CMA-ES's initial step size, in units of the family's parameter scale.
+    :param sigma0: the initial step size, in units of the corruptor's parameter scale (CMA-ES kinds).
     :param restart_factor: population growth at each restart (IPOP; 1 keeps it).
+    :param patience: generations without a better judge before a restart.
+    :param lr_adapt: CMA-ES's learning-rate adaptation (``cmaes`` only).
     :param engine: ``ray`` (each candidate a Ray Tune trial; ``pip install -e ".[ray]"``) or ``local`` (in this
         process, one after the other).
     :param workers: Ray Tune trials at once (default: this machine's CPUs).
@@ -158,206 +82,137 @@ class WholeRunSearch:
     :param verbose: print one line per generation.
     """
 
-    trains_on_reward = False  # it is judged by whole runs: benchmark rows carry no training reward
+    algo = "cmaes"
 
-    def __init__(self, env: Any, seed: int = 0, family: str = "auto", judge: str = "rankme",
-                 run_updates: int = 50, run_batch: int = 64, population: int = 16, sigma0: float = 1.0,
-                 restart_factor: float = 2.0, patience: int = 3, lr_adapt: bool = False, engine: str = "ray", workers: int | None = None,
-                 storage: str | None = None, tensorboard_log: str | None = None, verbose: int = 1) -> None:
-        if env is None:
-            raise ValueError("cmaes needs an env: its candidates run in the env's config")
-        cfg: EnvConfig = env_attribute(env, "config")
-        if family not in (*available_families(), "auto"):
-            raise ValueError(f"unknown family {family!r}; available: {', '.join(available_families())}")
-        check_judge(judge)
-        for name, value, low in (("run_updates", run_updates, 1), ("run_batch", run_batch, 2),
-                                 ("population", population, 2)):
-            if not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if not sigma0 > 0 or not restart_factor >= 1:
-            raise ValueError(f"sigma0 must be > 0 and restart_factor >= 1, got {sigma0!r} and {restart_factor!r}")
+    def __init__(self, env: Any, seed: int = 0, corruptor: str = "auto", judge: str = "rankme",
+                 run_updates: int = 50, run_batch: int = 64, optimizer: str = "cmaes", population: int = 16,
+                 sigma0: float = 1.0, restart_factor: float = 2.0, patience: int = 3, lr_adapt: bool = False,
+                 engine: str = "ray", workers: int | None = None, storage: str | None = None,
+                 tensorboard_log: str | None = None, verbose: int = 1) -> None:
+        super().__init__(env, seed, corruptor, judge, run_updates, run_batch, tensorboard_log, verbose)
+        if optimizer not in OPTIMISERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; available: {', '.join(OPTIMISERS.names())}")
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        if workers is not None and (not isinstance(workers, int) or workers < 1):
+            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
         if engine == "ray":
             try:
                 import ray  # noqa: F401
             except ImportError:
                 raise ValueError('engine "ray" needs Ray Tune: pip install -e ".[ray]" (or engine:local)') from None
-        self.env, self.seed, self.cfg = env, seed, cfg
-        self.family_name, self.judge, self.run_updates, self.run_batch = family, judge, run_updates, run_batch
-        self.population, self.sigma0, self.restart_factor, self.patience = population, sigma0, restart_factor, patience
-        self.lr_adapt = lr_adapt
+        self.optimizer_name, self.population = optimizer, population
+        self.optimizer_options = {"sigma0": sigma0, "restart_factor": restart_factor, "patience": patience,
+                                  "lr_adapt": lr_adapt}
         self.engine, self.workers, self.storage = engine, workers, storage
-        self.tensorboard_log, self.verbose = tensorboard_log, verbose
-        self.family = make_family(family, env.envs[0].unwrapped if hasattr(env, "envs") else env.unwrapped)
-        self.settings = {"run": cfg.replace(batch_size=run_batch, num_threads=1, record_timings=False).to_dict(),
-                         "updates": run_updates, "judge": judge, "family": family, "seed": run_seed(seed),
-                         "threads": 1}
-        # SB3's vocabulary for the CLIs: a "rollout" is one generation of candidate runs
-        self.n_envs, self.n_steps = 1, population * run_updates
-        self.num_timesteps = 0
-        self.rng = np.random.default_rng(seed)
-        self.optimizer = self._new_optimizer(np.zeros(self.family.dim), population)
+        self.settings = {"run": self.run_config.replace(num_threads=1).to_dict(), "updates": run_updates,
+                         "judge": judge, "corruptor": self.resolved_corruptor, "seed": run_seed(seed), "threads": 1}
+        self.optimizer = make_optimiser(optimizer, self.corruptor.dim, self.corruptor.scale, population, seed,
+                                        self.optimizer_options)
+        self.n_steps = population * run_updates  # SB3's vocabulary for the CLIs: a "rollout" is one generation
         self.history: list[dict[str, Any]] = []  # every judged candidate: generation, restart, theta, result
         self.pending: dict[int, dict[str, Any]] = {}  # this generation's finished candidates (by index)
         self.asked: list[np.ndarray] | None = None  # this generation's candidates, once asked
-        self.restarts = self.generations_before = 0  # generations of the optimizers before the current one
-        self.stale, self.restart_best = 0, -math.inf  # generations without a better judge since this (re)start
         self.best: dict[str, Any] | None = None  # the best candidate so far: theta and its result
-        self.generation_start, self.generation_open, self.callbacks = 0, False, CallbackList([])
+        self.generation_start, self.generation_open, self.stopped = 0, False, False
 
     # ------------------------------------------------------------------------------------------ the search
-
-    def _new_optimizer(self, mean: np.ndarray, population: int) -> Any:
-        from cmaes import CMA
-
-        return CMA(mean=mean.astype(float), sigma=self.sigma0 * self.family.scale, population_size=population,
-                   seed=int(self.rng.integers(2**31)), lr_adapt=self.lr_adapt)
 
     def learn(self, total_timesteps: int, callback: Any = None, tb_log_name: str = "search",
               reset_num_timesteps: bool = True, progress_bar: bool = False, **_: Any) -> "WholeRunSearch":
         """Run whole generations until ``total_timesteps`` SimCLR updates (over every candidate) are spent
-        (at least one generation)."""
-        # TensorBoard only: the terminal gets one line per generation (verbose), not SB3's table
-        self.logger = configure_logger(0, self.tensorboard_log, tb_log_name, reset_num_timesteps)
-        self.callbacks = CallbackList([c for c in (callback if isinstance(callback, list) else [callback])
-                                       if isinstance(c, BaseCallback)])
-        if hasattr(self.env, "reset"):
-            self.env.reset()  # the run's image grids show a batch (the search never steps this env)
-        self.callbacks.init_callback(self)
-        self.callbacks.on_training_start(locals(), globals())
+        (at least one generation), or the optimiser stops."""
+        self._begin(callback, tb_log_name, reset_num_timesteps)  # TensorBoard only: one line per generation
         self.target, self.stopped = self.num_timesteps + max(total_timesteps, 1), False
         try:
             if self.engine == "local":
-                while self._next_generation():
-                    for index in self._open_candidates():
-                        if not self._finish(index, judge_candidates(self.settings, [self.asked[index]])[0]):
+                while self.next_generation():
+                    for index in self.open_candidates():
+                        if not self.finish(index, judge_candidates(self.settings, [self.asked[index]])[0]):
                             break
-                    self._end_generation()
+                    self.end_generation()
             else:
-                self._search_on_ray()
+                from agents.search_on_ray import search_on_ray
+
+                search_on_ray(self, self.workers, self.storage)
         except KeyboardInterrupt:  # the generation is not done: its finished runs wait in pending, counted on resume
             self.num_timesteps, self.generation_open = self.generation_start, False
             raise
         self.callbacks.on_training_end()
         return self
 
-    def _next_generation(self) -> bool:
-        """Open the next generation (False once the budget is spent or a callback stopped the search). Its
-        candidates judged before an interruption count now, without running again."""
-        if self.stopped or self.num_timesteps >= self.target:
+    def next_generation(self) -> bool:
+        """Open the next generation (False once the budget is spent, the optimiser stopped, or a callback stopped
+        the search). Its candidates judged before an interruption count now, without running again."""
+        if self.stopped or self.num_timesteps >= self.target or self.optimizer.stop:
             return False
         self.callbacks.on_rollout_start()
         self.generation_start, self.generation_open = self.num_timesteps, True
         if self.asked is None:
-            self.asked = [self.optimizer.ask() for _ in range(self.optimizer.population_size)]
+            self.asked = self.optimizer.ask()
         cached, self.pending = self.pending, {}
         for index, result in cached.items():
-            self._finish(index, result)
+            self.finish(index, result)
         return not self.stopped
 
-    def _open_candidates(self) -> list[int]:
+    def open_candidates(self) -> list[int]:
         return [i for i in range(len(self.asked)) if i not in self.pending]
 
-    def _finish(self, index: int, result: dict[str, Any]) -> bool:
+    def candidate(self, index: int) -> dict[str, Any]:
+        """What a Ray Tune trial of candidate ``index`` of this generation gets."""
+        return {"settings": self.settings, "candidate": {"index": index, "theta": self.asked[index].tolist()}}
+
+    def finish(self, index: int, result: dict[str, Any]) -> bool:
         """A candidate's run is judged: keep it, count its updates, tell the callbacks; False if one stops."""
         self.pending[index] = result
         self.num_timesteps += self.run_updates
-        info = {"judge": result["judge"], "candidate_keep_planted": result["keep_planted"]}
-        self.callbacks.update_locals({"rewards": np.array([result["judge"]]), "infos": [info]})
-        self.stopped = self.stopped or not self.callbacks.on_step()
+        self.stopped = self.stopped or not self._told_run(result["judge"])
         return not self.stopped
 
-    def _end_generation(self) -> None:
-        """Tell CMA-ES the generation's judges; keep the best; restart on a flat generation or CMA-ES's stop."""
-        generation = self.optimizer.generation + self.generations_before
-        missing = self._open_candidates()
+    def end_generation(self) -> None:
+        """Tell the optimiser the generation's judges; keep the best; log."""
+        missing = self.open_candidates()
         if missing and self.stopped:  # a callback stopped the search inside the generation: it stays for the next
             self.num_timesteps, self.generation_open = self.generation_start, False  # learn(), counted then
             return
         if missing:
-            raise RuntimeError(f"the runs of candidates {missing} of generation {generation} failed (see the Ray Tune "
-                               f"trial errors under {self.storage or 'the temporary experiment folder'})")
+            raise RuntimeError(f"the runs of candidates {missing} of generation {self.optimizer.generation} failed "
+                               f"(see the Ray Tune trial errors under {self.storage or 'the temporary experiment folder'})")
+        generation, restart = self.optimizer.generation, self.optimizer.restarts
         results = [self.pending[i] for i in range(len(self.asked))]
-        judges = np.array([r["judge"] if r["judge"] is not None and np.isfinite(r["judge"]) else -np.inf
-                           for r in results])
         for theta, result in zip(self.asked, results):
-            self.history.append({"generation": generation, "restart": self.restarts, "theta": theta.tolist(), **result})
+            self.history.append({"generation": generation, "restart": restart, "theta": theta.tolist(), **result})
             if np.isfinite(result["judge"]) and (self.best is None or result["judge"] > self.best["judge"]):
                 self.best = {"theta": theta.tolist(), **result, "generation": generation}
-        finite = judges[np.isfinite(judges)]
-        worst = float(finite.min()) if finite.size else 0.0
-        self.optimizer.tell([(theta, -float(j) if np.isfinite(j) else -worst + 1.0)
-                             for theta, j in zip(self.asked, judges)])
-        self._log_generation(generation, judges, results)
-        improved = finite.size and finite.max() > self.restart_best + 1e-9
-        self.restart_best = max(self.restart_best, float(finite.max()) if finite.size else -math.inf)
-        self.stale = 0 if improved else self.stale + 1
-        flat = finite.size > 1 and np.ptp(finite) < 1e-9
-        if flat or self.stale >= self.patience or self.optimizer.should_stop():
-            self.restarts += 1
-            self.generations_before = generation + 1
-            population = int(round(self.optimizer.population_size * self.restart_factor))
-            mean = self.rng.uniform(-self.family.scale, self.family.scale, self.family.dim)
-            self.optimizer = self._new_optimizer(mean, population)
-            self.n_steps = population * self.run_updates
-            self.stale, self.restart_best = 0, -math.inf
+        judges = [r["judge"] for r in results]
+        self.optimizer.tell(judges)
+        self._log_generation(generation, judges)
+        self.n_steps = self.optimizer.population * self.run_updates
         self.asked, self.pending, self.generation_open = None, {}, False
         self.callbacks.on_rollout_end()
 
-    def _search_on_ray(self) -> None:
-        """The whole search as one Ray Tune experiment: :class:`_CMASearcher` asks and tells, each candidate is a
-        trial of one CPU (actors reused, so each worker loads CAM-Net once)."""
-        import os
-
-        import ray
-        from ray import tune
-
-        started = not ray.is_initialized()
-        if started:
-            ray.init(include_dashboard=False, log_to_driver=False, num_cpus=self.workers, logging_level="ERROR")
-        token = f"{id(self)}-{time.time_ns()}"
-        _LIVE[token] = self
-        sigint = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C stops at once: finished runs are already kept
-        try:
-            storage = Path(self.storage or tempfile.mkdtemp(prefix="cmaes_")).resolve()
-            tuner = tune.Tuner(
-                tune.with_resources(_candidate_trial, {"cpu": 1}),
-                tune_config=tune.TuneConfig(search_alg=cma_searcher(token), num_samples=-1, reuse_actors=True,
-                                            max_concurrent_trials=self.workers),
-                run_config=tune.RunConfig(name=f"search_{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(storage),
-                                          verbose=0))
-            tuner.fit()
-        finally:
-            del _LIVE[token]
-            if sigint is None:
-                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-            else:
-                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = sigint
-            if started:
-                ray.shutdown()
-
     # ------------------------------------------------------------------------------------------ reporting
 
-    def _log_generation(self, generation: int, judges: np.ndarray, results: list[dict[str, Any]]) -> None:
-        finite = judges[np.isfinite(judges)]
-        if not finite.size:
-            finite = np.array([math.nan])
-        best = results[int(np.argmax(judges))]
-        self.logger.record("search/generation_best_judge", float(finite.max()) if finite.size else math.nan)
+    def _log_generation(self, generation: int, judges: list[float]) -> None:
+        finite = np.array([j for j in judges if j is not None and np.isfinite(j)])
+        generation_best = float(finite.max()) if finite.size else math.nan
+        self.logger.record("search/generation_best_judge", generation_best)
         self.logger.record("search/best_judge", self.best["judge"] if self.best else math.nan)
         self.logger.record("search/judge_spread", float(finite.std()) if finite.size else math.nan)
-        self.logger.record("search/sigma", float(self.optimizer._sigma))
-        self.logger.record("search/population", len(results))
-        self.logger.record("search/restarts", self.restarts)
+        self.logger.record("search/population", len(judges))
+        for name, value in self.optimizer.scalars().items():
+            if name != "population":
+                self.logger.record(f"search/{name}", value)
         if self.best and self.best.get("keep_planted") is not None:
             self.logger.record("search/best_keep_planted", self.best["keep_planted"])
         self.logger.dump(self.num_timesteps)
         if self.verbose:
+            best = self.history[-len(judges):][int(np.argmax([j if np.isfinite(j) else -np.inf for j in judges]))]
             planted = "" if best.get("keep_planted") is None else f", its keep on planted cells {best['keep_planted']:.2f}"
-            print(f"generation {generation}: best judge {finite.max():.2f}{planted}; best so far "
-                  f"{self.best['judge']:.2f}; sigma {self.optimizer._sigma:.2f}; runs {len(self.history)}", flush=True)
+            scalars = "".join(f"; {k} {v:.2f}" for k, v in self.optimizer.scalars().items()
+                              if k not in ("population", "restarts"))
+            print(f"generation {generation}: best judge {generation_best:.2f}{planted}; best so far "
+                  f"{self.best['judge']:.2f}{scalars}; runs {len(self.history)}", flush=True)
 
     def known_answer(self) -> dict[str, Any]:
         """On a known-answer task: the candidate runs (and their CPU minutes) until the best candidate so far
@@ -371,10 +226,8 @@ class WholeRunSearch:
                 best = row["judge"]
                 found = row["keep_planted"] <= ANSWER_KEEP
                 reached = (n, cpu) if found and reached is None else (reached if found else None)
-        return {"answer_runs": None if reached is None else reached[0],
-                "answer_cpu_minutes": None if reached is None else round(reached[1] / 60, 1),
-                "final_keep_planted": self.best["keep_planted"], "search_runs": len(self.history),
-                "search_cpu_minutes": round(cpu / 60, 1), "best_judge": self.best["judge"]}
+        return {**self.answer_fields(reached, self.best["keep_planted"], len(self.history), cpu),
+                "best_judge": self.best["judge"]}
 
     def summary(self) -> str:
         """One line per generation: its candidates' planted keep -> judge, best first."""
@@ -388,45 +241,34 @@ class WholeRunSearch:
 
     # ------------------------------------------------------------------------------------------ SB3 surface
 
-    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False):
+    def theta(self) -> np.ndarray:
         if self.best is None:
             raise RuntimeError("the search has not judged any candidate yet: call learn() first")
-        if isinstance(observation, dict) and observation["images"].ndim == 5:  # a VecEnv's batch of observations
-            return np.stack([self.family.act(np.asarray(self.best["theta"]), {k: v[i] for k, v in observation.items()})
-                             for i in range(observation["images"].shape[0])]), state
-        return self.family.act(np.asarray(self.best["theta"]), observation), state
-
-    def get_env(self) -> Any:
-        return self.env
+        return np.asarray(self.best["theta"])
 
     def set_random_seed(self, seed: int | None = None) -> None:
         """Nothing to reseed: the search's own streams are part of its saved state (a resumed search continues)."""
 
+    STATE = ("history", "pending", "asked", "best", "num_timesteps", "n_steps")
+
     def save(self, path: str | Path) -> None:
-        state = {"options": self._options(), "optimizer": optimizer_state(self.optimizer), "rng": self.rng,
-                 "history": self.history,
-                 "pending": self.pending, "asked": self.asked, "restarts": self.restarts, "best": self.best,
-                 "num_timesteps": self.num_timesteps, "n_steps": self.n_steps, "stale": self.stale,
-                 "restart_best": self.restart_best,
-                 "generations_before": self.generations_before}
+        state = {"options": self._options(), "optimizer": self.optimizer.state(),
+                 **{k: getattr(self, k) for k in self.STATE}}
         with open(path, "wb") as f:
             pickle.dump(state, f)
 
     def _options(self) -> dict[str, Any]:
-        return {"seed": self.seed, "family": self.family_name, "judge": self.judge, "run_updates": self.run_updates,
-                "run_batch": self.run_batch, "population": self.population, "sigma0": self.sigma0,
-                "restart_factor": self.restart_factor, "patience": self.patience, "lr_adapt": self.lr_adapt,
-                "engine": self.engine,
+        return {"seed": self.seed, "corruptor": self.corruptor_name, "judge": self.judge,
+                "run_updates": self.run_updates, "run_batch": self.run_batch, "optimizer": self.optimizer_name,
+                "population": self.population, **self.optimizer_options, "engine": self.engine,
                 "workers": self.workers}
 
     @classmethod
     def load(cls, path: str | Path, env: Any = None, **kwargs: Any) -> "WholeRunSearch":
         with open(path, "rb") as f:
             state = pickle.load(f)
-        agent = cls(env, **{**state["options"], **kwargs})
-        agent.optimizer, agent.rng, agent.history = optimizer_from(state["optimizer"]), state["rng"], state["history"]
-        agent.pending, agent.asked, agent.restarts = state["pending"], state["asked"], state["restarts"]
-        agent.best, agent.num_timesteps, agent.n_steps = state["best"], state["num_timesteps"], state["n_steps"]
-        agent.generations_before, agent.stale, agent.restart_best = (state["generations_before"], state["stale"],
-                                                                      state["restart_best"])
+        agent = cls(env, **{**renamed_options(state["options"]), **kwargs})
+        agent.optimizer = state["optimizer"]["class"].from_state(state["optimizer"])
+        for key in cls.STATE:
+            setattr(agent, key, state[key])
         return agent

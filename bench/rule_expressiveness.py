@@ -57,7 +57,7 @@ def main() -> None:
         cfg = EnvConfig.preset("cpu", **{**TASKS[task], "batch_size": args.images, "decorruptor": "bicubic"})
         env = CorruptionEnv(cfg)
         obs, _ = env.reset(seed=0)
-        rule = CellRule(env)
+        rule = CellRule(cfg)
         data[task] = (rule.features(obs["images"]), env.planted_cells.reshape(args.images, -1), cfg.keep_cells)
     for size in range(1, len(names) + 1):
         for subset in itertools.combinations(range(len(names)), size):

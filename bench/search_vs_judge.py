@@ -15,7 +15,7 @@ import torch
 from agents.search import run_seed
 from benchmarking.cli import build_parser, make_sweep
 from corruption_env import CorruptionEnv
-from corruption_env.whole_run import WholeRun, make_family
+from corruption_env.whole_run import WholeRun, make_corruptor
 
 
 def main() -> None:
@@ -28,10 +28,10 @@ def main() -> None:
         env.reset(seed=0)
         planted = np.asarray(env.planted_cells)[0].reshape(-1)
         runs = WholeRun(cfg.replace(batch_size=64, num_threads=1, record_timings=False), 50, "rankme")
-        family = make_family("score_map", runs.env)
+        corruptor = make_corruptor("score_map", runs.config)
         theta = np.where(planted, -1.0, 1.0).astype(np.float32)
         for seed in range(3):
-            res = runs.judge_candidate(family, theta, run_seed(seed))
+            res = runs.judge_candidate(corruptor, theta, run_seed(seed))
             b = best[f"{task}/agent/cmaes/-/s{seed}"]
             print(f"{task} s{seed}: oracle map judge {res.judge:.2f} (keep_planted {res.keep_planted}); search best {float(b['best_judge']):.2f} at planted keep {b['keep_planted']}", flush=True)
 

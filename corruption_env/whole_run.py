@@ -1,8 +1,8 @@
 """Whole runs: a corruptor judged by the encoder that one whole SimCLR run with it trains, without labels.
 
-A candidate corruptor is a point theta of a :class:`CorruptorFamily`, a few parameters that turn every
+A candidate corruptor is a point theta of a :class:`ParametricCorruptor`, a few parameters that turn every
 observation into the env's action: one score per grid cell shared by every image (:class:`ScoreMap`), or a
-position-free rule that scores each cell from its own pixels (``corruption_env.rules``). :class:`WholeRun`
+position-free rule that scores each cell from its own pixels (:class:`CellRule`). :class:`WholeRun`
 trains a fresh encoder for ``updates`` SimCLR updates with a candidate's masks and measures a **judge** at
 the end: a periodic statistic of the held-out features, RankMe by default (Garrido et al. 2023; label-free).
 Per-step label-free rewards are one-sided (right on a shortcut, wrong on a distractor, or the reverse); the
@@ -34,20 +34,23 @@ from corruption_env.statistics import STATISTICS, periodic_statistics
 Observation = dict[str, np.ndarray]
 
 
-class CorruptorFamily:
-    """A corruptor given by a vector theta of ``dim`` parameters. Subclass it (``act``, ``dim``; check the env
-    in ``__init__``) and register it with ``@register_family("name")``.
+class ParametricCorruptor:
+    """A corruptor given by a vector theta of ``dim`` parameters (the "parametric corruptor" a search or an RL
+    agent over whole runs explores; not to be confused with the ``family`` action mode's menu of mask families).
+    Subclass it (``act``, ``dim``; check the config in ``__init__``) and register it with
+    ``@register_corruptor("name")``. One instance serves every env of its grid and action mode, whatever their
+    batch size: ``act`` reads the batch from the observation.
 
-    :param env: the CorruptionEnv (or its config's spaces) the corruptor acts in.
+    :param config: the EnvConfig of the envs it acts in (its grid and action mode).
     :cvar scale: the natural size of a parameter: searches start their spread there.
     """
 
     name: ClassVar[str] = ""
     scale: ClassVar[float] = 1.0
 
-    def __init__(self, env: CorruptionEnv) -> None:
-        self.batch, self.grid = env.config.batch_size, env.config.mask_grid
-        self.mode = ACTION_MODES[env.config.action_mode]
+    def __init__(self, config: EnvConfig) -> None:
+        self.grid = config.mask_grid
+        self.mode = ACTION_MODES[config.action_mode]
         if not self.mode.scores:
             raise ValueError(f"a {self.name} corruptor scores cells: it needs action_mode 'scores' or 'shared_scores' "
                              f"(with a keep_budget, the env keeps each image's top cells), not {self.mode.name!r}")
@@ -67,30 +70,35 @@ class CorruptorFamily:
         return theta
 
 
-FAMILIES: Registry[type[CorruptorFamily]] = Registry("corruptor family")
+CORRUPTORS: Registry[type[ParametricCorruptor]] = Registry("parametric corruptor")
 
 
-def register_family(name: str) -> Callable[[type[CorruptorFamily]], type[CorruptorFamily]]:
-    """Class decorator: register a family under ``name`` (its error messages say it)."""
-    def add(cls: type[CorruptorFamily]) -> type[CorruptorFamily]:
+def register_corruptor(name: str) -> Callable[[type[ParametricCorruptor]], type[ParametricCorruptor]]:
+    """Class decorator: register a parametric corruptor under ``name`` (its error messages say it)."""
+    def add(cls: type[ParametricCorruptor]) -> type[ParametricCorruptor]:
         cls.name = name
-        return FAMILIES.register(name)(cls)
+        return CORRUPTORS.register(name)(cls)
     return add
 
 
-available_families = FAMILIES.names
+available_corruptors = CORRUPTORS.names
 
 
-def make_family(name: str, env: CorruptionEnv) -> CorruptorFamily:
-    """Family ``name`` on ``env``; ``auto`` follows the action mode: one map for ``shared_scores``, a rule that
-    reads each image's cells for ``scores``."""
+def resolve_corruptor(name: str, config: EnvConfig) -> str:
+    """``auto`` follows the action mode: one map for ``shared_scores``, a rule that reads each image's cells for
+    ``scores``; any other name is itself."""
     if name == "auto":
-        name = "score_map" if ACTION_MODES[env.config.action_mode].shared else "cell_rule"
-    return FAMILIES[name](env)
+        return "score_map" if ACTION_MODES[config.action_mode].shared else "cell_rule"
+    return name
 
 
-@register_family("score_map")
-class ScoreMap(CorruptorFamily):
+def make_corruptor(name: str, config: EnvConfig) -> ParametricCorruptor:
+    """Parametric corruptor ``name`` (or ``auto``: :func:`resolve_corruptor`) for envs of ``config``."""
+    return CORRUPTORS[resolve_corruptor(name, config)](config)
+
+
+@register_corruptor("score_map")
+class ScoreMap(ParametricCorruptor):
     """One score per grid cell, the same for every image: under the keep budget every image keeps the same top
     cells (a data-blind mask). theta is the g x g map, row-major."""
 
@@ -102,7 +110,7 @@ class ScoreMap(CorruptorFamily):
 
     def act(self, theta: np.ndarray, observation: Observation) -> np.ndarray:
         scores = np.clip(self.check(theta), -SCORE_BOUND, SCORE_BOUND)
-        return scores if self.mode.shared else np.tile(scores, self.batch)
+        return scores if self.mode.shared else np.tile(scores, len(observation["images"]))
 
 
 def cell_pixels(images: np.ndarray, grid: int) -> np.ndarray:
@@ -113,8 +121,8 @@ def cell_pixels(images: np.ndarray, grid: int) -> np.ndarray:
     return cells.reshape(b, grid * grid, c * side * side).astype(np.float32) / 255.0
 
 
-@register_family("cell_rule")
-class CellRule(CorruptorFamily):
+@register_corruptor("cell_rule")
+class CellRule(ParametricCorruptor):
     """A position-free rule: every cell of every image is scored by the same few weights from its own pixels,
     so it drops different cells in different images (where the pattern it recognises is) with a handful of
     parameters. A cell's features are four generic statistics of its pixels: mean, standard deviation, mean
@@ -125,8 +133,8 @@ class CellRule(CorruptorFamily):
 
     FEATURES = ("mean", "std", "horizontal_gradient", "vertical_gradient")
 
-    def __init__(self, env: CorruptionEnv) -> None:
-        super().__init__(env)
+    def __init__(self, config: EnvConfig) -> None:
+        super().__init__(config)
         if self.mode.shared:
             raise ValueError("a cell_rule scores each image's own cells: it needs action_mode 'scores', not "
                              "'shared_scores' (one map for the whole batch)")
@@ -182,8 +190,8 @@ ANSWER_JUDGE = "planted_dropped"  # reads the answer: the share of planted cells
 
 def check_judge(judge: str) -> None:
     """A judge is a periodic statistic (measured on the encoder at the run's end), or ``planted_dropped``, which
-    reads a known-answer task's answer from the run's masks: for tests and checks of what a family can express,
-    never a judge for research."""
+    reads a known-answer task's answer from the run's masks: for tests and checks of what a parametric corruptor
+    can express, never a judge for research."""
     if judge not in periodic_statistics() and judge != ANSWER_JUDGE:
         raise ValueError(f"judge must be a periodic statistic ({', '.join(sorted(periodic_statistics()))}) or "
                          f"{ANSWER_JUDGE!r} (known-answer tasks: reads the answer), got {judge!r}")
@@ -241,9 +249,9 @@ class WholeRun:
                          float(np.mean(other)) if other else None, float(info["loss"]),
                          time.process_time() - start, bool(info["diverged"]), judge_at)
 
-    def judge_candidate(self, family: CorruptorFamily, theta: np.ndarray, seed: int) -> RunResult:
-        theta = family.check(theta)
-        return self.judge(lambda obs: family.act(theta, obs), seed)
+    def judge_candidate(self, corruptor: ParametricCorruptor, theta: np.ndarray, seed: int) -> RunResult:
+        theta = corruptor.check(theta)
+        return self.judge(lambda obs: corruptor.act(theta, obs), seed)
 
 
 class WholeRunEnv(gym.Env):
@@ -251,7 +259,7 @@ class WholeRunEnv(gym.Env):
     ## Description
 
     One step is one whole contrastive-learning run. The agent proposes a corruptor (the parameters theta of a
-    :class:`CorruptorFamily`); the environment trains a fresh encoder for ``updates`` SimCLR updates with its
+    :class:`ParametricCorruptor`); the environment trains a fresh encoder for ``updates`` SimCLR updates with its
     masks, in a :class:`~corruption_env.env.CorruptionEnv` of ``config``, and pays the **judge** of the encoder
     at the run's end (RankMe of the held-out features by default: label-free). It is the bandit over corruptors
     where ``CorruptionEnv`` is the MDP over updates: an RL agent learns over runs here as it learns over updates
@@ -260,7 +268,7 @@ class WholeRunEnv(gym.Env):
     ## Action Space
 
     ``Box(-bound, bound, (dim,), float32)``: theta (``bound`` = :data:`~corruption_env.action_modes.SCORE_BOUND`
-    for the score-valued families; ``dim`` = g * g for ``score_map``).
+    for the score-valued corruptors; ``dim`` = g * g for ``score_map``).
 
     ## Observation Space
 
@@ -284,7 +292,7 @@ class WholeRunEnv(gym.Env):
 
     ## Arguments
 
-    ``WholeRunEnv(config, family="auto", updates=50, judge="rankme", runs_per_episode=8,
+    ``WholeRunEnv(config, corruptor="auto", updates=50, judge="rankme", runs_per_episode=8,
     divergence_judge=0.0)``. ``info`` of a step: ``judge``, ``keep_fraction``, ``run_seed``, ``diverged`` and on a
     known-answer task ``keep_planted`` / ``keep_other``; ``last_result`` holds the whole :class:`RunResult` (with
     its CPU time).
@@ -302,14 +310,15 @@ class WholeRunEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, config: EnvConfig, family: str = "auto", updates: int = 50, judge: str = "rankme",
-                 runs_per_episode: int = 8, divergence_judge: float = 0.0) -> None:
+    def __init__(self, config: EnvConfig, corruptor: str | ParametricCorruptor = "auto", updates: int = 50,
+                 judge: str = "rankme", runs_per_episode: int = 8, divergence_judge: float = 0.0) -> None:
         if not isinstance(runs_per_episode, int) or runs_per_episode < 1:
             raise ValueError(f"runs_per_episode must be an integer >= 1, got {runs_per_episode!r}")
         self.runs = WholeRun(config, updates, judge)
-        self.family = make_family(family, self.runs.env)
+        self.corruptor = (corruptor if isinstance(corruptor, ParametricCorruptor) else
+                          make_corruptor(corruptor, self.runs.config))
         self.runs_per_episode, self.divergence_judge = runs_per_episode, float(divergence_judge)
-        self.action_space = spaces.Box(-SCORE_BOUND, SCORE_BOUND, (self.family.dim,), np.float32)
+        self.action_space = spaces.Box(-SCORE_BOUND, SCORE_BOUND, (self.corruptor.dim,), np.float32)
         self.observation_space = spaces.Box(-np.inf, np.inf, (2,), np.float32)
         self.run_seed: int | None = None
         self.last_result: RunResult | None = None
@@ -331,7 +340,7 @@ class WholeRunEnv(gym.Env):
         theta = np.asarray(action, dtype=np.float32)
         if theta.shape != self.action_space.shape:
             raise ValueError(f"expected an action of shape {self.action_space.shape}, got {theta.shape}")
-        result = self.runs.judge_candidate(self.family, np.clip(theta, -SCORE_BOUND, SCORE_BOUND), self.run_seed)
+        result = self.runs.judge_candidate(self.corruptor, np.clip(theta, -SCORE_BOUND, SCORE_BOUND), self.run_seed)
         reward = self.divergence_judge if result.diverged else result.judge
         self.done += 1
         self.last_judge = reward

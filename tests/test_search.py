@@ -95,9 +95,10 @@ def test_the_search_explores_across_a_step(monkeypatch):
 
 
 @pytest.mark.parametrize("options,message", [
-    ({"population": 1}, "population must be an integer >= 2"),
+    ({"population": 3}, "population must be an integer >= 4 for optimizer 'cmaes'"),
     ({"run_updates": 0}, "run_updates must be an integer >= 1"),
-    ({"family": "nope"}, "unknown family 'nope'"),
+    ({"corruptor": "nope"}, "unknown corruptor 'nope'"),
+    ({"optimizer": "nope"}, "unknown optimizer 'nope'"),
     ({"judge": "loss"}, "judge must be a periodic statistic"),
     ({"engine": "spark"}, "engine must be one of ray, local"),
 ])
@@ -114,7 +115,7 @@ def test_a_search_needs_score_actions():
 def test_train_agent_runs_and_resumes_the_search_and_refuses_bad_options(tmp_path, capsys):
     common = ["--algo", "cmaes", "--env-kwargs", *TINY_ARGS, "--log-dir", str(tmp_path / "runs"), "--eval-steps", "0"]
     code = train_agent.main([*common, "--hyperparams", "population:1", "engine:'local'"])
-    check_one_line(code, capsys.readouterr().err, "population must be an integer >= 2")
+    check_one_line(code, capsys.readouterr().err, "population must be an integer >= 4")
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
     hyper = ["--hyperparams", "population:4", "run_updates:3", "run_batch:4", "engine:'local'", "verbose:0"]
     assert train_agent.main([*common, *hyper, "--total-timesteps", "12"]) == 0
@@ -135,6 +136,22 @@ def test_candidates_run_as_ray_tune_trials_with_the_in_process_results(tmp_path)
     assert ray.best["theta"] == local.best["theta"] and ray.best["judge"] == local.best["judge"]
 
 
+@pytest.mark.xdist_group("ray")
+def test_the_search_runs_on_ray_from_the_command_line_with_its_callbacks(tmp_path, capsys):
+    """The CLI's callbacks (progress bar, TensorBoard, checkpoints) stay in the driver: Tune pickles only the
+    searcher's token (issue 36: they made ``tune.Tuner`` fail to pickle a lock)."""
+    pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]'")
+    runs = tmp_path / "runs"
+    assert train_agent.main(["--algo", "cmaes", "--env-kwargs", *TINY_ARGS, "--log-dir", str(runs), "--eval-steps", "0",
+                             "--total-timesteps", "12", "--hyperparams", "population:4", "run_updates:3",
+                             "run_batch:4", "workers:2", "verbose:0"]) == 0
+    run = next(runs.iterdir())
+    search = WholeRunSearch.load(run / "agent.zip", env=CorruptionEnv(TINY), engine="local")
+    local = WholeRunSearch(CorruptionEnv(TINY), seed=0, **SEARCH).learn(12)
+    assert [r["judge"] for r in search.history] == [r["judge"] for r in local.history] and len(local.history) == 4
+    assert list((run / "tb").rglob("events.out.tfevents.*"))
+
+
 @pytest.mark.parametrize("task,family", [({"shortcut": "fixed"}, "score_map"), ({"shortcut": "random"}, "cell_rule"),
                                          ({"distractor": "random"}, "cell_rule")])
 def test_told_the_answer_the_search_finds_it_in_the_family(task, family):
@@ -145,6 +162,6 @@ def test_told_the_answer_the_search_finds_it_in_the_family(task, family):
     mode = "shared_scores" if family == "score_map" else "scores"
     cfg = TINY.replace(action_mode=mode, dataset_kwargs={**TINY.dataset_kwargs, **task, "shortcut_bits": 4}
                        if "shortcut" in task else {"train_size": 256, "test_size": 64, **task})
-    search = WholeRunSearch(CorruptionEnv(cfg), seed=0, family=family, judge="planted_dropped",
+    search = WholeRunSearch(CorruptionEnv(cfg), seed=0, corruptor=family, judge="planted_dropped",
                             **{**SEARCH, "run_updates": 2, "run_batch": 16, "population": 8}).learn(2 * 8 * 8)
     assert search.best["keep_planted"] <= 0.3, search.summary()

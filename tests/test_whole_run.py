@@ -9,7 +9,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from corruption_env import CorruptionEnv, EnvConfig
-from corruption_env.whole_run import ScoreMap, WholeRun, WholeRunEnv, make_family
+from corruption_env.whole_run import ScoreMap, WholeRun, WholeRunEnv, make_corruptor
 
 TINY = EnvConfig(image_size=16, scale=2, batch_size=4, mask_grid=4, decorruptor="bicubic", heldout_size=32,
                  dataset_kwargs={"train_size": 256, "test_size": 64, "shortcut": "fixed", "shortcut_bits": 4},
@@ -39,26 +39,26 @@ def test_candidates_on_one_seed_see_the_same_batches_and_differ_by_their_masks(m
         return out
 
     monkeypatch.setattr(CorruptionEnv, "step", recording_step)
-    family = make_family("score_map", runs.env)
+    corruptor = make_corruptor("score_map", runs.config)
     oracle = -runs.env.train_planted_cells.float().mean(dim=0).flatten().numpy()
     other = np.arange(16, dtype=np.float32)  # drops the top row
-    first = runs.judge_candidate(family, oracle, seed=5)
+    first = runs.judge_candidate(corruptor, oracle, seed=5)
     batches_first, seen[:] = list(seen), []
-    second = runs.judge_candidate(family, other, seed=5)
+    second = runs.judge_candidate(corruptor, other, seed=5)
     assert [s[:2] for s in batches_first] == [s[:2] for s in seen]  # the same images, codes and augmentations
     assert all(a[2] != b[2] for a, b in zip(batches_first, seen))  # only the masks differ
     assert first.keep_planted == 0.0 and second.keep_planted == 1.0
     assert first.judge != second.judge
-    again = runs.judge_candidate(family, oracle, seed=5)
+    again = runs.judge_candidate(corruptor, oracle, seed=5)
     assert again.judge == first.judge  # common random numbers: the same candidate, the same judge
-    assert runs.judge_candidate(family, oracle, seed=6).judge != first.judge
+    assert runs.judge_candidate(corruptor, oracle, seed=6).judge != first.judge
 
 
 def test_a_score_map_acts_the_same_for_every_image_in_either_score_mode():
     for mode, shape in (("shared_scores", (16,)), ("scores", (64,))):
         env = CorruptionEnv(TINY.replace(action_mode=mode))
         obs, _ = env.reset(seed=0)
-        action = ScoreMap(env).act(np.arange(16, dtype=np.float32), obs)
+        action = ScoreMap(env.config).act(np.arange(16, dtype=np.float32), obs)
         assert action.shape == shape
         _, _, _, _, info = env.step(action)
         assert info["keep_fraction"] == 0.75
@@ -81,11 +81,11 @@ def test_a_cell_rule_scores_a_cell_by_its_pixels_wherever_it_is():
     env = CorruptionEnv(TINY.replace(action_mode="scores", dataset_kwargs={"train_size": 256, "test_size": 64,
                                                                             "shortcut": "random"}))
     obs, _ = env.reset(seed=0)
-    rule = make_family("auto", env)
+    rule = make_corruptor("auto", env.config)
     assert rule.name == "cell_rule" and rule.dim == 4
     theta = np.array([0.3, -1.0, 0.5, 0.2], dtype=np.float32)
     scores = rule.act(theta, obs).reshape(4, 4, 4)
     flipped = {**obs, "images": obs["images"][:, :, ::-1, :].copy()}  # every image upside down: rows swap places
     np.testing.assert_allclose(rule.act(theta, flipped).reshape(4, 4, 4)[:, ::-1, :], scores, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="'scores', not 'shared_scores'"):
-        make_family("cell_rule", CorruptionEnv(TINY))
+        make_corruptor("cell_rule", TINY)

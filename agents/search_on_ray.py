@@ -1,0 +1,96 @@
+"""The search over whole runs on Ray Tune (``engine="ray"``): each candidate a trial of one CPU, the optimiser's
+ask/tell behind Tune's searcher interface.
+
+Everything Tune pickles (the trainable, the searcher) is defined at module level, so cloudpickle takes it by
+reference, and holds no state of the live search: :class:`CandidateSearcher` keeps a token and reaches the live
+:class:`~agents.search.WholeRunSearch` (with its progress bar, TensorBoard writer and callbacks, none of which can
+be pickled) through :data:`LIVE`, in the driver process. Ray is an optional extra: this module is imported only
+when a search runs on it.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ray import tune
+from ray.tune.search import Searcher
+
+from agents.whole_run_agent import RESULT_KEYS, judge_candidates
+
+LIVE: dict[str, Any] = {}  # token -> the live search, in the driver (what the pickled searcher reaches)
+
+
+def candidate_trial(config: dict[str, Any]) -> None:
+    """One Ray Tune trial: one candidate's whole run."""
+    result = judge_candidates(config["settings"], [np.asarray(config["candidate"]["theta"])])[0]
+    tune.report({k: result[k] for k in RESULT_KEYS})
+
+
+class CandidateSearcher(Searcher):
+    """Ray Tune's side of the search: ``suggest`` hands out the open candidates of the current generation (and
+    waits, returning None, until the generation is told), ``on_trial_complete`` records each run. The state is
+    the live search's: only the token (and the trials running) are pickled."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(metric="judge", mode="max")
+        self.token, self.running = token, {}
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        search = LIVE[self.token]
+        if not search.generation_open and not search.next_generation():
+            return Searcher.FINISHED if not self.running else None
+        open_ = [i for i in search.open_candidates() if i not in self.running.values()]
+        if search.stopped:
+            return Searcher.FINISHED if not self.running else None
+        if not open_:
+            return None
+        self.running[trial_id] = open_[0]
+        return search.candidate(open_[0])
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        search = LIVE[self.token]
+        index = self.running.pop(trial_id, None)
+        if index is None:
+            return
+        if error or result is None:
+            raise RuntimeError(f"the run of candidate {index} failed (its Ray Tune trial errored)")
+        search.finish(index, {k: result.get(k) for k in RESULT_KEYS} | {"judge_at": {}})
+        if not search.open_candidates():
+            search.end_generation()
+
+
+def search_on_ray(search: Any, workers: int | None, storage: str | None) -> None:
+    """The whole search as one Ray Tune experiment: :class:`CandidateSearcher` asks and tells, each candidate is a
+    trial of one CPU (actors reused, so each worker loads CAM-Net once). Starts a local Ray of ``workers`` CPUs
+    unless one is running in this process (or ``RAY_ADDRESS`` names a cluster)."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(include_dashboard=False, log_to_driver=False, num_cpus=None if os.environ.get("RAY_ADDRESS") else workers,
+                 logging_level="ERROR")
+    token = f"{id(search)}-{time.time_ns()}"
+    LIVE[token] = search
+    sigint = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C stops at once: finished runs are already kept
+    try:
+        folder = Path(storage or tempfile.mkdtemp(prefix="cmaes_")).resolve()
+        tuner = tune.Tuner(
+            tune.with_resources(candidate_trial, {"cpu": 1}),
+            tune_config=tune.TuneConfig(search_alg=CandidateSearcher(token), num_samples=-1, reuse_actors=True,
+                                        max_concurrent_trials=workers),
+            run_config=tune.RunConfig(name=f"search_{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(folder),
+                                      verbose=0))
+        tuner.fit()
+    finally:
+        del LIVE[token]
+        if sigint is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = sigint
+        if started:
+            ray.shutdown()

@@ -1,0 +1,160 @@
+"""The base of agents over whole runs (``--algo cmaes``, ``--algo run_ppo``): what they share, in one place.
+
+An agent over whole runs proposes parametric corruptors (``corruption_env.whole_run``: a point theta of a score
+map or a cell rule), each judged by one whole SimCLR run; it never steps the task's env, whose config its runs use
+(with ``run_batch`` images per batch). :class:`WholeRunAgent` holds what every such agent needs: the task's config
+read through any wrapper or VecEnv, the checked options, the parametric corruptor (one instance for every env of
+the task, whatever its batch), ``predict`` (the corruptor at the agent's current theta, on one observation or a
+VecEnv's batch of them), SB3's callbacks told about each run as one step (``rewards``: the judge), the
+known-answer fields the CLIs print, and :func:`settle_config`, which gives an agent that needs score actions the
+action mode and keep budget it needs (and says so). :func:`judge_candidates` is the one function every engine of
+the search calls to judge candidates.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.utils import configure_logger
+
+from agents.credit import env_attribute
+from corruption_env import EnvConfig
+from corruption_env.action_modes import ACTION_MODES
+from corruption_env.whole_run import (WholeRun, available_corruptors, check_judge, make_corruptor,
+                                      resolve_corruptor)
+
+RESULT_KEYS = ("judge", "keep_fraction", "keep_planted", "keep_other", "final_loss", "cpu_seconds", "diverged")
+DEFAULT_KEEP_BUDGET = 0.75  # what an agent over whole runs sets where the task has none: the known-answer tasks'
+
+_RUNS: dict[str, WholeRun] = {}  # per process (a reused Ray actor too): one WholeRun per run config
+
+
+def judge_candidates(settings: dict[str, Any], thetas: list[np.ndarray]) -> list[dict[str, Any]]:
+    """Judge candidates in this process, each by one whole run: ``settings`` holds the runs' config (``run``),
+    ``updates``, ``judge``, the parametric ``corruptor``, the run ``seed`` and torch ``threads``."""
+    torch.set_num_threads(settings["threads"])
+    key = repr(sorted(settings["run"].items()))
+    if key not in _RUNS:
+        _RUNS[key] = WholeRun(EnvConfig.from_dict(settings["run"]), settings["updates"], settings["judge"])
+    runs = _RUNS[key]
+    corruptor = make_corruptor(settings["corruptor"], runs.config)
+    return [runs.judge_candidate(corruptor, np.asarray(theta), settings["seed"]).to_dict() for theta in thetas]
+
+
+def settle_config(config: EnvConfig, given: set[str] | frozenset[str] = frozenset()) -> tuple[EnvConfig, str | None]:
+    """The config an agent over whole runs works in: score actions (``scores``, or ``shared_scores`` for a shared
+    mode) and a keep budget (:data:`DEFAULT_KEEP_BUDGET` where there is none); with the one line that says what
+    changed (None if nothing did). ``given``: the fields the user set, which are never changed (a ValueError
+    names the flag to change instead)."""
+    mode = ACTION_MODES[config.action_mode]
+    changes: dict[str, Any] = {}
+    if not mode.scores:
+        changes["action_mode"] = "shared_scores" if mode.shared else "scores"
+        if "action_mode" in given:
+            raise ValueError(f"a parametric corruptor scores cells: it needs --env-kwargs action_mode:scores or "
+                             f"action_mode:shared_scores, not {config.action_mode!r}")
+    if config.keep_budget is None and "keep_budget" not in given:
+        changes["keep_budget"] = DEFAULT_KEEP_BUDGET
+    if not changes:
+        return config, None
+    said = " ".join(f"{k}:{v}" for k, v in changes.items())
+    return config.replace(**changes), (f"a parametric corruptor scores cells and the env keeps each image's top "
+                                       f"ones: running with --env-kwargs {said}")
+
+
+def renamed_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options saved before the parametric corruptor was called so (``family``), under today's names."""
+    return {("corruptor" if k == "family" else k): v for k, v in options.items()}
+
+
+class WholeRunAgent:
+    """What the agents over whole runs share (see the module's docstring); subclasses implement ``learn``,
+    ``theta`` (the parameters they act with), ``save`` and ``load``.
+
+    :param env: the task's CorruptionEnv (or a wrapper or VecEnv of one): its config is what the runs use.
+    :param seed: the agent's seed.
+    :param corruptor: the parametric corruptor (``score_map``, ``cell_rule``; ``auto``: the map in
+        ``shared_scores`` mode, the rule in ``scores`` mode).
+    :param judge: the periodic statistic read at each run's end, higher is better (``rankme``: label-free).
+    :param run_updates: SimCLR updates per run.
+    :param run_batch: images per batch in the runs.
+    """
+
+    trains_on_reward = False  # it is judged by whole runs: benchmark rows carry no training reward
+    algo: ClassVar[str] = ""  # its --algo name, for messages
+
+    def __init__(self, env: Any, seed: int, corruptor: str, judge: str, run_updates: int, run_batch: int,
+                 tensorboard_log: str | None, verbose: int) -> None:
+        if env is None:
+            raise ValueError(f"{self.algo} needs an env: its runs use the env's config")
+        cfg: EnvConfig = env_attribute(env, "config")
+        if corruptor not in (*available_corruptors(), "auto"):
+            raise ValueError(f"unknown corruptor {corruptor!r}; available: {', '.join(available_corruptors())}, auto")
+        check_judge(judge)
+        for name, value, low in (("run_updates", run_updates, 1), ("run_batch", run_batch, 2)):
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        self.env, self.seed, self.cfg = env, seed, cfg
+        self.corruptor_name, self.judge, self.run_updates, self.run_batch = corruptor, judge, run_updates, run_batch
+        self.corruptor = make_corruptor(corruptor, cfg)
+        self.run_config = cfg.replace(batch_size=run_batch, record_timings=False)
+        self.tensorboard_log, self.verbose = tensorboard_log, verbose
+        self.n_envs, self.num_timesteps = 1, 0
+        self.callbacks = CallbackList([])
+
+    @classmethod
+    def config_for(cls, config: EnvConfig, given: set[str] | frozenset[str] = frozenset()) -> tuple[EnvConfig, str | None]:
+        """What the CLIs call before building the env: :func:`settle_config`."""
+        return settle_config(config, given)
+
+    @property
+    def resolved_corruptor(self) -> str:
+        return resolve_corruptor(self.corruptor_name, self.cfg)
+
+    # ------------------------------------------------------------------------------------------ learning
+
+    def _begin(self, callback: Any, tb_log_name: str, reset_num_timesteps: bool, logger_verbose: int = 0) -> None:
+        """Before learning: the logger (TensorBoard), SB3's callbacks, a batch in the task's env (for the image
+        grids: the agent never steps it)."""
+        self.logger = configure_logger(logger_verbose, self.tensorboard_log, tb_log_name, reset_num_timesteps)
+        self.callbacks = CallbackList([c for c in (callback if isinstance(callback, list) else [callback])
+                                       if isinstance(c, BaseCallback)])
+        if hasattr(self.env, "reset"):
+            self.env.reset()
+        self.callbacks.init_callback(self)
+        self.callbacks.on_training_start(locals(), globals())
+
+    def _told_run(self, judge: float) -> bool:
+        """SB3's callbacks see each run as one step whose reward is its judge; False if one stops learning."""
+        self.callbacks.update_locals({"rewards": np.array([judge]), "infos": [{"judge": judge}]})
+        return self.callbacks.on_step()
+
+    # ------------------------------------------------------------------------------------------ SB3 surface
+
+    def theta(self) -> np.ndarray:
+        """The parameters the agent acts with."""
+        raise NotImplementedError
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False):
+        theta = np.asarray(self.theta())
+        if isinstance(observation, dict) and observation["images"].ndim == 5:  # a VecEnv's batch of observations
+            return np.stack([self.corruptor.act(theta, {k: v[i] for k, v in observation.items()})
+                             for i in range(observation["images"].shape[0])]), state
+        return self.corruptor.act(theta, observation), state
+
+    def get_env(self) -> Any:
+        return self.env
+
+    # ------------------------------------------------------------------------------------------ reporting
+
+    @staticmethod
+    def answer_fields(reached: tuple[int, float] | None, final_keep_planted: float, runs: int,
+                      cpu_seconds: float) -> dict[str, Any]:
+        """The known-answer fields the CLIs print and the benchmark records: the runs (and CPU minutes) until the
+        answer was found and stayed found (None: not found), the final planted keep, the runs and CPU minutes."""
+        return {"answer_runs": None if reached is None else reached[0],
+                "answer_cpu_minutes": None if reached is None else round(reached[1] / 60, 1),
+                "final_keep_planted": final_keep_planted, "search_runs": runs,
+                "search_cpu_minutes": round(cpu_seconds / 60, 1)}
