@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from tqdm import tqdm
 
-    from benchmarking.engines import run_local, run_ray
+    from benchmarking.engines import run_local
     from benchmarking.plots import plot
     from benchmarking.report import summarize
     from benchmarking.results import ResultStore
@@ -240,6 +240,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             threads = max(1, int(cpus)) if args.cpus_per_trial or workers > 1 else None
             run_local(todo, record, workers, threads, args.verbose)
         elif todo:
+            from benchmarking.ray_engine import run_ray  # Ray is an extra: imported only when used
+
             run_ray(todo, record, out, cpus, args.gpus_per_trial, args.max_failures, args.address, args.workers,
                     args.verbose)
     except KeyboardInterrupt:

@@ -1,6 +1,6 @@
 """Where a sweep's runs execute: ``local`` (a process pool on this machine, here) or ``ray`` (Ray Tune,
-on a local Ray or a cluster: :mod:`benchmarking.ray_engine`). Both call
-:func:`benchmarking.sweep.run_one` with the same settings and hand each row to the same ``record``
+on a local Ray or a cluster: :mod:`benchmarking.ray_engine`, which imports this module, never the reverse).
+Both call :func:`benchmarking.sweep.run_one` with the same settings and hand each row to the same ``record``
 function as soon as it exists, so they write the same files.
 
 Local workers are spawned (never forked: OpenMP deadlocks after fork), ignore Ctrl-C (the parent
@@ -90,10 +90,3 @@ def _stop(pool: futures.ProcessPoolExecutor) -> None:
             process.terminate()
     for process in processes:
         process.join(timeout=5)
-
-
-def run_ray(*args: Any, **kwargs: Any) -> None:
-    """:func:`benchmarking.ray_engine.run_ray` (imported here only when used: Ray is an extra)."""
-    from benchmarking.ray_engine import run_ray as run
-
-    run(*args, **kwargs)

@@ -8,6 +8,7 @@ learner), ``rewards`` (reward definitions) and ``evaluation`` (kNN / linear-prob
 import gymnasium
 
 from corruption_env.config import EnvConfig
+from corruption_env import config_checks  # noqa: F401  (registers what EnvConfig.validate checks)
 from corruption_env.env import CorruptionEnv
 from corruption_env.rewards import Reward, StepStats, available_rewards, make_reward, register_reward
 

@@ -8,17 +8,19 @@ two CPU cores); ``"gpu"`` is sized for real experiments. ``config.replace(**over
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import json
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from corruption_env.action_modes import ACTION_MODES
-from corruption_env.corruption import check_task
+from corruption_env.corruption import budget_cells, check_task
 from corruption_env.precision import PRECISIONS
+
+
+CHECKS: list[Callable[["EnvConfig"], None]] = []  # what validate() runs: registered by corruption_env.config_checks
 
 
 @dataclass
@@ -161,43 +163,11 @@ class EnvConfig:
     def validate(self) -> "EnvConfig":
         """Check what construction does not (it stays cheap, loading nothing): names against their
         registries, reward and dataset options, tracked rewards, and that ``device`` exists on this
-        machine. Raises a ValueError that names the fix; returns ``self``."""
-
-        from corruption_env.data import DATASETS, available_datasets
-        from corruption_env.known_answer import PLANTED_KINDS, PLANTED_OPTIONS
-        from corruption_env.rewards import REWARDS, available_rewards, make_reward
-        from corruption_env.simclr import SimCLRLearner, available_encoders
-        from corruption_env.views import AUGMENTATIONS, available_decorruptors
-
-        choices = {"dataset": available_datasets(), "encoder": available_encoders(),
-                   "decorruptor": available_decorruptors(), "view_augmentation": list(AUGMENTATIONS),
-                   "optimizer": list(SimCLRLearner.OPTIMIZERS), "reward": available_rewards()}
-        for key, valid in choices.items():
-            if getattr(self, key) not in valid:
-                raise ValueError(f"unknown {key} {getattr(self, key)!r}; available: {', '.join(valid)}")
-        make_reward(self.reward, **self.reward_kwargs)  # rejects bad reward options
-        answer_readers = [n for n in [self.reward, *([] if isinstance(self.track_rewards, str) else self.track_rewards)]
-                          if n in available_rewards() and REWARDS[n].reads_answer]
-        if answer_readers and not set(self.dataset_kwargs) & {kind.prefix for kind in PLANTED_KINDS}:
-            raise ValueError(f"reward(s) {', '.join(answer_readers)} read a known answer: they need a known-answer task "
-                             "(dataset_kwargs {'shortcut': 'fixed'} or {'distractor': ...})")
-        tracked = self.track_rewards
-        unknown = [n for n in ([tracked] if isinstance(tracked, str) else tracked) if n not in available_rewards()]
-        if (isinstance(tracked, str) and tracked not in ("free", "all")) or (not isinstance(tracked, str) and unknown):
-            raise ValueError(f"track_rewards must be 'free', 'all' or a list of reward names, got {tracked!r}; "
-                             f"rewards: {', '.join(available_rewards())}")
-        options = inspect.signature(DATASETS[self.dataset]).parameters
-        if not any(p.kind is p.VAR_KEYWORD for p in options.values()):
-            valid = [n for n in options if n not in ("root", "image_size", "split")] + list(PLANTED_OPTIONS)
-            bad = sorted(set(self.dataset_kwargs) - set(valid))
-            if bad:
-                raise ValueError(f"dataset {self.dataset!r} has no option(s) {', '.join(bad)} in dataset_kwargs; "
-                                 f"its options: {', '.join(valid) or 'none'}")
-        check_device(self.device, "(the 'gpu' preset sets device 'cuda')")
-        if set(self.dataset_kwargs) & set(PLANTED_OPTIONS):
-            from corruption_env.known_answer import planted_from_options
-
-            planted_from_options(self.dataset_options(), self.image_size)  # rejects bad shortcut/distractor options
+        machine. Raises a ValueError that names the fix; returns ``self``. The checks live above the
+        registries they read (``corruption_env.config_checks``, registered when the package is imported), so
+        this module sits below every one of them."""
+        for check in CHECKS:
+            check(self)
         return self
 
     @property
@@ -208,8 +178,6 @@ class EnvConfig:
     @property
     def keep_cells(self) -> int | None:
         """Cells kept per image under the keep budget (None: no budget)."""
-        from corruption_env.corruption import budget_cells
-
         return None if self.keep_budget is None else budget_cells(self.keep_budget, self.mask_grid)
 
     @property

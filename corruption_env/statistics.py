@@ -23,6 +23,7 @@ from typing import Any, Callable, ClassVar, Protocol
 import numpy as np
 import torch
 
+from corruption_env.config import EnvConfig
 from corruption_env.corruption import reference_mask
 from corruption_env.evaluation import effective_rank, knn_accuracy, prototype_cross_entropy
 from corruption_env.registry import Registry, doc_summary
@@ -36,7 +37,7 @@ class MeasuredEnv(Protocol):
     """What statistics read from the environment they measure (a :class:`~corruption_env.env.CorruptionEnv`),
     named here rather than imported: the env builds its statistics, so they sit below it and never call it."""
 
-    config: Any  # the EnvConfig (not imported either: EnvConfig.validate imports the rewards, which import this)
+    config: EnvConfig
     device: torch.device
     precision: str
     learner: SimCLRLearner
