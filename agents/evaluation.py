@@ -11,7 +11,9 @@ same (non-held-out) images; ``simclr_aug`` only swaps the env's view maker for o
 the originals. ``keep_all`` and ``simclr_aug`` run with the keep budget lifted (keeping everything
 is what they are). On a known-answer task every row also reports its keep rate on the planted
 cells and on the other cells. ``is_readable`` is the floor check: if ``keep_all`` does not beat
-``untrained`` by ``READABLE_MARGIN``, no comparison in the table means anything yet.
+``untrained`` by ``READABLE_MARGIN``, no comparison in the table means anything yet. The budget is lifted by
+building their env from the config without it (the config is the budget's one owner; nothing patches an env):
+their paired statistics, if any reward tracked needs them, compare with ``keep_all`` reference views.
 
 Rows that do not depend on the agent (every row but the agent's) are the same for every run with
 the same config, budget and seed: :class:`RowCache` keeps them, content-addressed by those, in a
@@ -140,13 +142,24 @@ class CorruptorEvaluation:
                                      reward=EnvConfig.reward, reward_kwargs={})
         self.steps, self.seed, self.progress, self.cache = steps, seed, progress, cache
         self.env = CorruptionEnv(self.config)
+        self._unbudgeted: CorruptionEnv | None = None
         kw = dict(root=config.data_root, image_size=config.image_size, channels=3, **config.dataset_options())
         self.train = load_dataset(config.dataset, split="train", **kw)
         self.test = load_dataset(config.dataset, split="test", **kw)
 
+    def env_for(self, budget: bool) -> CorruptionEnv:
+        """The env of a row: the evaluation's, or (``budget=False``) one built from its config without the keep
+        budget (the same data, encoder initialisation and batches; made once, when first needed)."""
+        if budget or self.config.keep_budget is None:
+            return self.env
+        if self._unbudgeted is None:
+            self._unbudgeted = CorruptionEnv(unbudgeted(self.config))
+        return self._unbudgeted
+
     def evaluate(self, row: Row) -> RowResult:
         """A fixed corruptor's or a reference's row, from the cache when it holds it."""
-        identity = None if self.cache is None else self.cache.identity(self.config, self.steps, self.seed, row)
+        env = self.env_for(budget=row.corruptor not in UNBUDGETED)
+        identity = None if self.cache is None else self.cache.identity(env.config, self.steps, self.seed, row)
         cached = None if identity is None else self.cache.get(identity)
         if cached is not None:
             return cached
@@ -155,7 +168,7 @@ class CorruptorEvaluation:
         elif row.corruptor == "simclr_aug":
             result = self.simclr_aug()
         else:
-            corruptor = make_agent(row.corruptor, self.env, seed=self.seed, **row.options)
+            corruptor = make_agent(row.corruptor, env, seed=self.seed, **row.options)
             result = self.run_policy(row.name, agent_act(corruptor), budget=row.corruptor not in UNBUDGETED)
         if identity is not None:
             self.cache.put(identity, result)
@@ -164,27 +177,22 @@ class CorruptorEvaluation:
     def run_policy(self, name: str, act: Act, budget: bool = True) -> RowResult:
         """Train an encoder in the env with masks from ``act(observation)``; score it.
 
-        :param budget: apply the env's keep budget (False: lifted for this row, e.g. ``keep_all``).
+        :param budget: in the env with the keep budget (False: in the one without it, e.g. ``keep_all``).
         """
-        start = time.time()
-        keep_cells = self.env.keep_cells
-        self.env.keep_cells = keep_cells if budget else None
-        try:
-            obs, _ = self.env.reset(seed=self.seed)
-            keeps: list[float] = []
-            returns: dict[str, float] = {}
-            planted_keeps: list[tuple[float, float]] = []
-            for _ in tqdm(range(self.steps), desc=f"eval {name}", leave=False, disable=not self.progress):
-                obs, _, _, truncated, info = self.env.step(act(obs))
-                keeps.append(info["keep_fraction"])
-                if "keep_planted" in info:
-                    planted_keeps.append((info["keep_planted"], info["keep_other"]))
-                add_returns(returns, info)
-                if info["diverged"]:
-                    raise FloatingPointError(f"the SimCLR loss diverged after {len(keeps)} updates with {name}'s masks")
-        finally:
-            self.env.keep_cells = keep_cells
-        acc = encoder_accuracies(self.env.learner, self.train, self.test)
+        start, env = time.time(), self.env_for(budget)
+        obs, _ = env.reset(seed=self.seed)
+        keeps: list[float] = []
+        returns: dict[str, float] = {}
+        planted_keeps: list[tuple[float, float]] = []
+        for _ in tqdm(range(self.steps), desc=f"eval {name}", leave=False, disable=not self.progress):
+            obs, _, _, truncated, info = env.step(act(obs))
+            keeps.append(info["keep_fraction"])
+            if "keep_planted" in info:
+                planted_keeps.append((info["keep_planted"], info["keep_other"]))
+            add_returns(returns, info)
+            if info["diverged"]:
+                raise FloatingPointError(f"the SimCLR loss diverged after {len(keeps)} updates with {name}'s masks")
+        acc = encoder_accuracies(env.learner, self.train, self.test)
         on_planted, on_other = np.mean(planted_keeps, axis=0) if planted_keeps else (None, None)
         return RowResult(name, acc["knn"], acc["linear"], float(np.mean(keeps)) if keeps else None,
                          round(time.time() - start, 1), returns,
@@ -198,13 +206,13 @@ class CorruptorEvaluation:
     def simclr_aug(self) -> RowResult:
         """Plain SimCLR augmentations of the original images: the same loop, batches and encoder
         initialisation as every other row, with the env's views made without CAM-Net."""
-        views = self.env.views
-        self.env.views = OriginalImageViews(self.env, views)
+        env = self.env_for(budget=False)
+        views = env.views
+        env.views = OriginalImageViews(env, views)
         try:
-            row = self.run_policy("simclr_aug", agent_act(make_agent("keep_all", self.env, seed=self.seed)),
-                                  budget=False)
+            row = self.run_policy("simclr_aug", agent_act(make_agent("keep_all", env, seed=self.seed)), budget=False)
         finally:
-            self.env.views = views
+            env.views = views
         row.keep_fraction = None  # no mask was applied
         return row
 
@@ -235,6 +243,12 @@ class OriginalImageViews:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.views(*args, **kwargs)
+
+
+def unbudgeted(config: EnvConfig) -> EnvConfig:
+    """``config`` without its keep budget (the rows that keep every cell run in it); reference views keep every
+    cell too, as ``reference_corruption='auto'`` means without a budget."""
+    return config.replace(keep_budget=None, reference_corruption="keep_all")
 
 
 def agent_act(agent: Any, deterministic: bool = False) -> Act:

@@ -174,7 +174,6 @@ class CorruptionEnv(gym.Env):
         })
         self.action_mode = ACTION_MODES[cfg.action_mode]
         self.action_space = self.action_mode.space(b, g)
-        self.keep_cells = cfg.keep_cells  # cells kept per image under the keep budget; None without one
         self.chance_loss = math.log(2 * b - 1)  # NT-Xent of uninformative projections
         self._batch: torch.Tensor | None = None  # degraded next batch (float), None before reset
         self._last_render: tuple[torch.Tensor, ...] | None = None  # kept across resets: render shows the last step
@@ -263,6 +262,11 @@ class CorruptionEnv(gym.Env):
         return (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
 
     # ------------------------------------------------------------------------------------ helpers
+
+    @property
+    def keep_cells(self) -> int | None:
+        """Cells kept per image under the keep budget (None without one): read from the config, its one owner."""
+        return self.config.keep_cells
 
     @property
     def reward_fn(self) -> Reward:
