@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from agents import agent_spec, available_agents, check_budget, load_agent, make_agent
+from agents import agent_spec, available_agents, load_agent, make_agent, trains_on_reward
 from agents.callbacks import (ANSWER_KEEP, Checkpoint, CorruptionLogger, KnownAnswerClock, ProgressBar, save_agent,
                               tensorboard_writer)
 from agents.evaluation import (DEFAULT_EVAL_STEPS, DEFAULT_TRAIN_STEPS, RowCache, RowResult, evaluate_agent,
@@ -264,9 +264,9 @@ def put_cwd_on_path() -> None:
 
 # ------------------------------------------------------------------------------------------- the run
 
-@usage_errors
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+def checked_inputs(argv: list[str]) -> tuple[argparse.Namespace, Any, dict[str, Any], EnvConfig]:
+    """Every input checked (a UsageError names the fix) before anything is built or written: the arguments (a
+    resumed run's), the agent's spec and options, the run's EnvConfig (resolved)."""
     cli = build_parser().parse_args(argv)
     put_cwd_on_path()
     args = resume_args(cli, given_options(argv)) if cli.resume else cli
@@ -279,16 +279,39 @@ def main(argv: list[str] | None = None) -> int:
         hyperparams = parse_key_values(args.hyperparams, "--hyperparams")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    cfg = env_config_from(args)
+    if args.reward and not args.resume and not trains_on_reward(args.algo):
+        raise UsageError(f"--reward: {args.algo} does not train on the env's reward (each candidate is judged by a "
+                         f"whole run: --hyperparams judge:NAME chooses how); leave --reward out")
+    cfg = settled_config(env_config_from(args), spec, args)
     print(describe_precision(cfg.precision, cfg.device))
-    cfg = cfg.replace(precision=resolve_precision(cfg.precision, cfg.device))  # saved resolved: the run reproduces
-    venv, agent = build_envs_and_agent(args, cfg, hyperparams)
+    return args, spec, hyperparams, cfg.replace(precision=resolve_precision(cfg.precision, cfg.device))
 
-    run_dir = args.resume or make_run_dir(args.log_dir, f"{args.algo.replace(':', '.')}_{cfg.reward}_s{args.seed}_"
-                                                         f"{datetime.now():%Y%m%d-%H%M%S}")
-    tb_dir = args.tensorboard_log or run_dir / "tb"
-    agent.tensorboard_log = str(tb_dir)
-    agent_path = run_dir / "agent.zip"
+
+def settled_config(cfg: EnvConfig, spec: Any, args: argparse.Namespace) -> EnvConfig:
+    """The config the agent works in: an agent that needs an action mode or a keep budget (``config_for``) sets
+    them where the command line left them unset, and says so in one line."""
+    config_for = getattr(spec.agent_class, "config_for", None)
+    if config_for is None or args.resume:
+        return cfg
+    given = set(parse_key_values(args.env_kwargs, "--env-kwargs")) | (set(cfg.field_names()) if args.config else set())
+    try:
+        cfg, note = config_for(cfg, given)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if note:
+        print(f"{args.algo}: {note}")
+    return cfg
+
+
+def run_name(args: argparse.Namespace, cfg: EnvConfig) -> str:
+    """The run folder's name: the agent, its reward (for agents that train on it), the seed, the time."""
+    reward = f"_{cfg.reward}" if trains_on_reward(args.algo) else ""
+    return f"{args.algo.replace(':', '.')}{reward}_s{args.seed}_{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def open_run_folder(args: argparse.Namespace, cfg: EnvConfig) -> Path:
+    """The run's folder with args.json and env_config.json (a new one is removed again if they cannot be written)."""
+    run_dir = args.resume or make_run_dir(args.log_dir, run_name(args, cfg))
     saved_args = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()} | {"resume": None}
     try:
         atomic_write_json(run_dir / "args.json", saved_args)
@@ -297,37 +320,64 @@ def main(argv: list[str] | None = None) -> int:
         if not args.resume:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    return run_dir
 
+
+def announce(args: argparse.Namespace, spec: Any, cfg: EnvConfig, agent: Any, venv: Any, run_dir: Path,
+             tb_dir: Path) -> int:
+    """Print what the run will do; return the step count it ends at (on-policy agents finish their rollout)."""
     done = agent.num_timesteps if args.resume else 0
     remaining = max(args.total_timesteps - done, 0)
     rollout = getattr(agent, "n_steps", 1) * venv.num_envs if spec.learns else 1
-    planned = done + math.ceil(remaining / rollout) * rollout  # on-policy algorithms finish their last rollout
-    if spec.learns and remaining:
-        check_budget(agent, remaining)
+    planned = done + math.ceil(remaining / rollout) * rollout
+    what = (f"with reward {cfg.reward}" if trains_on_reward(args.algo) else
+            f"each candidate judged by a whole run ({getattr(agent, 'judge', 'its judge')})")
     print(f"run folder: {run_dir}\n{'resuming at step ' + str(done) if done else 'training'} {args.algo} on "
-          f"{cfg.dataset}/{cfg.task} with reward {cfg.reward}, {planned - done} steps"
-          f"{f' (whole rollouts of {rollout})' if planned - done != remaining else ''}; "
+          f"{cfg.dataset}/{cfg.task} {what}, {planned - done} steps"
+          f"{f' ({remaining} asked, in whole rollouts of {rollout})' if planned - done != remaining else ''}; "
           f"TensorBoard: tensorboard --logdir {tb_dir}")
+    return planned
 
+
+def train(agent: Any, args: argparse.Namespace, venv: Any, run_dir: Path,
+          planned: int) -> tuple[int | None, float, KnownAnswerClock]:
+    """Learn with the CLI's callbacks: (130 on Ctrl-C, with the agent saved, else None; the seconds it took; the
+    known-answer clock). A fresh run that fails before its first checkpoint leaves no folder behind."""
+    agent_path, done = run_dir / "agent.zip", agent.num_timesteps if args.resume else 0
     checkpoint = Checkpoint(agent_path, args.checkpoint_every)
     clock = KnownAnswerClock(threads=torch_threads(args.n_envs))
     callbacks = [CorruptionLogger(args.image_every), ProgressBar(planned, done), checkpoint, clock]
     start = time.time()
     try:  # also with nothing left: learn(0) sets up the logger the evaluation writes to
-        agent.learn(remaining, callback=callbacks, tb_log_name="run", reset_num_timesteps=not args.resume)
+        agent.learn(max(args.total_timesteps - done, 0), callback=callbacks, tb_log_name="run",
+                    reset_num_timesteps=not args.resume)
     except KeyboardInterrupt:
         agent.num_timesteps = checkpoint.trained_timesteps  # the interrupted rollout was never trained on
         save_agent(agent, agent_path)
         print(f"\ninterrupted at step {agent.num_timesteps}: agent saved to {agent_path}.\n"
               f"resume with: python train_agent.py --resume {run_dir}", file=sys.stderr)
-        try:
-            venv.close()
-        except (EOFError, BrokenPipeError, ConnectionError):
-            pass  # SubprocVecEnv workers got the same Ctrl-C
-        return 130
+        close_quietly(venv)
+        return 130, 0.0, clock
+    except Exception:
+        if not args.resume and not agent_path.exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+            print(f"the run failed before its first checkpoint: its folder {run_dir} was removed", file=sys.stderr)
+        close_quietly(venv)
+        raise
     venv.close()
-    train_seconds = time.time() - start
-    print(f"trained {agent.num_timesteps} steps in {train_seconds / 60:.1f} min; agent saved to {agent_path}")
+    print(f"trained {agent.num_timesteps} steps in {(time.time() - start) / 60:.1f} min; agent saved to {agent_path}")
+    return None, time.time() - start, clock
+
+
+def close_quietly(venv: Any) -> None:
+    try:
+        venv.close()
+    except (EOFError, BrokenPipeError, ConnectionError):
+        pass  # SubprocVecEnv workers got the same Ctrl-C
+
+
+def known_answer(agent: Any, clock: KnownAnswerClock, done: int) -> dict[str, Any]:
+    """On a known-answer task, print when the agent found the answer; return the fields eval.json keeps."""
     answer = clock.answer()
     if hasattr(agent, "known_answer") and agent.known_answer():  # a search over whole runs counts runs, not steps
         answer = agent.known_answer()
@@ -341,6 +391,24 @@ def main(argv: list[str] | None = None) -> int:
                    f"session)" if answer["answer_step"] is not None else "not reached")
         print(f"known answer (keep on planted cells <= {clock.threshold} from then on): {reached}; keep on planted "
               f"cells over the last {clock.window} steps: {answer['final_keep_planted']:.2f}")
+    return answer
+
+
+# ------------------------------------------------------------------------------------------- the run
+
+@usage_errors
+def main(argv: list[str] | None = None) -> int:
+    args, spec, hyperparams, cfg = checked_inputs(sys.argv[1:] if argv is None else list(argv))
+    venv, agent = build_envs_and_agent(args, cfg, hyperparams)
+    run_dir = open_run_folder(args, cfg)
+    tb_dir = args.tensorboard_log or run_dir / "tb"
+    agent.tensorboard_log = str(tb_dir)
+    done = agent.num_timesteps if args.resume else 0
+    planned = announce(args, spec, cfg, agent, venv, run_dir, tb_dir)
+    code, train_seconds, clock = train(agent, args, venv, run_dir, planned)
+    if code is not None:
+        return code
+    answer = known_answer(agent, clock, done)
     if args.eval_steps <= 0:
         return 0
     return evaluate(agent, args, cfg, run_dir, train_seconds, answer)

@@ -17,13 +17,14 @@ from typing import Any, Callable
 
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 from agents.baselines import FixedCorruptor
 from agents.reinforce import Reinforce
 from agents.run_level import RunLevelPPO
 from agents.search import WholeRunSearch
-from agents.sb3 import check_budget, make_sb3
+from agents.sb3 import DEFAULTS, make_sb3
 from corruption_env.registry import Registry
 
 
@@ -103,6 +104,9 @@ def agent_spec(name: str) -> AgentSpec:
     cls = import_class(name)
     if issubclass(cls, OnPolicyAlgorithm):
         return AgentSpec(lambda env, **kw: make_sb3(cls, env, **kw), cls)
+    if issubclass(cls, OffPolicyAlgorithm):
+        raise ValueError(f"{name!r} is an off-policy stable-baselines3 algorithm; the mask policy plugs into on-policy "
+                         f"ones (PPO, A2C, sb3_contrib:TRPO, sb3_contrib:RecurrentPPO, ...)")
     for method in ("learn", "predict", "save", "load"):
         if not callable(getattr(cls, method, None)):
             raise ValueError(f"{name!r} lacks {method}(): agents need SB3's surface (learn, predict, save, load)")
@@ -126,6 +130,15 @@ def agent_options(cls: type) -> dict[str, inspect.Parameter] | None:
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             return options
     return None
+
+
+def project_default(cls: type, name: str, default: Any) -> Any:
+    """The default an option has here: this project's for SB3's on-policy algorithms (``agents.sb3.DEFAULTS``,
+    e.g. PPO's ``n_steps`` 32, not SB3's 2048), else the signature's."""
+    for klass in cls.__mro__:
+        if klass in DEFAULTS:
+            return DEFAULTS[klass].get(name, default)
+    return default
 
 
 def expected_value(default: Any, value: Any) -> str | None:
@@ -161,7 +174,7 @@ def option_problems(cls: type, kwargs: dict[str, Any], callers_own: frozenset[st
     valid = sorted(set(options) - SET_BY_CALLER)
     unknown = {u: next(iter(difflib.get_close_matches(u, valid, 1)), None)
                for u in sorted(set(kwargs) - set(valid) - (callers_own & set(options)))}
-    bad = {k: (options[k].default, e) for k, v in kwargs.items()
+    bad = {k: (project_default(cls, k, options[k].default), e) for k, v in kwargs.items()
            if k in options and (e := expected_value(options[k].default, v)) is not None}
     return OptionProblems(unknown, bad, valid)
 
@@ -193,5 +206,5 @@ def load_agent(name: str, path: str, env: Any = None, **kwargs: Any) -> BaseAlgo
     return agent_spec(name).agent_class.load(path, env=env, **kwargs)
 
 
-__all__ = ["AGENTS", "AgentSpec", "agent_options", "trains_on_reward", "agent_spec", "option_problems", "available_agents", "check_budget", "check_options",
+__all__ = ["AGENTS", "AgentSpec", "agent_options", "trains_on_reward", "agent_spec", "option_problems", "available_agents", "check_options",
            "import_class", "load_agent", "make_agent", "register_agent"]

@@ -130,7 +130,22 @@ class FixedCorruptor(RolloutAgent):
         self.policy.seed_masks(self.seed)
         self.policy.planted_cells = self._env_planted_cells
         if self.env is not None:
-            self.policy.keep_cells = self.env.get_attr("keep_cells")[0]
+            self.policy.keep_cells = self.env.get_attr("config")[0].keep_cells  # the budget's one owner
+            if self.policy.kind == "oracle":
+                self._check_oracle()
+
+    def _check_oracle(self) -> None:
+        """The oracle can act in its env: a known-answer task, and in a shared mode one whose planted cells are the
+        same in every image (checked when it is built, before any step)."""
+        planted = self.env.get_attr("train_planted_cells")[0]
+        if planted is None:
+            raise ValueError("the oracle corruptor needs a known-answer task: the environment's dataset has no planted "
+                             "pattern (--env-kwargs \"dataset_kwargs:{'shortcut': 'fixed'}\", or 'random', or "
+                             "{'distractor': ...})")
+        if self.policy.mode.shared and bool((planted != planted[:1]).any()):
+            raise ValueError(f"the oracle cannot share one mask across the batch in action_mode "
+                             f"{self.policy.mode.name!r}: the planted cells differ between images (random placement); "
+                             f"use --env-kwargs action_mode:cells (or scores)")
 
     def _env_planted_cells(self) -> np.ndarray:
         """The planted cells of every environment's current batch, (n_envs * B, g, g)."""

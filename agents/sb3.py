@@ -8,8 +8,8 @@ the Bernoulli masks of the binary action modes (3e-3 made PPO's keep fraction cl
 ``neg_loss``; 1e-3 with 10 epochs held it at 1.00), 3e-3 for score actions (their Gaussian's small
 standard deviation already makes each step count; a planted reward was learned in 512 steps at 3e-3, not
 at 1e-3). The discount follows the reward's credit horizon unless given (``agents.credit``: 0 for
-per-step rewards).
-SB3 does no update at all when ``total_timesteps`` is below one rollout: :func:`check_budget` warns.
+per-step rewards). A budget below one rollout still runs one whole rollout and one update (SB3's ``learn``
+collects ``n_steps`` before it checks the budget): the CLIs say how many steps that makes.
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ from typing import Any
 
 from gymnasium import spaces
 from stable_baselines3 import A2C, PPO
-from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
 from agents.credit import credit_gamma
@@ -69,14 +68,3 @@ def _signature_default(algo_class: type, name: str) -> Any:
         if param is not None:
             return None if param.default is inspect.Parameter.empty else param.default
     return None
-
-
-def check_budget(agent: BaseAlgorithm, total_timesteps: int) -> None:
-    """Warn when SB3 would finish before its first update (total_timesteps < n_steps * n_envs)."""
-    n_steps = getattr(agent, "n_steps", None)
-    if n_steps is None:
-        return
-    rollout = n_steps * agent.n_envs
-    if total_timesteps < rollout:
-        warnings.warn(f"total_timesteps={total_timesteps} is less than one rollout (n_steps * n_envs = {rollout}): "
-                      f"the agent will not update at all. Raise --total-timesteps or lower n_steps.", stacklevel=2)

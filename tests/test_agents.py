@@ -227,13 +227,6 @@ def test_sb3_subclass_inherits_defaults_and_batch_size_is_fitted_silently(recwar
         assert make_sb3(TightPPO, env, n_steps=6, batch_size=4).batch_size == 3
 
 
-def test_budget_warning_when_no_update_would_happen():
-    env = CorruptionEnv(EnvConfig(**TINY))
-    agent = make_agent("ppo", env)
-    with pytest.warns(UserWarning, match="will not update at all"):
-        agents.check_budget(agent, 10)
-
-
 def test_every_evaluation_row_trains_on_the_same_batches(monkeypatch):
     """One path for every row: simclr_aug goes through env.step like the corruptor rows (same batches)."""
     from agents.evaluation import CorruptorEvaluation, agent_act

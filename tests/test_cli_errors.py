@@ -61,6 +61,23 @@ def train_agent_cases(tmp: Path) -> list[tuple[list[str], str]]:
          "junk.pt could not be read .* --out PATH.pt"),  # never suggests overwriting the user's file
         (["--algo", "no_such_module:Algo", *env], "cannot import 'no_such_module'"),
         (["--preset", "bogus"], "invalid choice: 'bogus'"),
+        # a baseline that cannot act in its env: said when it is built, before the run folder exists
+        (["--algo", "oracle", *env], "oracle corruptor needs a known-answer task"),
+        (["--algo", "oracle", "--env-kwargs", *TINY_ENV, "action_mode:'shared'",
+          "dataset_kwargs:{'train_size': 64, 'test_size': 32, 'shortcut': 'random'}"],
+         "oracle cannot share one mask .* use --env-kwargs action_mode:cells"),
+        # an agent that ignores the reward, or needs other actions than the user asked for
+        (["--algo", "cmaes", "--reward", "neg_loss", *env], "--reward: cmaes does not train on the env's reward"),
+        (["--algo", "run_ppo", "--reward", "neg_loss", *env], "--reward: run_ppo does not train on the env's reward"),
+        (["--algo", "cmaes", "--env-kwargs", *TINY_ENV, "action_mode:'cells'"],
+         "needs --env-kwargs action_mode:scores or action_mode:shared_scores, not 'cells'"),
+        # a population too small for the optimiser
+        (["--algo", "cmaes", "--hyperparams", "population:2", "engine:'local'", *env],
+         "population must be an integer >= 4 for optimizer 'cmaes'"),
+        (["--algo", "cmaes", "--hyperparams", "optimizer:'nope'", "engine:'local'", *env], "unknown optimizer 'nope'"),
+        # the default an option has here, and what cannot be an agent here
+        (["--hyperparams", "n_steps:abc", *env], r"option n_steps takes a number \(default 32\)"),
+        (["--algo", "stable_baselines3:DQN", *env], "off-policy stable-baselines3 algorithm"),
     ]
 
 
@@ -172,3 +189,24 @@ def test_real_processes_print_one_line(tmp_path, command, args, pattern):
 def test_every_option_has_help(parser):
     missing = [a.option_strings[0] for a in parser._actions if a.option_strings and not a.help]
     assert not missing
+
+
+def test_a_budget_below_one_rollout_is_announced_as_the_whole_rollout_it_runs(tmp_path, capsys, recwarn):
+    assert train_agent.main(["--algo", "reinforce", "--hyperparams", "n_steps:4", "--total-timesteps", "3",
+                             "--eval-steps", "0", "--log-dir", str(tmp_path), "--env-kwargs", *TINY_ENV]) == 0
+    assert "4 steps (3 asked, in whole rollouts of 4)" in capsys.readouterr().out
+    assert not [w for w in recwarn if "update" in str(w.message)]
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    from agents.reinforce import Reinforce
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("broken on purpose")
+
+    monkeypatch.setattr(Reinforce, "learn", fail)
+    with pytest.raises(RuntimeError, match="broken on purpose"):
+        train_agent.main(["--algo", "reinforce", "--total-timesteps", "4", "--eval-steps", "0",
+                          "--log-dir", str(tmp_path / "runs"), "--env-kwargs", *TINY_ENV])
+    assert not list((tmp_path / "runs").iterdir())
+    assert "its folder" in capsys.readouterr().err

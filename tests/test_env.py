@@ -395,3 +395,12 @@ def test_the_reference_learner_trains_on_reference_views_only_and_leaves_the_age
     rollout(a, 1, [np.ones(128)] * 3)  # other masks: the reference learner's training does not change
     assert all(torch.equal(first[k], v) for k, v in reference_learner.encoder.state_dict().items())
     assert all(t[1] != 0.0 for t in trace[1:]) and "reference_learner_rise" not in make().statistics.active
+
+
+def test_the_keep_budget_has_one_owner_the_config():
+    env = CorruptionEnv(EnvConfig(batch_size=4, image_size=16, decorruptor="bicubic", keep_budget=0.75,
+                                  action_mode="scores", dataset_kwargs={"train_size": 64, "test_size": 32},
+                                  heldout_size=16))
+    assert env.keep_cells == env.config.keep_cells == 12
+    with pytest.raises(AttributeError):
+        env.keep_cells = None  # read-only: a budget is lifted by building an env from config.replace(keep_budget=None)
