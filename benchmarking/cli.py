@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-from benchmarking.sweep import PRESETS, Sweep, SweepError, check_sweep, resolve_task
+from benchmarking.sweep import PRESETS, Sweep, SweepError, check_sweep, sweep_from
 from corruption_env.cli_options import answer_ctrl_c
 
 
@@ -65,6 +65,7 @@ def _non_negative_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from agents import agent_spec, available_agents
     presets = "\n".join(f"  {name:7s} {p.description}; tasks {','.join(p.tasks)}, env preset {p.env_preset}, "
                         f"{p.workers} local worker(s)" for name, p in PRESETS.items())
     doc = __doc__.format(presets=presets)
@@ -75,8 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fills every option below marked 'the preset's' that is not given (default quick)")
     parser.add_argument("--tasks", help=f"comma-separated tasks (data variants, one table each) {fill}")
     parser.add_argument("--rewards", help=f"comma-separated reward definitions to train with {fill}")
-    parser.add_argument("--algos", help=f"comma-separated agents (ppo, reinforce, a2c, module:Class) {fill}")
-    parser.add_argument("--baselines", help=f"comma-separated fixed corruptors (keep_all, random, cowmask) {fill}")
+    learners = [n for n in available_agents() if agent_spec(n).learns]
+    fixed = [n for n in available_agents() if not agent_spec(n).learns]
+    parser.add_argument("--algos", help=f"comma-separated agents ({', '.join(learners)}, or module:Class) {fill}")
+    parser.add_argument("--baselines", help=f"comma-separated fixed corruptors ({', '.join(fixed)}; oracle on "
+                                            f"known-answer tasks) {fill}")
     parser.add_argument("--seeds", type=_positive(int), help=f"seeds per cell; seeds 0..N-1 are used {fill}")
     parser.add_argument("--train-steps", type=_positive(int), help=f"environment steps each agent trains for {fill}")
     parser.add_argument("--eval-steps", type=_positive(int),
@@ -113,46 +117,19 @@ def _names(text: str) -> list[str]:
 
 
 def make_sweep(args: argparse.Namespace, argv: list[str]) -> Sweep:
-    """The sweep the command line asks for, with the preset filling what it leaves unset."""
+    """The sweep the command line asks for, with the preset filling what it leaves unset (and one line for each
+    option of the preset that a narrowed sweep drops)."""
     from corruption_env.cli_options import parse_key_values
 
-    preset = PRESETS[args.preset]
-
-    def pick(name: str) -> Any:
-        return getattr(args, name) if getattr(args, name) is not None else getattr(preset, name)
-
-    def listed(name: str) -> list[str]:
-        return _names(getattr(args, name)) if getattr(args, name) is not None else list(getattr(preset, name))
-
-    env_kwargs = parse_key_values(args.env_kwargs, "--env-kwargs")
-    tasks = {}
-    for task in listed("tasks"):
-        overrides = resolve_task(task)
-        dataset_kwargs = {**overrides.get("dataset_kwargs", {}), **env_kwargs.get("dataset_kwargs", {})}
-        tasks[task] = {**overrides, **env_kwargs, **({"dataset_kwargs": dataset_kwargs} if dataset_kwargs else {})}
-    algos, baselines = listed("algos"), listed("baselines")
-    # the preset's options of agents this sweep does not run are dropped; the command line's are checked
-    every_algo = set(algos) | ({a for names in preset.task_algos.values() for a in names} if args.algos is None else set())
-    hyper = {k: dict(v) for k, v in preset.hyperparams.items() if k in every_algo or k in baselines}
-    for key, value in parse_key_values(args.hyperparams, "--hyperparams").items():
-        agent, dot, option = key.partition(".")
-        if not dot or not agent or not option:
-            raise SweepError(f"--hyperparams {key}:{value!r}: name the agent, e.g. ppo.{key}:{value!r}")
-        hyper.setdefault(agent, {})[option] = value
-    task_rewards = ({} if args.rewards is not None else
-                    {task: list(rewards) for task, rewards in preset.task_rewards.items() if task in tasks})
-    task_algos = ({} if args.algos is not None else
-                  {key: list(names) for key, names in preset.task_algos.items() if key.split(":")[0] in tasks})
-    track = preset.track_rewards if isinstance(preset.track_rewards, str) else list(preset.track_rewards)
-    return Sweep(tasks=tasks, rewards=listed("rewards"), algos=algos, baselines=baselines,
-                 seeds=pick("seeds"), train_steps=pick("train_steps"), eval_steps=pick("eval_steps"),
-                 env_preset=pick("env_preset"), hyperparams=hyper,
-                 command="python benchmark.py " + " ".join(argv), task_rewards=task_rewards, task_algos=task_algos,
-                 track_rewards=track, algo_train_steps={} if args.train_steps is not None else dict(preset.algo_train_steps),
-                 agent_seeds={} if args.seeds is not None else dict(preset.agent_seeds),
-                 task_baselines=({} if args.baselines is not None else
-                                 {task: list(names) for task, names in preset.task_baselines.items() if task in tasks}),
-                 references=preset.references)
+    listed = ("tasks", "rewards", "algos", "baselines")
+    given = {name: (_names(getattr(args, name)) if name in listed else getattr(args, name))
+             for name in (*listed, "seeds", "train_steps", "eval_steps", "env_preset") if getattr(args, name) is not None}
+    sweep, notes = sweep_from(PRESETS[args.preset], given, parse_key_values(args.env_kwargs, "--env-kwargs"),
+                              parse_key_values(args.hyperparams, "--hyperparams"),
+                              command="python benchmark.py " + " ".join(argv))
+    for note in notes:
+        print(note, file=sys.stderr)
+    return sweep
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,20 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run(args: argparse.Namespace, argv: list[str]) -> int:
-    from tqdm import tqdm
-
-    from benchmarking.engines import run_local
-    from benchmarking.plots import plot
-    from benchmarking.report import summarize
-    from benchmarking.results import ResultStore
-    from corruption_env.files import atomic_write_text
-
-    try:
-        sweep = make_sweep(args, argv)
-    except ValueError as exc:
-        raise SweepError(str(exc)) from None
-    check_sweep(sweep)
+def check_engine(args: argparse.Namespace, sweep: Sweep) -> None:
+    """The engine's own options make sense for it, and a GPU sweep on Ray says how much GPU a trial gets."""
     if args.engine == "local":
         for flag, value in (("--address", args.address), ("--gpus-per-trial", args.gpus_per_trial or None)):
             if value is not None:
@@ -189,24 +154,20 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             import ray.tune  # noqa: F401
         except ImportError:
             raise SweepError("--engine ray needs Ray Tune: pip install -e '.[ray]' (or pip install 'ray[tune]')") from None
-    devices = {sweep.env_config(task).device for task in sweep.tasks}
-    if any(d.startswith("cuda") for d in devices):
-        if args.engine == "ray" and not args.gpus_per_trial:
+        devices = {sweep.env_config(task).device for task in sweep.tasks}
+        if any(d.startswith("cuda") for d in devices) and not args.gpus_per_trial:
             raise SweepError(f"the runs use device {'/'.join(sorted(devices))} (env preset {sweep.env_preset}): "
-                             "give --gpus-per-trial (e.g. 0.25 for four trials per GPU), or --env-kwargs device:cpu")
-        if args.engine == "local":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise SweepError(f"the runs use device {'/'.join(sorted(devices))} (env preset {sweep.env_preset}) "
-                                 "but CUDA is not available here: use --env-preset cpu or --env-kwargs device:cpu")
+                             "give --gpus-per-trial (e.g. 0.25 for four trials per GPU), or --env-preset cpu")
     if args.max_failures < 0:
         raise SweepError(f"--max-failures must be >= 0, got {args.max_failures}")
-    workers = args.workers or PRESETS[args.preset].workers
-    out = args.out or Path("results") / f"benchmark_{args.preset}"
+
+
+def plan(args: argparse.Namespace, sweep: Sweep, out: Path) -> tuple[list[dict[str, Any]], Any, list[dict[str, Any]]]:
+    """Every run's settings, the results folder, and the runs it does not hold finished yet."""
+    from benchmarking.results import ResultStore
+
     if out.exists() and not out.is_dir():
         raise SweepError(f"--out {out} is a file; give a folder")
-
     specs = sweep.specs()
     trials = [sweep.settings(spec) for spec in specs]
     store = ResultStore(out, order=[spec.run_id for spec in specs])
@@ -216,15 +177,17 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         raise SweepError(f"{out} holds {len(changed)} of these runs made with other settings ({first_id}: "
                          f"{'; '.join(diff[:3])}{'; ...' if len(diff) > 3 else ''}); use another --out, or "
                          f"--rerun-changed to redo them")
-    todo = [t for t in trials if not store.is_finished(t)]
-    cpus = args.cpus_per_trial or (1.0 if args.engine == "ray" else max(1, (os.cpu_count() or 1) // workers))
-    engine = (f"{workers} local worker(s)" if args.engine == "local" else
-              f"Ray Tune ({cpus:g} CPU{f', {args.gpus_per_trial:g} GPU' if args.gpus_per_trial else ''} per trial)")
-    print(f"{len(trials)} runs, {len(trials) - len(todo)} already finished in {out}; running {len(todo)} "
-          f"with {engine}", file=sys.stderr)
+    return trials, store, [t for t in trials if not store.is_finished(t)]
+
+
+def execute(args: argparse.Namespace, todo: list[dict[str, Any]], store: Any, out: Path, workers: int,
+            cpus: float) -> None:
+    """Run ``todo`` on the chosen engine, each row recorded as it arrives (KeyboardInterrupt after recording)."""
+    from tqdm import tqdm
+
+    from benchmarking.engines import run_local
 
     bar = tqdm(total=len(todo), desc="benchmark runs", unit="run", dynamic_ncols=True, file=sys.stderr)
-
     counted: set[str] = set()
 
     def record(row: dict[str, Any], settings: dict[str, Any]) -> None:
@@ -244,15 +207,16 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
 
             run_ray(todo, record, out, cpus, args.gpus_per_trial, args.max_failures, args.address, args.workers,
                     args.verbose)
-    except KeyboardInterrupt:
+    finally:
         bar.close()
-        done = sum(store.is_finished(t) for t in trials)
-        where = (f"the {done} finished are in {store.runs_csv}" if store.runs_csv.is_file()
-                 else "nothing was written")
-        print(f"\ninterrupted: {done} of {len(trials)} runs finished; {where}. Rerun the same command to continue.",
-              file=sys.stderr)
-        return 130
-    bar.close()
+
+
+def report(sweep: Sweep, trials: list[dict[str, Any]], store: Any, out: Path) -> int:
+    """summary.md and the plots of the rows the grid has; the exit status (1 if a run failed or never reported)."""
+    from benchmarking.plots import plot
+    from benchmarking.report import summarize
+    from corruption_env.files import atomic_write_text
+
     rows = [store.rows[t["run_id"]] for t in trials if t["run_id"] in store.rows]
     summary = summarize(rows, {"command": sweep.command, "train_steps": sweep.train_steps,
                                "eval_steps": sweep.eval_steps, "seeds": sweep.seeds, "env_preset": sweep.env_preset})
@@ -261,14 +225,41 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     print(summary)
     print(f"wrote {out}/runs.csv, curves.json, summary.md, accuracy.png, learning_curves.png")
     missing = [t["run_id"] for t in trials if t["run_id"] not in store.rows]
-    if missing:
-        print(f"{len(missing)} run(s) never reported ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); "
-              "rerun the same command to run them.", file=sys.stderr)
-        return 1
     failed = [r["run_id"] for r in rows if r["status"] == "failed"]
-    if failed:
-        print(f"{len(failed)} run(s) failed ({', '.join(failed[:3])}{', ...' if len(failed) > 3 else ''}); "
-              f"their errors are in {store.runs_csv} and summary.md. Rerun the same command to retry them.",
+    if missing:
+        print(f"{len(missing)} run(s) never reported ({_first(missing)}); rerun the same command to run them.",
               file=sys.stderr)
-        return 1
-    return 0
+    elif failed:
+        print(f"{len(failed)} run(s) failed ({_first(failed)}); their errors are in {store.runs_csv} and summary.md. "
+              "Rerun the same command to retry them.", file=sys.stderr)
+    return 1 if missing or failed else 0
+
+
+def _first(ids: list[str]) -> str:
+    return ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    try:
+        sweep = make_sweep(args, argv)
+    except ValueError as exc:
+        raise SweepError(str(exc)) from None
+    check_sweep(sweep)
+    check_engine(args, sweep)
+    workers = args.workers or PRESETS[args.preset].workers
+    out = args.out or Path("results") / f"benchmark_{args.preset}"
+    trials, store, todo = plan(args, sweep, out)
+    cpus = args.cpus_per_trial or (1.0 if args.engine == "ray" else max(1, (os.cpu_count() or 1) // workers))
+    engine = (f"{workers} local worker(s)" if args.engine == "local" else
+              f"Ray Tune ({cpus:g} CPU{f', {args.gpus_per_trial:g} GPU' if args.gpus_per_trial else ''} per trial)")
+    print(f"{len(trials)} runs, {len(trials) - len(todo)} already finished in {out}; running {len(todo)} "
+          f"with {engine}", file=sys.stderr)
+    try:
+        execute(args, todo, store, out, workers, cpus)
+    except KeyboardInterrupt:
+        done = sum(store.is_finished(t) for t in trials)
+        where = f"the {done} finished are in {store.runs_csv}" if store.runs_csv.is_file() else "nothing was written"
+        print(f"\ninterrupted: {done} of {len(trials)} runs finished; {where}. Rerun the same command to continue.",
+              file=sys.stderr)
+        return 130
+    return report(sweep, trials, store, out)

@@ -106,15 +106,7 @@ def run_ray(trials: list[dict[str, Any]], record: Record, out: Path, cpus_per_tr
     """
     out = Path(out).resolve()
     started = not ray.is_initialized()
-    reaper, outer_token = None, os.environ.get(TOKEN_VARIABLE)
-    if started and not (address or os.environ.get("RAY_ADDRESS")) and Path("/proc/self/stat").is_file():
-        # a local Ray we start must not outlive us, even after a SIGKILL (see benchmarking.reaper)
-        # every process the local Ray starts inherits the token, so the reaper finds late and orphaned ones too
-        os.environ[TOKEN_VARIABLE] = f"{os.getpid()}-{time.time_ns()}"  # our own, even under another reaper
-        reaper = subprocess.Popen([sys.executable, "-m", "benchmarking.reaper", str(os.getpid()),
-                                   os.environ[TOKEN_VARIABLE]],
-                                  env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
-                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+    reaper = _start_reaper() if started and not (address or os.environ.get("RAY_ADDRESS")) else None
     token = str(out)
     _LIVE[token] = _RayBridge(record)
     sigint = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
@@ -124,43 +116,62 @@ def run_ray(trials: list[dict[str, Any]], record: Record, out: Path, cpus_per_tr
                      logging_level=logging.INFO if verbose else logging.WARNING)
         if not verbose:
             logging.getLogger("ray.tune").setLevel(logging.CRITICAL)  # failures are in runs.csv and summary.md
-        pointer = out / "ray_experiment.json"
         plan = {t["run_id"]: config_id(t) for t in trials}
-        old = json.loads(pointer.read_text()) if pointer.is_file() else {}
         trainable = tune.with_resources(_ray_trial, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
-        if old and plan.items() <= old["runs"].items() and tune.Tuner.can_restore(str(out / old["name"])):
-            print(f"resuming the Ray Tune experiment {out / old['name']}", file=sys.stderr)
-            tuner = tune.Tuner.restore(str(out / old["name"]), trainable=trainable, resume_errored=True)
-        else:
-            name = time.strftime("tune_%Y%m%d-%H%M%S")
-            atomic_write_json(pointer, {"name": name, "runs": plan})
-            tuner = tune.Tuner(
-                trainable,
-                param_space={"run": tune.grid_search([{"settings": t} for t in trials]),
-                             "threads": max(1, int(cpus_per_trial)), "verbose": verbose, "cwd": os.getcwd(),
-                             "out": str(out)},
-                tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, trial_dirname_creator=_trial_dirname),
-                run_config=tune.RunConfig(storage_path=str(out), name=name, verbose=1 if verbose else 0,
-                                          failure_config=tune.FailureConfig(max_failures=max_failures),
-                                          callbacks=[RecordRows(token)]))
+        tuner = _tuner(trials, plan, trainable, out, token, cpus_per_trial, max_failures, max_concurrent, verbose)
         # Ctrl-C stops at once (Tune's own handler waits ~10 s for trials to wind down): every finished row
         # is already recorded, and the experiment state Tune saved is what a rerun restores from
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         tuner.fit()
         if not set(plan) <= _LIVE[token].reported:  # a restored trial Tune had finished but never reported to us
-            pointer.unlink()  # the next command starts a fresh experiment for what is missing
+            (out / "ray_experiment.json").unlink()  # the next command starts a fresh experiment for what is missing
     finally:
         del _LIVE[token]
-        if sigint is None:
-            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-        else:
-            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = sigint
+        _restore_variable("TUNE_DISABLE_SIGINT_HANDLER", sigint)
         if started and ray.is_initialized():
             ray.shutdown()
         if reaper is not None:
-            reaper.terminate()
-            reaper.wait()
-            if outer_token is None:
-                os.environ.pop(TOKEN_VARIABLE, None)
-            else:
-                os.environ[TOKEN_VARIABLE] = outer_token
+            reaper[0].terminate()
+            reaper[0].wait()
+            _restore_variable(TOKEN_VARIABLE, reaper[1])
+
+
+def _tuner(trials: list[dict[str, Any]], plan: dict[str, str], trainable: Any, out: Path, token: str,
+           cpus_per_trial: float, max_failures: int, max_concurrent: int | None, verbose: bool) -> Any:
+    """The interrupted experiment of the same runs, restored, or a new one (named in ``ray_experiment.json``)."""
+    pointer = out / "ray_experiment.json"
+    old = json.loads(pointer.read_text()) if pointer.is_file() else {}
+    if old and plan.items() <= old["runs"].items() and tune.Tuner.can_restore(str(out / old["name"])):
+        print(f"resuming the Ray Tune experiment {out / old['name']}", file=sys.stderr)
+        return tune.Tuner.restore(str(out / old["name"]), trainable=trainable, resume_errored=True)
+    name = time.strftime("tune_%Y%m%d-%H%M%S")
+    atomic_write_json(pointer, {"name": name, "runs": plan})
+    return tune.Tuner(
+        trainable,
+        param_space={"run": tune.grid_search([{"settings": t} for t in trials]),
+                     "threads": max(1, int(cpus_per_trial)), "verbose": verbose, "cwd": os.getcwd(), "out": str(out)},
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, trial_dirname_creator=_trial_dirname),
+        run_config=tune.RunConfig(storage_path=str(out), name=name, verbose=1 if verbose else 0,
+                                  failure_config=tune.FailureConfig(max_failures=max_failures),
+                                  callbacks=[RecordRows(token)]))
+
+
+def _start_reaper() -> tuple[subprocess.Popen, str | None] | None:
+    """A local Ray we start must not outlive us, even after a SIGKILL (see benchmarking.reaper): every process it
+    starts inherits a token of ours, so the reaper finds late and orphaned ones too. Returns the reaper and the
+    token it replaced (None without /proc)."""
+    if not Path("/proc/self/stat").is_file():
+        return None
+    outer_token = os.environ.get(TOKEN_VARIABLE)
+    os.environ[TOKEN_VARIABLE] = f"{os.getpid()}-{time.time_ns()}"  # our own, even under another reaper
+    reaper = subprocess.Popen([sys.executable, "-m", "benchmarking.reaper", str(os.getpid()), os.environ[TOKEN_VARIABLE]],
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+    return reaper, outer_token
+
+
+def _restore_variable(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value

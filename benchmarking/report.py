@@ -94,90 +94,110 @@ def answer_lines(by_seed: Any, groups: list[Group]) -> list[str]:
 
 def summarize(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
     """The summary of ``rows`` (the current grid's); ``header`` holds command and budgets for its first lines."""
-    from scipy import stats
-
-    ok = [r for r in rows if r["status"] == "ok"]
     lines = ["# Benchmark summary", "",
              f"Command: `{header['command']}`  ",
              f"train steps {header['train_steps']}, eval steps {header['eval_steps']}, seeds {header['seeds']}, "
              f"env preset {header['env_preset']}; 95 % percentile-bootstrap CIs over seeds.", ""]
+    ok = [r for r in rows if r["status"] == "ok"]
     for task in sorted({r["task"] for r in rows}):
-        runs = [r for r in ok if r["task"] == task]
-
-        def by_seed(group: Group, runs: list[dict[str, Any]] = runs) -> dict[int, dict[str, Any]]:
-            return {r["seed"]: r for r in runs if group_key(r) == group}
-
         datasets = sorted({r["dataset"] for r in rows if r["task"] == task})
         lines.append(f"## {task}" + (f" (dataset {', '.join(datasets)})" if datasets != [task] else ""))
-        keep, untrained = by_seed(("baseline", "keep_all", "")), by_seed(("reference", "untrained", ""))
-        seeds = sorted(set(keep) & set(untrained))
-        if seeds:
-            diff = np.array([keep[s]["knn"] - untrained[s]["knn"] for s in seeds])
-            ci = bootstrap_ci(diff)
-            readable = len(seeds) >= 2 and ci[0] > 0 or (len(seeds) == 1 and diff[0] > FLOOR_MARGIN)
-            verdict = ("the floor holds: the table can be read." if readable else
-                       "the floor does NOT hold: keep_all does not clearly beat an untrained encoder, so this table "
-                       "cannot be read yet (raise --eval-steps).")
-            lines.append(f"**Floor check:** keep_all − untrained kNN = {format_ci(diff.mean(), ci)} over {len(seeds)} "
-                         f"seed(s); {verdict}")
-        else:
-            lines.append("**Floor check:** needs the keep_all baseline and the untrained reference; not run.")
-        lines += known_answer_lines(by_seed)
-        lines.append("")
-        groups = sorted_groups(runs)
-        baseline_means = {g: np.mean([r["knn"] for r in by_seed(g).values()]) for g in groups if g[0] == "baseline"}
-        best = max(baseline_means, key=baseline_means.get) if baseline_means else None
-        # paired by seed against the best baseline and against every other one (is a corruptor above random
-        # masks at its keep, and not below keeping everything?)
-        against = [best, *(g for g in baseline_means if g != best)] if best else []
-        lines.append("| " + " | ".join(["run", "n", "kNN mean [95% CI]", "kNN IQM", "linear mean [95% CI]", "keep",
-                                         *(f"Δ kNN vs {'best baseline, ' if g == best else ''}{g[1]} [95% CI]"
-                                           for g in against)]) + " |")
-        lines.append("|---|---|---|---|---|---|" + "---|" * len(against))
-        for group in groups:
-            runs_of = by_seed(group)
-            knn = np.array([r["knn"] for r in runs_of.values()])
-            lin = np.array([r["linear"] for r in runs_of.values()])
-            keeps = [r["keep_fraction"] for r in runs_of.values() if r.get("keep_fraction") is not None]
-            deltas = []
-            for other in against:
-                ref = by_seed(other)
-                paired = np.array([runs_of[s]["knn"] - ref[s]["knn"] for s in sorted(set(runs_of) & set(ref))])
-                deltas.append(format_ci(paired.mean(), bootstrap_ci(paired)) if group != other and len(paired) else "")
-            keep = f"{np.mean(keeps):.2f}" if keeps else ""
-            lines.append("| " + " | ".join([label(group), str(len(knn)), format_ci(knn.mean(), bootstrap_ci(knn)),
-                                             f"{iqm(knn):.3f}", format_ci(lin.mean(), bootstrap_ci(lin)), keep,
-                                             *deltas]) + " |")
-        learned = [g for g in groups if g[0] == "agent"]
-        if best and learned:
-            wins = [label(g) for g in learned if np.mean([r["knn"] for r in by_seed(g).values()]) > baseline_means[best]]
-            lines += ["", ("Learned corruptors with a higher mean kNN than the best fixed baseline "
-                           f"({label(best)}): {', '.join(wins)} (check whether the CI of Δ excludes 0)." if wins else
-                           f"No learned corruptor beats the best fixed baseline ({label(best)}) on mean kNN accuracy yet.")]
-        lines += answer_lines(by_seed, groups)
-        metrics = extra_metrics(runs)
-        if metrics:
-            lines += ["", "Other metrics (mean over seeds):", "", "| run | " + " | ".join(metrics) + " |",
-                      "|---|" + "---|" * len(metrics)]
-            for group in groups:
-                cells = []
-                for metric in metrics:
-                    values = [r[metric] for r in by_seed(group).values() if r.get(metric) is not None]
-                    cells.append(f"{np.mean(values):.3f}" if values else "")
-                lines.append(f"| {label(group)} | " + " | ".join(cells) + " |")
-        lines += ["", "Spearman correlation between each reward definition's return on the evaluation episode and "
-                      "the kNN accuracy that episode's encoder reached, across all runs above:", "",
-                  "| reward definition | Spearman ρ | p | runs |", "|---|---|---|---|"]
-        for key in sorted({k for r in runs for k in r if k.startswith("eval_return/")}):
-            pairs = [(r[key], r["knn"]) for r in runs if r.get(key) is not None]
-            if len(pairs) >= 3 and np.ptp([p[0] for p in pairs]) > 0:
-                rho, p = stats.spearmanr([p[0] for p in pairs], [p[1] for p in pairs])
-                lines.append(f"| {key.split('/', 1)[1]} | {rho:+.2f} | {p:.3f} | {len(pairs)} |")
-            else:
-                lines.append(f"| {key.split('/', 1)[1]} | n/a | | {len(pairs)} |")
-        lines.append("")
+        lines += task_section([r for r in ok if r["task"] == task])
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
         lines += ["## Failed runs", "", "| run | status | error |", "|---|---|---|"]
         lines += [f"| {r['run_id']} | {r['status']} | {str(r['error'])[:200]} |" for r in failed]
     return "\n".join(lines) + "\n"
+
+
+def task_section(runs: list[dict[str, Any]]) -> list[str]:
+    """One task's finished runs: the floor check, the known answer, the table of runs paired against the
+    baselines, the time to the known answer, other metrics, and each return's correlation with kNN."""
+
+    def by_seed(group: Group) -> dict[int, dict[str, Any]]:
+        return {r["seed"]: r for r in runs if group_key(r) == group}
+
+    groups = sorted_groups(runs)
+    lines = [floor_line(by_seed), *known_answer_lines(by_seed), ""]
+    lines += run_table(by_seed, groups)
+    lines += answer_lines(by_seed, groups)
+    lines += metrics_table(by_seed, groups, extra_metrics(runs))
+    return lines + spearman_table(runs) + [""]
+
+
+def floor_line(by_seed: Any) -> str:
+    keep, untrained = by_seed(("baseline", "keep_all", "")), by_seed(("reference", "untrained", ""))
+    seeds = sorted(set(keep) & set(untrained))
+    if not seeds:
+        return "**Floor check:** needs the keep_all baseline and the untrained reference; not run."
+    diff = np.array([keep[s]["knn"] - untrained[s]["knn"] for s in seeds])
+    ci = bootstrap_ci(diff)
+    readable = len(seeds) >= 2 and ci[0] > 0 or (len(seeds) == 1 and diff[0] > FLOOR_MARGIN)
+    verdict = ("the floor holds: the table can be read." if readable else
+               "the floor does NOT hold: keep_all does not clearly beat an untrained encoder, so this table "
+               "cannot be read yet (raise --eval-steps).")
+    return (f"**Floor check:** keep_all − untrained kNN = {format_ci(diff.mean(), ci)} over {len(seeds)} "
+            f"seed(s); {verdict}")
+
+
+def run_table(by_seed: Any, groups: list[Group]) -> list[str]:
+    """Every group's kNN and linear-probe accuracy, paired by seed against the best baseline and every other one
+    (is a corruptor above random masks at its keep, and not below keeping everything?)."""
+    baseline_means = {g: np.mean([r["knn"] for r in by_seed(g).values()]) for g in groups if g[0] == "baseline"}
+    best = max(baseline_means, key=baseline_means.get) if baseline_means else None
+    against = [best, *(g for g in baseline_means if g != best)] if best else []
+    lines = ["| " + " | ".join(["run", "n", "kNN mean [95% CI]", "kNN IQM", "linear mean [95% CI]", "keep",
+                                *(f"Δ kNN vs {'best baseline, ' if g == best else ''}{g[1]} [95% CI]"
+                                  for g in against)]) + " |",
+             "|---|---|---|---|---|---|" + "---|" * len(against)]
+    for group in groups:
+        runs_of = by_seed(group)
+        knn = np.array([r["knn"] for r in runs_of.values()])
+        lin = np.array([r["linear"] for r in runs_of.values()])
+        keeps = [r["keep_fraction"] for r in runs_of.values() if r.get("keep_fraction") is not None]
+        deltas = []
+        for other in against:
+            ref = by_seed(other)
+            paired = np.array([runs_of[s]["knn"] - ref[s]["knn"] for s in sorted(set(runs_of) & set(ref))])
+            deltas.append(format_ci(paired.mean(), bootstrap_ci(paired)) if group != other and len(paired) else "")
+        keep = f"{np.mean(keeps):.2f}" if keeps else ""
+        lines.append("| " + " | ".join([label(group), str(len(knn)), format_ci(knn.mean(), bootstrap_ci(knn)),
+                                         f"{iqm(knn):.3f}", format_ci(lin.mean(), bootstrap_ci(lin)), keep,
+                                         *deltas]) + " |")
+    learned = [g for g in groups if g[0] == "agent"]
+    if best and learned:
+        wins = [label(g) for g in learned if np.mean([r["knn"] for r in by_seed(g).values()]) > baseline_means[best]]
+        lines += ["", ("Learned corruptors with a higher mean kNN than the best fixed baseline "
+                       f"({label(best)}): {', '.join(wins)} (check whether the CI of Δ excludes 0)." if wins else
+                       f"No learned corruptor beats the best fixed baseline ({label(best)}) on mean kNN accuracy yet.")]
+    return lines
+
+
+def metrics_table(by_seed: Any, groups: list[Group], metrics: list[str]) -> list[str]:
+    if not metrics:
+        return []
+    lines = ["", "Other metrics (mean over seeds):", "", "| run | " + " | ".join(metrics) + " |",
+             "|---|" + "---|" * len(metrics)]
+    for group in groups:
+        cells = []
+        for metric in metrics:
+            values = [r[metric] for r in by_seed(group).values() if r.get(metric) is not None]
+            cells.append(f"{np.mean(values):.3f}" if values else "")
+        lines.append(f"| {label(group)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def spearman_table(runs: list[dict[str, Any]]) -> list[str]:
+    from scipy import stats
+
+    lines = ["", "Spearman correlation between each reward definition's return on the evaluation episode and "
+                 "the kNN accuracy that episode's encoder reached, across all runs above:", "",
+             "| reward definition | Spearman ρ | p | runs |", "|---|---|---|---|"]
+    for key in sorted({k for r in runs for k in r if k.startswith("eval_return/")}):
+        pairs = [(r[key], r["knn"]) for r in runs if r.get(key) is not None]
+        if len(pairs) >= 3 and np.ptp([p[0] for p in pairs]) > 0:
+            rho, p = stats.spearmanr([p[0] for p in pairs], [p[1] for p in pairs])
+            lines.append(f"| {key.split('/', 1)[1]} | {rho:+.2f} | {p:.3f} | {len(pairs)} |")
+        else:
+            lines.append(f"| {key.split('/', 1)[1]} | n/a | | {len(pairs)} |")
+    return lines

@@ -16,6 +16,7 @@ Presets and tasks are tables, so a new one is a new entry:
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.evaluation import DEFAULT_TRAIN_STEPS
 from corruption_env.action_modes import ACTION_MODES
@@ -230,6 +232,13 @@ class Sweep:
     def rewards_for(self, task: str) -> list[str]:
         return self.task_rewards.get(task, self.rewards)
 
+    def agents(self) -> set[str]:
+        """Every agent some task of the sweep trains."""
+        return {a for task in self.tasks for r in self.rewards_for(task) or [""] for a in self.algos_for(task, r)}
+
+    def baselines_for(self, task: str) -> list[str]:
+        return [b for b in self.task_baselines.get(task, self.baselines) if self._has_baseline(task, b)]
+
     def algos_for(self, task: str, reward: str = "") -> list[str]:
         return self.task_algos.get(f"{task}:{reward}", self.task_algos.get(task, self.algos))
 
@@ -248,11 +257,11 @@ class Sweep:
 
         out = []
         for task in self.tasks:
-            agents = [(a, r if trains_on_reward(a) else "") for r in self.rewards_for(task) for a in self.algos_for(task, r)]
+            agents = [(a, r if trains_on_reward(a) else "") for r in self.rewards_for(task) or [""]
+                      for a in self.algos_for(task, r) if r or not trains_on_reward(a)]
             out += [RunSpec(task, "agent", a, r, s) for a, r in dict.fromkeys(agents)
                     for s in range(self.seeds_of(task, a, r))]
-            out += [RunSpec(task, "baseline", b, "", s) for b in self.task_baselines.get(task, self.baselines)
-                    if self._has_baseline(task, b) for s in range(self.seeds)]
+            out += [RunSpec(task, "baseline", b, "", s) for b in self.baselines_for(task) for s in range(self.seeds)]
             out += [RunSpec(task, "reference", ref, "", s) for ref in self.references for s in range(self.seeds)]
         return out
 
@@ -269,9 +278,19 @@ class Sweep:
             overrides["reward"] = reward
         return EnvConfig.preset(self.env_preset, **overrides)
 
+    def agent_config(self, task: str, reward: str | None, algo: str) -> tuple[Any, str | None]:
+        """An agent's config on ``task``: an agent that needs an action mode or a keep budget (``config_for``: the
+        searches over whole runs) gets them where the task leaves them unset; with the line that says so."""
+        from agents import agent_spec
+
+        cfg = self.env_config(task, reward)
+        config_for = getattr(agent_spec(algo).agent_class, "config_for", None)
+        return config_for(cfg, set(self.tasks[task])) if config_for is not None else (cfg, None)
+
     def settings(self, spec: RunSpec) -> dict[str, Any]:
         """Everything that changes the run's result; :func:`run_one` reads nothing else."""
-        env = self.env_config(spec.task, spec.reward or None).to_dict()
+        env = (self.agent_config(spec.task, spec.reward or None, spec.name)[0] if spec.kind == "agent" else
+               self.env_config(spec.task)).to_dict()
         env.pop("num_threads")  # the engine's choice: float noise only
         if spec.kind != "agent":  # fixed rows mask every image on its own (the per-image oracle and random masks),
             env["action_mode"] = ACTION_MODES[env["action_mode"]].per_image  # so shared tasks share them
@@ -289,6 +308,85 @@ class Sweep:
                     "train_steps": self.algo_train_steps.get(spec.name, self.train_steps) if spec.kind == "agent" else 0,
                     "eval_steps": self.eval_steps}
         return json.loads(json.dumps(settings, sort_keys=True, default=str))  # what a JSON file or a Ray trial sees
+
+
+# fields of a Sweep that a command-line option replaces whole (the preset's per-task or per-agent refinements of it)
+REPLACED_BY = {"task_rewards": "rewards", "task_algos": "algos", "task_baselines": "baselines",
+               "algo_train_steps": "train_steps", "agent_seeds": "seeds"}
+PER_TASK = ("task_rewards", "task_algos", "task_baselines")  # keyed by task (or "task:reward")
+
+
+def _as_lists(value: Any) -> Any:
+    """A preset's tuples as the lists a sweep holds (in dicts too)."""
+    if isinstance(value, dict):
+        return {k: _as_lists(v) for k, v in value.items()}
+    return list(value) if isinstance(value, tuple) else value
+
+
+def sweep_from(preset: Preset, given: dict[str, Any], env_kwargs: dict[str, Any], hyperparams: dict[str, Any],
+               command: str = "") -> tuple[Sweep, list[str]]:
+    """The sweep a command line asks for: ``given`` holds the options it sets (names of :class:`Sweep`'s fields,
+    ``tasks`` as names), the preset fills the rest; a preset narrowed to fewer tasks or agents keeps only what
+    applies to them. ``hyperparams``: ``{"agent.option": value}`` from the command line, over the preset's.
+    Returns the sweep and the lines that say what the preset's own options lost by the narrowing."""
+    names = given.get("tasks") if given.get("tasks") is not None else list(preset.tasks)
+    tasks = {}
+    for task in names:
+        overrides = resolve_task(task)
+        dataset_kwargs = {**overrides.get("dataset_kwargs", {}), **env_kwargs.get("dataset_kwargs", {})}
+        tasks[task] = {**overrides, **env_kwargs, **({"dataset_kwargs": dataset_kwargs} if dataset_kwargs else {})}
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Sweep):
+        if f.name in ("tasks", "hyperparams", "command"):
+            continue
+        if given.get(f.name) is not None:
+            values[f.name] = given[f.name]
+        elif given.get(REPLACED_BY.get(f.name, "")) is not None:
+            values[f.name] = {}
+        else:
+            values[f.name] = _as_lists(getattr(preset, f.name))
+    for name in PER_TASK:
+        values[name] = {k: v for k, v in values[name].items() if k.split(":")[0] in tasks}
+    sweep = Sweep(tasks=tasks, hyperparams={}, command=command, **values)
+    running = sweep.agents() | set(sweep.baselines)
+    sweep.hyperparams = {k: dict(v) for k, v in preset.hyperparams.items() if k in running}
+    notes = [f"the preset's options for {', '.join(dropped)} are dropped: no chosen task or agent runs "
+             f"{'it' if len(dropped) == 1 else 'them'}"] if (dropped := sorted(set(preset.hyperparams) - running)) else []
+    for key, value in hyperparams.items():
+        agent, dot, option = key.partition(".")
+        if not dot or not agent or not option:
+            raise SweepError(f"--hyperparams {key}:{value!r}: name the agent, e.g. ppo.{key}:{value!r}")
+        sweep.hyperparams.setdefault(agent, {})[option] = value
+    return sweep, notes + _baseline_notes(sweep, explicit=given.get("baselines") is not None) + _agent_notes(sweep)
+
+
+def _agent_notes(sweep: Sweep) -> list[str]:
+    """What the agents that set their own action mode or keep budget change on each task (one line each)."""
+    lines = []
+    for task in sweep.tasks:
+        for algo in dict.fromkeys(a for r in sweep.rewards_for(task) or [""] for a in sweep.algos_for(task, r)):
+            try:
+                note = sweep.agent_config(task, None, algo)[1]
+            except ValueError:  # an unknown agent, or a task that fixes what it cannot use: check_sweep says which
+                continue
+            if note:
+                lines.append(f"{algo} on {task}: {note}")
+    return lines
+
+
+def _baseline_notes(sweep: Sweep, explicit: bool) -> list[str]:
+    """Baselines some chosen task cannot run (the oracle without a known answer): an error if given on the command
+    line and no task can, else one line."""
+    lines = []
+    for baseline in sweep.baselines:
+        without = [t for t in sweep.tasks if baseline in sweep.task_baselines.get(t, sweep.baselines)
+                   and not sweep._has_baseline(t, baseline)]
+        if without and explicit and len(without) == len(sweep.tasks):
+            raise SweepError(f"--baselines {baseline}: no chosen task has a known answer for it ({', '.join(without)}); "
+                             f"choose a known-answer task (--tasks shortcut_fixed, ...) or leave {baseline} out")
+        if without:
+            lines.append(f"{baseline} runs only on the known-answer tasks (not on {', '.join(without)})")
+    return lines
 
 
 def config_id(settings: dict[str, Any]) -> str:
@@ -323,8 +421,7 @@ def resolve_task(name: str) -> dict[str, Any]:
 
 def check_sweep(sweep: Sweep) -> None:
     """Raise :class:`SweepError` for anything that would make a run fail for a reason known now."""
-    from agents import agent_spec, available_agents, option_problems
-    from corruption_env.data import load_dataset
+    from agents import agent_spec, available_agents, trains_on_reward
 
     for option, value in (("--seeds", sweep.seeds), ("--train-steps", sweep.train_steps),
                           ("--eval-steps", sweep.eval_steps)):
@@ -339,39 +436,68 @@ def check_sweep(sweep: Sweep) -> None:
     unknown = [b for b in sweep.baselines if b not in fixed]
     if unknown:
         raise SweepError(f"unknown baseline(s) {', '.join(unknown)}; available: {', '.join(fixed)}")
-    if any(sweep.algos_for(task) and not sweep.rewards_for(task) for task in sweep.tasks):
-        raise SweepError(f"agents ({','.join(sweep.algos)}) need a reward to train with, and --rewards is empty; "
-                         "give --rewards, or --algos '' for baselines and references only")
+    learners = [a for task in sweep.tasks if not sweep.rewards_for(task) for a in sweep.algos_for(task)
+                if trains_on_reward(a)]
+    if learners:
+        raise SweepError(f"agents ({','.join(dict.fromkeys(learners))}) need a reward to train with, and --rewards is "
+                         "empty; give --rewards, or --algos '' for baselines and references only")
     try:
-        all_algos = {a for task in sweep.tasks for r in sweep.rewards_for(task) or [""] for a in sweep.algos_for(task, r)}
-        for algo in all_algos:
-            agent_spec(algo)
-        for target, options in sweep.hyperparams.items():
-            if target not in all_algos and target not in sweep.baselines:
-                raise SweepError(f"--hyperparams sets options of {target!r}, which is in neither --algos "
-                                 f"({','.join(sweep.algos) or 'none'}) nor --baselines ({','.join(sweep.baselines) or 'none'})")
-            problems = option_problems(agent_spec(target).agent_class, options)
-            if problems.unknown:
-                raise SweepError(f"--hyperparams: {target!r} has no option(s) {', '.join(problems.unknown)}; "
-                                 f"it accepts: {', '.join(problems.valid)}")
-            for option, (default, expected) in problems.bad_values.items():
-                raise SweepError(f"--hyperparams {target}.{option}:{options[option]!r}: expected {expected} "
-                                 f"(default {default!r})")
-        for task in sweep.tasks:
-            for reward in sweep.rewards_for(task) or [None]:
-                cfg = sweep.env_config(task, reward).validate()
-            # the cheapest complete check of data_root and dataset_kwargs (planted-shortcut options
-            # included) is loading the smaller split; it is cached, and runs load it anyway
-            try:
-                load_dataset(cfg.dataset, root=cfg.data_root, image_size=cfg.image_size, split="test",
-                             **cfg.dataset_options())
-            except (TypeError, ValueError, OSError) as exc:
-                raise SweepError(f"task {task!r}: dataset {cfg.dataset!r} with dataset_kwargs {cfg.dataset_kwargs} "
-                                 f"and data_root {cfg.data_root!r} cannot be loaded: {exc}") from None
+        _check_agent_options(sweep)
+        _check_devices(sweep)
+        _check_tasks(sweep)
     except SweepError:
         raise
     except (ValueError, TypeError, KeyError) as exc:
         raise SweepError(str(exc).strip("'\"")) from None
+
+
+def _check_agent_options(sweep: Sweep) -> None:
+    """Every agent exists, and every option given to one is one it has, with a value of its kind."""
+    from agents import agent_spec, option_problems
+
+    agents = sweep.agents()
+    for algo in agents:
+        agent_spec(algo)
+    for target, options in sweep.hyperparams.items():
+        if target not in agents and target not in sweep.baselines:
+            raise SweepError(f"--hyperparams sets options of {target!r}, which is in neither --algos "
+                             f"({','.join(sorted(agents)) or 'none'}) nor --baselines ({','.join(sweep.baselines) or 'none'})")
+        problems = option_problems(agent_spec(target).agent_class, options)
+        if problems.unknown:
+            raise SweepError(f"--hyperparams: {target!r} has no option(s) {', '.join(problems.unknown)}; "
+                             f"it accepts: {', '.join(problems.valid)}")
+        for option, (default, expected) in problems.bad_values.items():
+            raise SweepError(f"--hyperparams {target}.{option}:{options[option]!r}: expected {expected} "
+                             f"(default {default!r})")
+
+
+def _check_devices(sweep: Sweep) -> None:
+    """A CUDA sweep where this machine has no CUDA says which benchmark flag runs it on the CPU."""
+    import torch
+
+    devices = {sweep.env_config(task).device for task in sweep.tasks}
+    if any(d.startswith("cuda") for d in devices) and not torch.cuda.is_available():
+        raise SweepError(f"the runs use device {'/'.join(sorted(devices))} (env preset {sweep.env_preset}) but CUDA "
+                         "is not available here: use --env-preset cpu (or --env-kwargs device:cpu)")
+
+
+def _check_tasks(sweep: Sweep) -> None:
+    """Every task's config validates, for every reward and agent, and its data loads."""
+    from corruption_env.data import load_dataset
+
+    for task in sweep.tasks:
+        for reward in sweep.rewards_for(task) or [None]:
+            cfg = sweep.env_config(task, reward).validate()
+            for algo in sweep.algos_for(task, reward or ""):
+                sweep.agent_config(task, reward, algo)  # raises where the task fixes what the agent cannot use
+        # the cheapest complete check of data_root and dataset_kwargs (planted-shortcut options
+        # included) is loading the smaller split; it is cached, and runs load it anyway
+        try:
+            load_dataset(cfg.dataset, root=cfg.data_root, image_size=cfg.image_size, split="test",
+                         **cfg.dataset_options())
+        except (TypeError, ValueError, OSError) as exc:
+            raise SweepError(f"task {task!r}: dataset {cfg.dataset!r} with dataset_kwargs {cfg.dataset_kwargs} "
+                             f"and data_root {cfg.data_root!r} cannot be loaded: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------------- one run
@@ -392,62 +518,15 @@ def run_one(settings: dict[str, Any], threads: int | None = None, verbose: bool 
     :returns: the runs.csv row, with the training reward per step under ``"curve"``. Numeric fields
         the evaluation adds to its result (besides the known ones) become columns of their own.
     """
-    import dataclasses
-
     import torch
-
-    from agents import make_agent
-    from agents.callbacks import KnownAnswerClock
-    from agents.evaluation import CorruptorEvaluation, Row, RowCache, agent_act
-    from corruption_env import CorruptionEnv, EnvConfig
-    from stable_baselines3.common.callbacks import BaseCallback
 
     if threads:
         torch.set_num_threads(threads)
     row = {**blank_row(settings), "status": "ok"}
     start = time.time()
     curve: list[float] = []
-    kind, name, seed = settings["kind"], settings["name"], settings["seed"]
     try:
-        cfg = EnvConfig.from_dict({**settings["env"], "num_threads": threads})
-        evaluation = CorruptorEvaluation(cfg, settings["eval_steps"], seed=seed, progress=False,
-                                         track_rewards=cfg.track_rewards, cache=RowCache())
-        if kind == "agent":
-            env = CorruptionEnv(cfg)
-
-            class Recorder(BaseCallback):
-                """Per-step training reward; summed returns under every definition."""
-
-                def __init__(self) -> None:
-                    super().__init__()
-                    self.returns: dict[str, float] = {}
-                    self.divergences = 0
-
-                def _on_step(self) -> bool:
-                    for info, reward in zip(self.locals["infos"], np.ravel(self.locals["rewards"])):
-                        curve.append(float(reward))
-                        self.divergences += int(info.get("diverged", False))
-                        for term, value in info.get("reward_terms", {}).items():
-                            self.returns[term] = self.returns.get(term, 0.0) + value
-                    return True
-
-            recorder, clock = Recorder(), KnownAnswerClock(threads=threads or torch.get_num_threads())
-            agent = make_agent(name, env, seed=seed, **settings["agent_options"])
-            agent.learn(settings["train_steps"], callback=[recorder, clock])
-            row["train_seconds"] = round(time.time() - start, 1)
-            row.update({k: v for k, v in clock.answer().items() if v is not None})
-            if hasattr(agent, "known_answer"):  # agents that search over whole runs count runs, not steps
-                row.update({k: v for k, v in agent.known_answer().items() if v is not None})
-            row["train_divergences"] = recorder.divergences
-            row.update({f"train_return/{k}": v for k, v in recorder.returns.items()})
-            result = evaluation.run_policy(name, agent_act(agent))
-        else:  # a baseline or a reference: the same row as train_agent.py's, shared through the row cache
-            result = evaluation.evaluate(Row(name, name, settings["agent_options"]))
-        fields = dataclasses.asdict(result)
-        row.update(knn=fields.pop("knn"), linear=fields.pop("linear"), keep_fraction=fields.pop("keep_fraction"))
-        row.update({f"eval_return/{k}": v for k, v in fields.pop("returns").items()})
-        extra = {**fields, **(fields.pop("metrics", None) or {})}  # e.g. keep_planted: any number it measures
-        row.update({k: v for k, v in extra.items() if k not in ("name", "seconds") and _is_number(v)})
+        row.update(_train_and_evaluate(settings, threads, curve, start))
     except Exception as exc:  # noqa: BLE001 - a failed run is data, not the end of the sweep
         row["status"] = "diverged" if isinstance(exc, FloatingPointError) else "failed"
         row["error"] = f"{type(exc).__name__}: {exc}".replace("\n", " ")
@@ -458,6 +537,74 @@ def run_one(settings: dict[str, Any], threads: int | None = None, verbose: bool 
     row["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     row["curve"] = curve
     return row
+
+
+def _train_and_evaluate(settings: dict[str, Any], threads: int | None, curve: list[float],
+                        start: float) -> dict[str, Any]:
+    """The row's fields: an agent's training record, then the evaluation of its corruptor (or of the baseline or
+    reference, the same row as train_agent.py's, shared through the row cache)."""
+    from agents.evaluation import CorruptorEvaluation, Row, RowCache, agent_act
+    from corruption_env import EnvConfig
+
+    cfg = EnvConfig.from_dict({**settings["env"], "num_threads": threads})
+    evaluation = CorruptorEvaluation(cfg, settings["eval_steps"], seed=settings["seed"], progress=False,
+                                     track_rewards=cfg.track_rewards, cache=RowCache())
+    fields: dict[str, Any] = {}
+    if settings["kind"] == "agent":
+        agent, fields = _train(settings, cfg, threads, curve, start)
+        result = evaluation.run_policy(settings["name"], agent_act(agent))
+    else:
+        result = evaluation.evaluate(Row(settings["name"], settings["name"], settings["agent_options"]))
+    values = dataclasses.asdict(result)
+    fields.update(knn=values.pop("knn"), linear=values.pop("linear"), keep_fraction=values.pop("keep_fraction"))
+    fields.update({f"eval_return/{k}": v for k, v in values.pop("returns").items()})
+    extra = {**values, **(values.pop("metrics", None) or {})}  # e.g. keep_planted: any number it measures
+    fields.update({k: v for k, v in extra.items() if k not in ("name", "seconds") and _is_number(v)})
+    return fields
+
+
+def _train(settings: dict[str, Any], cfg: Any, threads: int | None, curve: list[float],
+           start: float) -> tuple[Any, dict[str, Any]]:
+    """Train the row's agent; return it with the row's training fields. A row is already the unit of
+    parallelism (a pool process or a Ray trial): an agent that has an ``engine`` option (the search over whole
+    runs) judges its candidates in the row's own process unless the options name one."""
+    import torch
+
+    from agents import agent_options, agent_spec, make_agent
+    from agents.callbacks import KnownAnswerClock
+    from corruption_env import CorruptionEnv
+
+    options = dict(settings["agent_options"])
+    if "engine" in (agent_options(agent_spec(settings["name"]).agent_class) or {}):
+        options.setdefault("engine", "local")
+    recorder, clock = TrainingRecorder(curve), KnownAnswerClock(threads=threads or torch.get_num_threads())
+    agent = make_agent(settings["name"], CorruptionEnv(cfg), seed=settings["seed"], **options)
+    agent.learn(settings["train_steps"], callback=[recorder, clock])
+    fields: dict[str, Any] = {"train_seconds": round(time.time() - start, 1)}
+    fields.update({k: v for k, v in clock.answer().items() if v is not None})
+    if hasattr(agent, "known_answer"):  # agents that search over whole runs count runs, not steps
+        fields.update({k: v for k, v in agent.known_answer().items() if v is not None})
+    fields["train_divergences"] = recorder.divergences
+    fields.update({f"train_return/{k}": v for k, v in recorder.returns.items()})
+    return agent, fields
+
+
+class TrainingRecorder(BaseCallback):
+    """Per-step training reward (into ``curve``); summed returns under every definition; divergences."""
+
+    def __init__(self, curve: list[float]) -> None:
+        super().__init__()
+        self.curve = curve
+        self.returns: dict[str, float] = {}
+        self.divergences = 0
+
+    def _on_step(self) -> bool:
+        for info, reward in zip(self.locals["infos"], np.ravel(self.locals["rewards"])):
+            self.curve.append(float(reward))
+            self.divergences += int(info.get("diverged", False))
+            for term, value in info.get("reward_terms", {}).items():
+                self.returns[term] = self.returns.get(term, 0.0) + value
+        return True
 
 
 def _is_number(value: Any) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import agents
 import benchmark
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = ["--env-kwargs", "image_size:16", "batch_size:4", "dataset_kwargs:{'train_size': 256, 'test_size': 64}",
        "heldout_size:16", "decorruptor:'bicubic'"]
 TINY = ["--seeds", "2", "--train-steps", "8", "--eval-steps", "6", *ENV]
+CUDA = torch.cuda.is_available()
 REFERENCES_ONLY = ["--rewards", "", "--algos", "", "--baselines", ""]
 
 
@@ -154,6 +156,9 @@ def test_a_failed_run_is_recorded_the_sweep_goes_on_and_the_exit_status_says_so(
     (["--env-kwargs", "batch_size:1"], "batch_size must be >= 2"),
     (["--env-kwargs", "dataset_kwargs:{'trian_size': 3}"], "has no option(s) trian_size"),
     (["--gpus-per-trial", "0.5"], "--gpus-per-trial is for --engine ray"),
+    (["--baselines", "oracle"], "--baselines oracle: no chosen task has a known answer for it (shapes)"),
+    *([(["--env-preset", "gpu"], "CUDA is not available here: use --env-preset cpu")] if not CUDA else []),
+    (["--algos", "cmaes", "--env-kwargs", "action_mode:'cells'"], "needs --env-kwargs action_mode:scores"),
 ])
 def test_bad_options_fail_before_any_run_with_one_line(tmp_path, capsys, bad, message):
     out = tmp_path / "b"
@@ -351,3 +356,23 @@ def test_a_search_judged_by_whole_runs_gets_one_row_per_seed_with_its_runs_to_th
     summary = (out / "summary.md").read_text()
     assert "| cmaes (judged by whole runs) | 1 |" in summary
     assert "not reached in 4 runs" in summary or " of 4 runs (" in summary  # runs to the answer, every run counted
+
+
+@pytest.mark.parametrize("narrowing,dropped", [(["--tasks", "shortcut_random"], "ppo"), (["--algos", "cmaes"], "ppo"),
+                                               (["--tasks", "shapes", "--algos", "cmaes"], "ppo")])
+def test_a_preset_narrowed_by_tasks_or_algos_runs_and_says_what_it_dropped(narrowing, dropped, capsys):
+    from benchmarking.cli import build_parser, make_sweep
+    from benchmarking.sweep import check_sweep
+
+    argv = ["--preset", "per_image", *narrowing]
+    sweep = make_sweep(build_parser().parse_args(argv), argv)
+    check_sweep(sweep)  # what exited with "--hyperparams sets options of 'ppo' ..." before
+    err = capsys.readouterr().err
+    assert f"the preset's options for {dropped} are dropped" in err and len(err.strip().splitlines()) <= 3, err
+    assert dropped not in sweep.hyperparams and sweep.hyperparams["cmaes"] == {"engine": "local", "verbose": 0}
+    agents = {(s.task, s.name) for s in sweep.specs() if s.kind == "agent"}
+    assert agents and {name for _, name in agents} == {"cmaes"}
+    if "shapes" in narrowing:  # the search sets the score actions and budget it needs on plain shapes, and says so
+        assert "cmaes on shapes: a parametric corruptor scores cells" in err
+        spec = next(s for s in sweep.specs() if s.kind == "agent")
+        assert sweep.settings(spec)["env"]["action_mode"] == "scores"

@@ -108,3 +108,15 @@ def test_a_failing_trial_is_retried_then_recorded_with_its_error(tmp_path, ray_a
     assert "1 run(s) failed" in capsys.readouterr().err
     trial = next(p for p in out.glob("tune_*/*") if p.is_dir() and (p / "error.txt").is_file())
     assert (trial / "error.txt").read_text().count("RuntimeError") >= 1  # Tune saw it fail (and retried it)
+
+
+def test_a_search_row_runs_on_the_ray_engine(tmp_path, ray_address, torch_threads):
+    """A search over whole runs as a row of a Ray sweep: the row is the trial, its candidates run inside it."""
+    env = ["--env-kwargs", "image_size:16", "batch_size:4", "heldout_size:16", "decorruptor:'bicubic'",
+           "dataset_kwargs:{'train_size': 256, 'test_size': 64, 'shortcut': 'fixed', 'shortcut_bits': 4}"]
+    out = tmp_path / "bench"
+    assert benchmark.main(["--algos", "cmaes", "--rewards", "", "--baselines", "", "--seeds", "1", "--train-steps", "6",
+                           "--eval-steps", "3", "--hyperparams", "cmaes.population:4", "cmaes.run_updates:2",
+                           "cmaes.run_batch:4", "cmaes.verbose:0", *env, "--engine", "ray", "--out", str(out)]) == 0
+    rows = {r["name"]: r for r in read_rows(out / "runs.csv")}
+    assert rows["cmaes"]["status"] == "ok" and rows["cmaes"]["search_runs"] == 4
