@@ -34,7 +34,7 @@ import numpy as np
 from agents import agent_spec, available_agents, load_agent, make_agent, trains_on_reward
 from agents.callbacks import (ANSWER_KEEP, Checkpoint, CorruptionLogger, KnownAnswerClock, ProgressBar, save_agent,
                               tensorboard_writer)
-from agents.evaluation import (DEFAULT_EVAL_STEPS, DEFAULT_TRAIN_STEPS, RowCache, RowResult, evaluate_agent,
+from agents.corruptor_evaluation import (DEFAULT_EVAL_STEPS, DEFAULT_TRAIN_STEPS, RowCache, RowResult, evaluate_agent,
                                format_rows, is_readable, rows_to_json)
 from corruption_env import CorruptionEnv, EnvConfig, available_rewards
 from corruption_env.cli_options import ArgumentParser, UsageError, parse_key_values, usage_errors

@@ -10,7 +10,7 @@ imported before the search is built (``--hyperparams optimizer:name``).
 Built in: ``cmaes`` (CMA-ES, Hansen & Ostermeier 2001, from the ``cmaes`` library, with IPOP restarts, Auger &
 Hansen 2005: a flat generation, ``patience`` generations without a better judge, or CMA-ES's own stop restart it
 from a random mean with ``restart_factor`` times the population), ``sep_cmaes`` (the same with a diagonal
-covariance, Ros & Hansen 2008: linear cost in the dimension, for families with many parameters) and
+covariance, Ros & Hansen 2008: linear cost in the dimension, for parametric corruptors with many parameters) and
 ``optuna_tpe`` (Optuna's TPE sampler through its ask/tell interface; the optional ``optuna`` extra).
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ class Optimiser:
     register it with ``@register_optimiser("name")``.
 
     :param dim: the number of parameters of a candidate.
-    :param scale: the natural size of a parameter (the family's): where a search starts its spread.
+    :param scale: the natural size of a parameter (the parametric corruptor's): where a search starts its spread.
     :param population: candidates per generation (an optimiser with restarts may grow it).
     :param seed: seed of every random draw the optimiser makes.
     :ivar generation: generations told so far (over restarts).

@@ -138,7 +138,7 @@ class MaskNetwork(nn.Module):
         mark of where it is), with no position bias: a rule learned at one place ("drop cells that look like
         this") holds at every place, and every cell of the batch trains the same weights. It is a two-layer
         MLP (the last two ``channels``) on each flattened patch: one matrix product for all patches, where a
-        CNN on 8 x 8 patches cost 25-85x the image scorer (``bench/policy_speed.py``).
+        CNN on 8 x 8 patches cost 25-85x the image scorer (``studies/policy_speed.py``).
     :param cell_context: pixels of neighbourhood around each cell the ``cell`` scorer sees.
     :param cell_position: give the ``cell`` scorer the per-position bias after all (an input it may use or
         ignore); off by default.

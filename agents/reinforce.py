@@ -12,7 +12,7 @@ loss is
     L = -mean_i[A_i * log pi(a_i | s_i)] - ent_coef * mean_i[H(pi(. | s_i))]
 
 Williams (1992), "Simple statistical gradient-following algorithms for connectionist reinforcement learning".
-Measured on a planted reward (``bench/planted_learning.py``, ``docs/results.md``): with a slow moving-average
+Measured on a planted reward (``studies/planted_learning.py``, ``docs/results.md``): with a slow moving-average
 baseline and 8 samples per update it learned in 3, 4 and 0 of 5 seeds (shared scores, per-image scores, cells);
 as here, in 5 of 5 of each.
 """

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from benchmarking.report import group_key, label, sorted_groups
-from benchmarking.statistics import bootstrap_ci
+from benchmarking.confidence import bootstrap_ci
 
 COLOURS = {"agent": "tab:blue", "baseline": "tab:grey", "reference": "tab:orange"}
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from benchmarking.results import FIXED_COLUMNS
-from benchmarking.statistics import bootstrap_ci, format_ci, iqm
+from benchmarking.confidence import bootstrap_ci, format_ci, iqm
 from benchmarking.sweep import KINDS
 
 Group = tuple[str, str, str]  # (kind, name, reward)
@@ -43,7 +43,7 @@ def extra_metrics(rows: list[dict[str, Any]]) -> list[str]:
 def known_answer_lines(by_seed: Any) -> list[str]:
     """On a known-answer task: the oracle against keep_all and against random masks at the same keep (paired
     kNN differences with CIs). Whether its views are harder or easier than random ones is
-    ``bench/reward_snr.py``'s to say, on the same encoder states."""
+    ``studies/reward_snr.py``'s to say, on the same encoder states."""
     oracle = by_seed(("baseline", "oracle", ""))
     if not oracle:
         return []

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.evaluation import DEFAULT_TRAIN_STEPS
+from agents.corruptor_evaluation import DEFAULT_TRAIN_STEPS
 from corruption_env.action_modes import ACTION_MODES
 from corruption_env.precision import resolve_precision
 
@@ -138,7 +138,7 @@ PRESETS: dict[str, Preset] = {
     # (reference_learner_rise), PPO and REINFORCE, on a shared score map where one mask can drop it (fixed),
     # and PPO with per-image scores where it moves (random). The distractor, whose answer that reward points
     # away from by construction, and the min-loss rewards, which point away from the shortcut's, are judged
-    # by bench/reward_snr.py (docs/results.md)
+    # by studies/reward_snr.py (docs/results.md)
     "learning": Preset("PPO and REINFORCE with reference_learner_rise on the shortcut tasks, 3 seeds, the default "
                        "training budget: ~70 min on 2 CPU cores",
                        rewards=("reference_learner_rise",), algos=("ppo",), baselines=("keep_all", "oracle", "random"),
@@ -543,7 +543,7 @@ def _train_and_evaluate(settings: dict[str, Any], threads: int | None, curve: li
                         start: float) -> dict[str, Any]:
     """The row's fields: an agent's training record, then the evaluation of its corruptor (or of the baseline or
     reference, the same row as train_agent.py's, shared through the row cache)."""
-    from agents.evaluation import CorruptorEvaluation, Row, RowCache, agent_act
+    from agents.corruptor_evaluation import CorruptorEvaluation, Row, RowCache, agent_act
     from corruption_env import EnvConfig
 
     cfg = EnvConfig.from_dict({**settings["env"], "num_threads": threads})

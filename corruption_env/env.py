@@ -317,7 +317,7 @@ class CorruptionEnv(gym.Env):
     def snapshot(self) -> dict[str, Any]:
         """Everything a step changes (learner and optimizer, latent-code and batch streams, reward states,
         the observation's counters, the next batch), to :meth:`restore` later: step from one state with
-        two actions to compare them on the same encoder state and batch (``bench/reward_snr.py``)."""
+        two actions to compare them on the same encoder state and batch (``studies/reward_snr.py``)."""
         keep = ("step_count", "last_loss", "loss_average", "last_reward", "last_keep", "last_delta", "_batch",
                 "_batch_full", "_batch_cells", "_needs_reset", "_last_render")
         return {"learner": copy.deepcopy(self.learner.state_dict()), "statistics": self.statistics.state_dict(),

@@ -1,28 +1,45 @@
-"""Rewrite the generated tables of docs/rewards.md (rewards and statistics) from the registered classes, so
-the docs cannot drift from the code: ``python docs/gen_tables.py``. ``tests/test_docs.py`` fails when a
-table is out of date."""
+"""Rewrite the generated blocks of the docs from the code, so the docs cannot drift from it: docs/rewards.md's
+reward and statistic tables (from the registered classes) and docs/benchmarking.md's list of presets (from the
+presets' own descriptions, which ``benchmark.py --help`` prints too): ``python docs/gen_tables.py``.
+``tests/test_docs.py`` fails when a block is out of date."""
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Callable
 
 from corruption_env.rewards import reward_table
 from corruption_env.statistics import statistic_table
 
 PAGE = Path(__file__).with_name("rewards.md")
-TABLES = {"reward-table": reward_table, "statistic-table": statistic_table}
+BENCHMARKING = Path(__file__).with_name("benchmarking.md")
 
 
-def render(text: str) -> str:
-    """``text`` with every ``<!-- NAME:start -->`` ... ``<!-- NAME:end -->`` block refilled."""
-    for marker, table in TABLES.items():
+def preset_list() -> str:
+    from benchmarking.sweep import PRESETS
+
+    width = max(map(len, PRESETS))
+    return "```bash\n" + "".join(f"python benchmark.py --preset {name:{width}}  # {preset.description}\n"
+                                 for name, preset in PRESETS.items()) + "```\n"
+
+
+BLOCKS: dict[Path, dict[str, Callable[[], str]]] = {
+    PAGE: {"reward-table": reward_table, "statistic-table": statistic_table},
+    BENCHMARKING: {"preset-list": preset_list},
+}
+
+
+def render(text: str, page: Path = PAGE) -> str:
+    """``text`` (of ``page``) with every ``<!-- NAME:start -->`` ... ``<!-- NAME:end -->`` block refilled."""
+    for marker, table in BLOCKS[page].items():
         pattern = re.compile(rf"(<!-- {marker}:start -->\n).*?(<!-- {marker}:end -->)", re.S)
         if not pattern.search(text):
-            raise ValueError(f"{PAGE} has no <!-- {marker}:start --> ... <!-- {marker}:end --> block")
+            raise ValueError(f"{page} has no <!-- {marker}:start --> ... <!-- {marker}:end --> block")
         text = pattern.sub(lambda m: m.group(1) + table() + m.group(2), text)
     return text
 
 
 if __name__ == "__main__":
-    PAGE.write_text(render(PAGE.read_text()))
-    print(f"rewrote the tables of {PAGE}")
+    for page in BLOCKS:
+        page.write_text(render(page.read_text(), page))
+        print(f"rewrote the generated blocks of {page}")

@@ -89,7 +89,7 @@ def test_agents_learn_a_planted_signal_that_a_fixed_corruptor_cannot(left_half_r
 # Under a keep budget of 12 of 16 cells, a policy that ignores the image drops a planted row's cells
 # with probability 1/4; the known answer drops all of them. The reward (``planted_dropped``) is the answer.
 # REINFORCE learns it in 5 of 5 seeds in every mode, under the CPU's best kernels and AVX2 ones (min 0.83-0.92
-# after 2048 steps; bench/planted_learning.py, docs/results.md); the test runs seed 0. ``.ci/run`` runs these
+# after 2048 steps; studies/planted_learning.py, docs/results.md); the test runs seed 0. ``.ci/run`` runs these
 # tests again with the kernels forced below the CPU's best.
 @pytest.mark.parametrize("name,steps,mode", [("ppo", 512, "scores"), ("ppo", 512, "shared_scores"),
                                              ("reinforce", 2048, "shared_scores"), ("reinforce", 2048, "scores"),
@@ -229,7 +229,7 @@ def test_sb3_subclass_inherits_defaults_and_batch_size_is_fitted_silently(recwar
 
 def test_every_evaluation_row_trains_on_the_same_batches(monkeypatch):
     """One path for every row: simclr_aug goes through env.step like the corruptor rows (same batches)."""
-    from agents.evaluation import CorruptorEvaluation, agent_act
+    from agents.corruptor_evaluation import CorruptorEvaluation, agent_act
 
     evaluation = CorruptorEvaluation(EnvConfig(**TINY), steps=3, seed=0, progress=False)
     env, seen = evaluation.env, []
@@ -250,7 +250,7 @@ def test_every_evaluation_row_trains_on_the_same_batches(monkeypatch):
 
 
 def test_rows_that_do_not_depend_on_the_agent_are_cached_and_keep_all_ignores_the_budget(tmp_path):
-    from agents.evaluation import RowCache, evaluate_agent
+    from agents.corruptor_evaluation import RowCache, evaluate_agent
 
     cfg = EnvConfig(**{**TINY, "dataset_kwargs": {**TINY["dataset_kwargs"], "shortcut": "fixed", "shortcut_bits": 4}},
                     action_mode="scores", keep_budget=0.75)
@@ -322,10 +322,10 @@ def test_position_free_cell_scorer_drops_the_planted_cells_where_it_was_not_trai
 
 
 def test_evaluation_episodes_do_not_pay_for_the_training_reward():
-    from agents.evaluation import CorruptorEvaluation
+    from agents.corruptor_evaluation import CorruptorEvaluation
 
     cfg = EnvConfig(**TINY, reward="reference_learner_rise", keep_budget=0.75)
     evaluation = CorruptorEvaluation(cfg, steps=2, progress=False, track_rewards=["neg_loss"])
     assert evaluation.env.statistics.active == {}  # no second learner trained alongside each row
-    row = evaluation.evaluate(agents.evaluation.Row("random", "random"))
+    row = evaluation.evaluate(agents.corruptor_evaluation.Row("random", "random"))
     assert set(row.returns) == {EnvConfig.reward, "neg_loss"}

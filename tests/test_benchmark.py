@@ -104,7 +104,7 @@ def test_report_is_keyed_on_kind_and_carries_extra_metrics():
 def test_extra_numeric_metrics_of_an_evaluation_reach_runs_csv(tmp_path, monkeypatch):
     from dataclasses import dataclass
 
-    from agents.evaluation import CorruptorEvaluation, RowResult
+    from agents.corruptor_evaluation import CorruptorEvaluation, RowResult
     from benchmarking.cli import build_parser, make_sweep
     from benchmarking.results import ResultStore
     from benchmarking.sweep import RunSpec, run_one

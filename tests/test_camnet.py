@@ -136,7 +136,7 @@ def test_int8_camnet_stays_close_to_fp32_and_codes_still_matter(task, tiny_shape
     with torch.no_grad():
         ref, out, out_other = fp32(x_c, pm, code), int8(x_c, pm, code), int8(x_c, pm, other)
         ref_other = fp32(x_c, pm, other)
-    # bench/camnet_quantize.py: int8 - fp32 MSE 1e-4 to 9e-4 over calibration draws; nearest-of-20 MSE 0.0275 / 0.0123
+    # studies/camnet_quantize.py: int8 - fp32 MSE 1e-4 to 9e-4 over calibration draws; nearest-of-20 MSE 0.0275 / 0.0123
     assert 0 < float((out - ref).pow(2).mean()) < 2e-3
     diversity, diversity_fp32 = float((out - out_other).abs().mean()), float((ref - ref_other).abs().mean())
     assert abs(diversity - diversity_fp32) < 0.1 * diversity_fp32

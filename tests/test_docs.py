@@ -16,12 +16,13 @@ from corruption_env.statistics import available_statistics
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 sys.path.insert(0, str(DOCS))
-from gen_tables import PAGE, render  # noqa: E402
+from gen_tables import BLOCKS, PAGE, render  # noqa: E402
 
 
-def test_generated_tables_are_current():
-    text = PAGE.read_text()
-    assert render(text) == text, "docs/rewards.md's tables are out of date: run python docs/gen_tables.py"
+@pytest.mark.parametrize("page", sorted(BLOCKS), ids=lambda p: p.name)
+def test_generated_tables_are_current(page):
+    text = page.read_text()
+    assert render(text, page) == text, f"docs/{page.name}'s generated blocks are out of date: run python docs/gen_tables.py"
 
 
 def test_every_registered_reward_and_statistic_is_documented():
@@ -50,6 +51,6 @@ def test_ruff_finds_no_unused_or_undefined_names():
     ruff = pytest.importorskip("ruff")
     del ruff
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "--select", "F", "--output-format", "concise",
-                             "corruption_env", "agents", "benchmarking", "bench", "tests", "docs", "train_agent.py",
+                             "corruption_env", "agents", "benchmarking", "studies", "tests", "docs", "train_agent.py",
                              "benchmark.py"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -152,16 +152,16 @@ def test_the_search_runs_on_ray_from_the_command_line_with_its_callbacks(tmp_pat
     assert list((run / "tb").rglob("events.out.tfevents.*"))
 
 
-@pytest.mark.parametrize("task,family", [({"shortcut": "fixed"}, "score_map"), ({"shortcut": "random"}, "cell_rule"),
+@pytest.mark.parametrize("task,corruptor", [({"shortcut": "fixed"}, "score_map"), ({"shortcut": "random"}, "cell_rule"),
                                          ({"distractor": "random"}, "cell_rule")])
-def test_told_the_answer_the_search_finds_it_in_the_family(task, family):
+def test_told_the_answer_the_search_finds_it_in_the_parametric_corruptor(task, corruptor):
     """Judged by the answer itself (the share of planted cells the run's masks dropped), the search finds the
-    family's answer: a shared map drops the fixed row; the 4-weight position-free rule drops the planted cells
+    corruptor's answer: a shared map drops the fixed row; the 4-weight position-free rule drops the planted cells
     wherever they are in each image (its expressiveness; the real judge is label-free and is checked by the
     benchmark)."""
-    mode = "shared_scores" if family == "score_map" else "scores"
+    mode = "shared_scores" if corruptor == "score_map" else "scores"
     cfg = TINY.replace(action_mode=mode, dataset_kwargs={**TINY.dataset_kwargs, **task, "shortcut_bits": 4}
                        if "shortcut" in task else {"train_size": 256, "test_size": 64, **task})
-    search = WholeRunSearch(CorruptionEnv(cfg), seed=0, corruptor=family, judge="planted_dropped",
+    search = WholeRunSearch(CorruptionEnv(cfg), seed=0, corruptor=corruptor, judge="planted_dropped",
                             **{**SEARCH, "run_updates": 2, "run_batch": 16, "population": 8}).learn(2 * 8 * 8)
     assert search.best["keep_planted"] <= 0.3, search.summary()

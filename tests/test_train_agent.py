@@ -13,7 +13,7 @@ import pytest
 
 import train_agent
 from agents import load_agent
-from agents.evaluation import CorruptorEvaluation
+from agents.corruptor_evaluation import CorruptorEvaluation
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -33,9 +33,9 @@ against all-B and its paired SNR per p (the collective effect of per-image masks
 of each task is ``neg_loss``'s paired comparison, i.e. whether A makes the views harder (loss up,
 positive) or easier than B along each trajectory: the known-answer suite's two kinds differ there.
 
-    python bench/reward_snr.py                                  # every task, 3 seeds x 40 steps, ~1.5 h on 2 cores
-    python bench/reward_snr.py --tasks shortcut_fixed --seeds 2 --steps 30 --rewards neg_loss,loss_rise,rankme_advantage
-    python bench/reward_snr.py --env-kwargs batch_size:32 precision:fp32
+    python studies/reward_snr.py                                  # every task, 3 seeds x 40 steps, ~1.5 h on 2 cores
+    python studies/reward_snr.py --tasks shortcut_fixed --seeds 2 --steps 30 --rewards neg_loss,loss_rise,rankme_advantage
+    python studies/reward_snr.py --env-kwargs batch_size:32 precision:fp32
 
 The Markdown tables go to stdout and to ``--out``; the raw per-step rewards to the same name with .json.
 """
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         tables.append(format_task(f"{task}: {title}: A = {a}, B = {b}", rows, runs, args.seeds, args.steps, names))
         report["tasks"][task] = {"a": a, "b": b, "rows": rows, "runs": runs}
     header = (f"precision {env.precision}, batch {base.batch_size}, {base.decorruptor}, {base.encoder}; "
-              f"`python bench/reward_snr.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip())
+              f"`python studies/reward_snr.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip())
     text = header + "\n\n" + "\n\n".join(tables) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, text)

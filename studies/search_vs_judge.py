@@ -3,7 +3,7 @@
 (docs/results/whole_run/runs.csv). Where the oracle scores higher, the search did not find a map its judge
 ranks above what it kept; where it scores lower, the judge itself prefers another map.
 
-    python bench/search_vs_judge.py
+    python studies/search_vs_judge.py
 """
 from __future__ import annotations
 

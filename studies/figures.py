@@ -2,7 +2,7 @@
 oracle; a distractor kept, where the two views disagree on it, and under its oracle), and CAM-Net's
 sample grids.
 
-    python bench/figures.py            # writes docs/env_step.png, docs/shortcut_random_oracle.png,
+    python studies/figures.py            # writes docs/env_step.png, docs/shortcut_random_oracle.png,
                                        # docs/distractor_fixed_keep_all.png, docs/distractor_random_oracle.png,
                                        # docs/camnet_sr_colorize.png, docs/camnet_sr.png
 """

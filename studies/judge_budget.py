@@ -9,8 +9,8 @@ fixed corruptor's shorter run is the same run's beginning). A setting passes a s
 beats every random map's and the per-update random masks'. The smallest setting that passes every seed on
 every task is the whole-run search's default (``agents/search.py``).
 
-    python bench/judge_budget.py                         # both fixed tasks, batches 32 and 64, 3 seeds
-    python bench/judge_budget.py --batches 32 --updates 50,100 --seeds 2 --out /tmp/judge
+    python studies/judge_budget.py                         # both fixed tasks, batches 32 and 64, 3 seeds
+    python studies/judge_budget.py --batches 32 --updates 50,100 --seeds 2 --out /tmp/judge
 
 Writes ``judge_budget.json`` and ``judge_budget.md`` (the table) to ``--out``.
 """
@@ -105,7 +105,7 @@ def main() -> None:
                           + " ".join(f"{k}:{v:.2f}" for k, v in judges.items())
                           + f" ({result.cpu_seconds:.0f} CPU s)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "judge_budget.json", {"command": "python bench/judge_budget.py", "args": vars(args)
+    atomic_write_json(args.out / "judge_budget.json", {"command": "python studies/judge_budget.py", "args": vars(args)
                                                        | {"out": str(args.out)}, "cpu": cpu_name(), "rows": rows,
                                                        "date": time.strftime("%Y-%m-%d")})
     atomic_write_text(args.out / "judge_budget.md", report(rows, lengths))

@@ -19,9 +19,9 @@ per-stage times and steps/s of each variant, each lever's share of the step and 
 a process running the new path, and the total steps/s of ``gym.make_vec`` async workers that split the
 CPU's cores between them: one env on all cores against one env per core.
 
-    python bench/env_speed.py                  # the CPU preset, about 8 minutes (fp32 only) on 2 cores
-    python bench/env_speed.py --threads 1 --precisions fp32 --vector-cores 2
-    python bench/env_speed.py --preset gpu --device cuda --precisions bf16
+    python studies/env_speed.py                  # the CPU preset, about 8 minutes (fp32 only) on 2 cores
+    python studies/env_speed.py --threads 1 --precisions fp32 --vector-cores 2
+    python studies/env_speed.py --preset gpu --device cuda --precisions bf16
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ masks drop (12 of 16 cells kept per image; blind: 1/4, the answer: 1), told the 
 ``--images`` training images, no SimCLR run. A subset that reaches the answer on every task can express it; the
 whole-run search then has to find it without being told (``agents/search.py``). Numbers only depend on the data.
 
-    python bench/rule_expressiveness.py [--tasks shortcut_random,distractor_random] [--images 512]
+    python studies/rule_expressiveness.py [--tasks shortcut_random,distractor_random] [--images 512]
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ bf16 autocast must not change what CAM-Net does: this evaluates each shipped che
 held-out images, masks and latent codes in both precisions (``evaluate_camnet``, the model card's
 own measurement) and prints one table per checkpoint with the difference.
 
-    python bench/camnet_precision.py            # both shipped checkpoints, about 2 minutes on 2 cores
+    python studies/camnet_precision.py            # both shipped checkpoints, about 2 minutes on 2 cores
 """
 from __future__ import annotations
 

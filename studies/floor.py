@@ -11,11 +11,11 @@ and raw pixels':
 Nothing downstream can be read unless (a) clears the untrained encoder by 15 points. (b) is the
 project's premise in one number: do CAM-Net's views add to hand-made augmentations?
 
-    python bench/floor.py                    # 3 seeds x 1000 updates (about an hour on 2 cores)
-    python bench/floor.py --steps 200 --seeds 1 --rows simclr_aug   # a quick look
-    python bench/floor.py --report results/floor_a.json results/floor_b.json   # one table from parts
-    python bench/floor.py --precision fp32 --out results/floor_fp32.json      # rows named "simclr_aug [fp32]"
-    python bench/floor.py --precision fp32 --camnet-quantize   # CAM-Net rows named "camnet_simclr [fp32, int8 CAM-Net]"
+    python studies/floor.py                    # 3 seeds x 1000 updates (about an hour on 2 cores)
+    python studies/floor.py --steps 200 --seeds 1 --rows simclr_aug   # a quick look
+    python studies/floor.py --report results/floor_a.json results/floor_b.json   # one table from parts
+    python studies/floor.py --precision fp32 --out results/floor_fp32.json      # rows named "simclr_aug [fp32]"
+    python studies/floor.py --precision fp32 --camnet-quantize   # CAM-Net rows named "camnet_simclr [fp32, int8 CAM-Net]"
 
 The last line reads ``floor: simclr_aug=<kNN> untrained=<kNN> margin=<difference>``.
 """

@@ -3,8 +3,8 @@ fraction of a planted row's cells its mask drops; 12 of 16 cells kept, so the an
 policy blind to them drops 1/4) in each action mode, over several seeds, on the tiny config the tests use.
 It passes a seed when its mean reward over 40 steps after training exceeds ``--pass-at`` (the test's bar).
 
-    python bench/planted_learning.py --algo reinforce --modes shared_scores,scores,cells --seeds 5
-    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python bench/planted_learning.py ...
+    python studies/planted_learning.py --algo reinforce --modes shared_scores,scores,cells --seeds 5
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python studies/planted_learning.py ...
 
 Kernel variables choose other instruction sets (``tests/record_step_golden.py``): a learner that passes only
 under one CPU's rounding is not a reliable learner. Prints one row per (mode, seed) and a pass count per mode.

@@ -3,7 +3,7 @@ candidates in this process one after the other (``engine local``) and as Ray Tun
 each, ``--workers`` at once), side by side in one run; wall time, the candidates' own CPU time, and the overhead
 per candidate run. On 2 cores the two engines can at best tie: Ray pays off past the cores of one run.
 
-    python bench/search_engines.py [--task distractor_fixed_shared] [--updates 50] [--population 8] [--generations 2]
+    python studies/search_engines.py [--task distractor_fixed_shared] [--updates 50] [--population 8] [--generations 2]
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ measurement), prints one table per checkpoint with the difference and whether ev
 ``TOLERANCE`` of fp32 (bicubic MSE does not depend on the model: it checks that the inputs are the same),
 and times the 2B forward of the environment's default batch in both, interleaved in rounds.
 
-    python bench/camnet_quantize.py --threads 1      # both shipped checkpoints, about 5 minutes on one core
+    python studies/camnet_quantize.py --threads 1      # both shipped checkpoints, about 5 minutes on one core
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 network on a PPO minibatch of observations at the default env size (B = 64 images of 16 x 16, g = 4),
 both measured side by side in one process (interleaved repeats, medians), printed as a ratio.
 
-    python bench/policy_speed.py [--minibatch 64] [--repeats 7] [--threads 2]
+    python studies/policy_speed.py [--minibatch 64] [--repeats 7] [--threads 2]
 """
 from __future__ import annotations
 
