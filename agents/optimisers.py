@@ -88,10 +88,7 @@ OPTIMISERS: Registry[type[Optimiser]] = Registry("optimizer")
 
 def register_optimiser(name: str) -> Callable[[type[Optimiser]], type[Optimiser]]:
     """Class decorator: register an optimiser under ``name`` (``--hyperparams optimizer:name``)."""
-    def add(cls: type[Optimiser]) -> type[Optimiser]:
-        cls.name = name
-        return OPTIMISERS.register(name)(cls)
-    return add
+    return OPTIMISERS.register_named(name)
 
 
 available_optimisers = OPTIMISERS.names

@@ -32,6 +32,15 @@ class Registry(Generic[T]):
 
         return decorate
 
+    def register_named(self, name: str) -> Callable[[T], T]:
+        """Class decorator: set the class's ``name`` to ``name`` (its messages say it) and register it."""
+
+        def decorate(cls: T) -> T:
+            cls.name = name  # type: ignore[attr-defined]
+            return self.register(name)(cls)
+
+        return decorate
+
     def names(self) -> list[str]:
         return sorted(self.entries)
 

@@ -166,12 +166,7 @@ STATISTICS: Registry[type[Statistic]] = Registry("statistic")
 
 def register_statistic(name: str) -> Callable[[type[Statistic]], type[Statistic]]:
     """Class decorator adding a :class:`Statistic` under ``name`` (rewards name it in ``needs``)."""
-
-    def decorate(cls: type[Statistic]) -> type[Statistic]:
-        cls.name = name
-        return STATISTICS.register(name)(cls)
-
-    return decorate
+    return STATISTICS.register_named(name)
 
 
 def available_statistics() -> list[str]:

@@ -75,10 +75,7 @@ CORRUPTORS: Registry[type[ParametricCorruptor]] = Registry("parametric corruptor
 
 def register_corruptor(name: str) -> Callable[[type[ParametricCorruptor]], type[ParametricCorruptor]]:
     """Class decorator: register a parametric corruptor under ``name`` (its error messages say it)."""
-    def add(cls: type[ParametricCorruptor]) -> type[ParametricCorruptor]:
-        cls.name = name
-        return CORRUPTORS.register(name)(cls)
-    return add
+    return CORRUPTORS.register_named(name)
 
 
 available_corruptors = CORRUPTORS.names

@@ -13,6 +13,7 @@ from agents import make_agent
 from agents.search import WholeRunSearch
 from corruption_env import CorruptionEnv
 from test_cli_errors import check_one_line
+from record_search_golden import landscape as barcode_landscape
 from test_whole_run import TINY
 
 SEARCH = dict(run_updates=3, run_batch=4, population=4, engine="local", verbose=0)
@@ -59,24 +60,6 @@ def test_an_interrupted_search_resumed_continues_exactly(tmp_path):
     assert counted == list(range(15, 37, 3))  # the kept runs count once, where they belong
     obs, _ = env.reset(seed=0)
     np.testing.assert_array_equal(resumed.predict(obs)[0], whole.predict(obs)[0])
-
-
-OTHER_CELLS = np.random.default_rng(0).normal(0.0, 0.4, 16)  # what dropping each other cell is worth to the judge
-
-
-def barcode_landscape(settings, thetas):
-    """A judge shaped like the one measured on the barcode at the search's defaults (50 updates of 64 images:
-    RankMe 37.2, 37.4, 37.7-38.0, 39.4 and 41.5 with 0-4 of the planted cells dropped; every other cell moves it
-    by about a cell's worth): which 4 cells a map drops (its 4 lowest scores), the planted bottom row paying most
-    for its last cell, each other cell dropped a fixed amount of its own."""
-    out = []
-    for theta in thetas:
-        dropped = np.argsort(theta)[:4]
-        planted = int(np.isin(dropped, [12, 13, 14, 15]).sum())
-        judge = [0.0, 0.2, 0.6, 2.2, 4.3][planted] + OTHER_CELLS[dropped[dropped < 12]].sum()
-        out.append({"judge": float(judge), "keep_fraction": 0.75, "keep_planted": 1 - planted / 4, "keep_other": 0.0,
-                    "final_loss": 0.0, "cpu_seconds": 0.0, "diverged": False, "judge_at": {}})
-    return out
 
 
 def test_the_search_explores_across_a_step(monkeypatch):
