@@ -173,6 +173,24 @@ class CMAES(Optimiser):
         optimiser.cma = cma
         return optimiser
 
+    @classmethod
+    def from_search_before_the_seam(cls, saved: dict[str, Any], dim: int, scale: float) -> "CMAES":
+        """A search saved before optimisers were a seam of their own (its CMA-ES state and IPOP counters were the
+        search's): the same optimiser, so that such a run resumes exactly."""
+        options = saved["options"]
+        optimiser = cls.__new__(cls)
+        cma = saved["optimizer"]["class"].__new__(saved["optimizer"]["class"])
+        cma.__dict__.update(copy.deepcopy(saved["optimizer"]["attributes"]))
+        cma._rng = np.random.RandomState()
+        cma._rng.set_state(saved["optimizer"]["rng"])
+        optimiser.__dict__.update(
+            dim=dim, scale=scale, population=cma.population_size, seed=options["seed"],
+            generation=saved["generations_before"] + cma.generation, restarts=saved["restarts"],
+            sigma0=options["sigma0"], restart_factor=options["restart_factor"], patience=options["patience"],
+            lr_adapt=options["lr_adapt"], rng=saved["rng"], stale=saved["stale"], restart_best=saved["restart_best"],
+            asked=[], sigma=float(cma._sigma), cma=cma)
+        return optimiser
+
 
 @register_optimiser("sep_cmaes")
 class SepCMAES(CMAES):

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from agents.callbacks import ANSWER_KEEP
-from agents.optimisers import OPTIMISERS, Optimiser
+from agents.optimisers import CMAES, OPTIMISERS, Optimiser
 from agents.whole_run_agent import WholeRunAgent, judge_candidates, renamed_options
 
 ENGINES = ("ray", "local")
@@ -268,7 +268,10 @@ class WholeRunSearch(WholeRunAgent):
         with open(path, "rb") as f:
             state = pickle.load(f)
         agent = cls(env, **{**renamed_options(state["options"]), **kwargs})
-        agent.optimizer = state["optimizer"]["class"].from_state(state["optimizer"])
+        if "generations_before" in state:  # saved before the optimiser seam
+            agent.optimizer = CMAES.from_search_before_the_seam(state, agent.corruptor.dim, agent.corruptor.scale)
+        else:
+            agent.optimizer = state["optimizer"]["class"].from_state(state["optimizer"])
         for key in cls.STATE:
             setattr(agent, key, state[key])
         return agent
