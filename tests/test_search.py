@@ -103,6 +103,7 @@ def test_train_agent_runs_and_resumes_the_search_and_refuses_bad_options(tmp_pat
     hyper = ["--hyperparams", "population:4", "run_updates:3", "run_batch:4", "engine:'local'", "verbose:0"]
     assert train_agent.main([*common, *hyper, "--total-timesteps", "12"]) == 0
     run = next((tmp_path / "runs").iterdir())
+    assert run.name.startswith("cmaes_s0_")  # named without the reward it does not train on
     assert train_agent.main(["--resume", str(run), "--total-timesteps", "24", "--eval-steps", "0"]) == 0
     resumed = WholeRunSearch.load(run / "agent.zip", env=CorruptionEnv(TINY))
     assert resumed.num_timesteps == 24 and len(resumed.history) == 8
