@@ -112,18 +112,10 @@ def test_train_agent_runs_and_resumes_the_search_and_refuses_bad_options(tmp_pat
 
 
 @pytest.mark.xdist_group("ray")  # one local Ray at a time (see test_benchmark_ray.py)
-def test_candidates_run_as_ray_tune_trials_with_the_in_process_results(tmp_path):
-    env = CorruptionEnv(TINY)
-    local = WholeRunSearch(env, seed=2, **SEARCH).learn(3 * 4 * 2)
-    ray = WholeRunSearch(env, seed=2, **{**SEARCH, "engine": "ray", "workers": 2}, storage=str(tmp_path)).learn(3 * 4 * 2)
-    assert [r["judge"] for r in ray.history] == [r["judge"] for r in local.history]
-    assert ray.best["theta"] == local.best["theta"] and ray.best["judge"] == local.best["judge"]
-
-
-@pytest.mark.xdist_group("ray")
-def test_the_search_runs_on_ray_from_the_command_line_with_its_callbacks(tmp_path, capsys):
-    """The CLI's callbacks (progress bar, TensorBoard, checkpoints) stay in the driver: Tune pickles only the
-    searcher's token (issue 36: they made ``tune.Tuner`` fail to pickle a lock)."""
+def test_the_search_runs_on_ray_from_the_command_line_with_the_in_process_results(tmp_path, capsys):
+    """Its candidates as Ray Tune trials give the in-process engine's results; the CLI's callbacks (progress bar,
+    TensorBoard, checkpoints) stay in the driver: Tune pickles only the searcher's token (they once made
+    ``tune.Tuner`` fail to pickle a lock)."""
     pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]'")
     runs = tmp_path / "runs"
     assert train_agent.main(["--algo", "cmaes", "--env-kwargs", *TINY_ARGS, "--log-dir", str(runs), "--eval-steps", "0",
@@ -133,6 +125,7 @@ def test_the_search_runs_on_ray_from_the_command_line_with_its_callbacks(tmp_pat
     search = WholeRunSearch.load(run / "agent.zip", env=CorruptionEnv(TINY), engine="local")
     local = WholeRunSearch(CorruptionEnv(TINY), seed=0, **SEARCH).learn(12)
     assert [r["judge"] for r in search.history] == [r["judge"] for r in local.history] and len(local.history) == 4
+    assert search.best["theta"] == local.best["theta"] and search.best["judge"] == local.best["judge"]
     assert list((run / "tb").rglob("events.out.tfevents.*"))
 
 
