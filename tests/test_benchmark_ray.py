@@ -1,6 +1,6 @@
 """benchmark.py --engine ray on a local Ray (one session for the module, 2 CPUs): the same rows as the
 local engine, a sweep killed midway resumes without redoing finished trials, failures are retried
-and recorded."""
+and recorded, a search row runs; and train_agent.py's search with its candidates as Ray Tune trials."""
 from __future__ import annotations
 
 import math
@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import benchmark
+import train_agent
 from benchmarking.results import MACHINE_COLUMNS, read_rows
 
 ray = pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]'")
@@ -120,3 +121,24 @@ def test_a_search_row_runs_on_the_ray_engine(tmp_path, ray_address, torch_thread
                            "cmaes.run_batch:4", "cmaes.verbose:0", *env, "--engine", "ray", "--out", str(out)]) == 0
     rows = {r["name"]: r for r in read_rows(out / "runs.csv")}
     assert rows["cmaes"]["status"] == "ok" and rows["cmaes"]["search_runs"] == 4
+
+
+def test_the_search_runs_on_ray_from_the_command_line_with_the_in_process_results(tmp_path, ray_address, torch_threads):
+    """Its candidates as Ray Tune trials give the in-process engine's results; the CLI's callbacks (progress bar,
+    TensorBoard, checkpoints) stay in the driver: Tune pickles only the searcher's token (they once made
+    ``tune.Tuner`` fail to pickle a lock)."""
+    from agents.search import WholeRunSearch
+    from corruption_env import CorruptionEnv
+    from test_search import SEARCH, TINY_ARGS
+    from test_whole_run import TINY
+
+    runs = tmp_path / "runs"
+    assert train_agent.main(["--algo", "cmaes", "--env-kwargs", *TINY_ARGS, "--log-dir", str(runs), "--eval-steps", "0",
+                             "--total-timesteps", "12", "--hyperparams", "population:4", "run_updates:3",
+                             "run_batch:4", "workers:2", "verbose:0"]) == 0
+    run = next(runs.iterdir())
+    search = WholeRunSearch.load(run / "agent.zip", env=CorruptionEnv(TINY), engine="local")
+    local = WholeRunSearch(CorruptionEnv(TINY), seed=0, **SEARCH).learn(12)
+    assert [r["judge"] for r in search.history] == [r["judge"] for r in local.history] and len(local.history) == 4
+    assert search.best["theta"] == local.best["theta"] and search.best["judge"] == local.best["judge"]
+    assert list((run / "tb").rglob("events.out.tfevents.*"))

@@ -1,6 +1,6 @@
 """The search over whole runs (``--algo cmaes``): interrupted and resumed it continues exactly; it keeps exploring
 across a step of a landscape where only the last planted cell pays; bad options are one line and exit 2; it runs
-through train_agent.py; and (Ray) its candidates run as Ray Tune trials with the same results as in-process."""
+through train_agent.py (on Ray too: tests/test_benchmark_ray.py, which shares one local Ray)."""
 from __future__ import annotations
 
 import numpy as np
@@ -109,24 +109,6 @@ def test_train_agent_runs_and_resumes_the_search_and_refuses_bad_options(tmp_pat
     assert resumed.num_timesteps == 24 and len(resumed.history) == 8
     out = capsys.readouterr().out
     assert "known answer" in out
-
-
-@pytest.mark.xdist_group("ray")  # one local Ray at a time (see test_benchmark_ray.py)
-def test_the_search_runs_on_ray_from_the_command_line_with_the_in_process_results(tmp_path, capsys):
-    """Its candidates as Ray Tune trials give the in-process engine's results; the CLI's callbacks (progress bar,
-    TensorBoard, checkpoints) stay in the driver: Tune pickles only the searcher's token (they once made
-    ``tune.Tuner`` fail to pickle a lock)."""
-    pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]'")
-    runs = tmp_path / "runs"
-    assert train_agent.main(["--algo", "cmaes", "--env-kwargs", *TINY_ARGS, "--log-dir", str(runs), "--eval-steps", "0",
-                             "--total-timesteps", "12", "--hyperparams", "population:4", "run_updates:3",
-                             "run_batch:4", "workers:2", "verbose:0"]) == 0
-    run = next(runs.iterdir())
-    search = WholeRunSearch.load(run / "agent.zip", env=CorruptionEnv(TINY), engine="local")
-    local = WholeRunSearch(CorruptionEnv(TINY), seed=0, **SEARCH).learn(12)
-    assert [r["judge"] for r in search.history] == [r["judge"] for r in local.history] and len(local.history) == 4
-    assert search.best["theta"] == local.best["theta"] and search.best["judge"] == local.best["judge"]
-    assert list((run / "tb").rglob("events.out.tfevents.*"))
 
 
 @pytest.mark.parametrize("task,corruptor", [({"shortcut": "fixed"}, "score_map"), ({"shortcut": "random"}, "cell_rule"),
