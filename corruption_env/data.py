@@ -2,7 +2,8 @@
 
 Every loader returns an :class:`~corruption_env.images.ImageDataset`: uint8 images shaped (N, C, H, W)
 resized to ``image_size``, int64 labels and the class names. ``shapes`` is generated from a seed and needs no
-files (the embedded default); ``idx`` (MNIST-format), ``cifar10`` (python-pickle batches) and
+files (the embedded default); ``fashion_mnist`` reads its IDX files from where Debian's ``dataset-fashion-mnist``
+installs them (or a folder the user gives); ``idx`` (MNIST-format), ``cifar10`` (python-pickle batches) and
 ``imagefolder`` read a local directory the user gives, since nothing is downloaded at run time.
 Register a new source with ``@register_dataset("name")`` on a function
 ``loader(root, image_size, split, **kwargs) -> ImageDataset``.
@@ -90,8 +91,8 @@ def resize_uint8(images: np.ndarray, size: int) -> np.ndarray:
 
 def _require_dir(root: str | None, dataset: str, expected: str) -> Path:
     if root is None:
-        raise FileNotFoundError(f"dataset {dataset!r} reads local files: pass root=<directory> (data_root) "
-                                f"holding {expected}")
+        raise FileNotFoundError(f"dataset {dataset!r} reads local files: give the folder holding {expected} "
+                                "(--env-kwargs data_root:DIR; EnvConfig.data_root; load_dataset(root=...))")
     path = Path(root).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"dataset {dataset!r}: directory {path} does not exist; expected it to hold {expected}")
@@ -213,25 +214,65 @@ def read_idx(path: Path) -> np.ndarray:
     return data.reshape(shape)
 
 
-@register_dataset("idx")
-def _load_idx(root: str | None, image_size: int, split: str) -> ImageDataset:
-    """MNIST-format files (MNIST, Fashion-MNIST, KMNIST): images (N, 1, H, W), labels 0..9."""
+def _read_idx_split(folder: Path, split: str, dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """The (images, labels) arrays of ``split`` from the MNIST-format files in ``folder``."""
     names = _IDX_FILES[split]
     expected = " and ".join(f"{n}[.gz]" for n in names)
-    folder = _require_dir(root, "idx", expected)
     found = []
     for name in names:
-        candidates = [folder / name, folder / f"{name}.gz"]
-        hit = next((p for p in candidates if p.is_file()), None)
+        hit = next((p for p in (folder / name, folder / f"{name}.gz") if p.is_file()), None)
         if hit is None:
-            raise FileNotFoundError(f"dataset 'idx' ({split}): expected {expected} in {folder}; {name}[.gz] is missing")
+            raise FileNotFoundError(f"dataset {dataset!r} ({split}): expected {expected} in {folder}; {name}[.gz] is missing")
         found.append(hit)
     images, labels = read_idx(found[0]), read_idx(found[1])
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise ValueError(f"idx files disagree: images {images.shape}, labels {labels.shape}")
+    return images, labels
+
+
+def _idx_dataset(images: np.ndarray, labels: np.ndarray, image_size: int, class_names: tuple[str, ...] | None = None
+                 ) -> ImageDataset:
     classes = int(labels.max()) + 1 if len(labels) else 0
-    return ImageDataset(resize_uint8(images[:, None], image_size), labels.astype(np.int64),
-                        tuple(str(i) for i in range(classes)))
+    names = class_names if class_names is not None else tuple(str(i) for i in range(classes))
+    if classes > len(names):
+        raise ValueError(f"labels go up to {classes - 1} but the dataset has {len(names)} classes")
+    return ImageDataset(resize_uint8(images[:, None], image_size), labels.astype(np.int64), names)
+
+
+@register_dataset("idx")
+def _load_idx(root: str | None, image_size: int, split: str) -> ImageDataset:
+    """MNIST-format files (MNIST, Fashion-MNIST, KMNIST): images (N, 1, H, W), labels 0..9."""
+    expected = " and ".join(f"{n}[.gz]" for n in _IDX_FILES[split])
+    folder = _require_dir(root, "idx", expected)
+    return _idx_dataset(*_read_idx_split(folder, split, "idx"), image_size)
+
+
+# ------------------------------------------------------------------------------------- fashion_mnist
+
+FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist installs the files
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                         "Ankle boot")
+
+
+@register_dataset("fashion_mnist")
+def _load_fashion_mnist(root: str | None, image_size: int, split: str) -> ImageDataset:
+    """Fashion-MNIST (Xiao, Rasul & Vollgraf 2017): 28x28 gray clothing, 10 classes, 60,000 train / 10,000 test,
+    read offline from its four IDX files in ``root`` (default: :data:`FASHION_MNIST_ROOT`, where Debian's
+    ``dataset-fashion-mnist`` package puts them), or in ``root/FashionMNIST/raw`` or ``root/raw`` (torchvision's
+    layout)."""
+    base = Path(root).expanduser() if root is not None else Path(FASHION_MNIST_ROOT)
+    names = _IDX_FILES[split]
+    folders = [base, base / "FashionMNIST" / "raw", base / "raw"]
+    folder = next((f for f in folders if any((f / n).is_file() or (f / f"{n}.gz").is_file() for n in names)), None)
+    if folder is None:
+        files = ", ".join(f"{n}[.gz]" for pair in _IDX_FILES.values() for n in pair)
+        where = "the default folder " if root is None else ""
+        raise FileNotFoundError(
+            f"dataset 'fashion_mnist': its IDX files ({files}) are not in {where}{base} (nor in its FashionMNIST/raw "
+            f"or raw subfolders). Install them with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu: "
+            f"{FASHION_MNIST_ROOT}), or copy the four files from https://github.com/zalandoresearch/fashion-mnist "
+            "(or a torchvision download) and pass --env-kwargs data_root:DIR")
+    return _idx_dataset(*_read_idx_split(folder, split, "fashion_mnist"), image_size, FASHION_MNIST_CLASSES)
 
 
 # -------------------------------------------------------------------------------------------- cifar10

@@ -158,7 +158,7 @@ class SimCLRLearner:
             torch.manual_seed(seed)
             self.encoder, self.feature_dim = build_encoder(self.encoder_name, self.in_channels)
             self.head = ProjectionHead(self.feature_dim, self.feature_dim, self.projection_dim)
-        # channels_last: oneDNN's (and cuDNN's) fast convolution layout, 1.2-1.4x on this CPU (bench/env_speed.py)
+        # channels_last: oneDNN's (and cuDNN's) fast convolution layout, 1.2-1.4x on this CPU (studies/env_speed.py)
         self.encoder.to(self.device, memory_format=torch.channels_last)
         self.head.to(self.device)
         params = list(self.encoder.parameters()) + list(self.head.parameters())

@@ -80,8 +80,40 @@ def test_idx_missing_files_are_named(tmp_path):
         load_dataset("idx", root=tmp_path, split="train")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_dataset("idx", root=tmp_path / "nowhere")
-    with pytest.raises(FileNotFoundError, match="pass root="):
+    with pytest.raises(FileNotFoundError, match="data_root:DIR"):
         load_dataset("idx")
+
+
+def write_fashion_mnist(folder, n=(40, 20), compress=True):
+    """A small Fashion-MNIST in IDX format (random pixels, labels 0..9): what the tests read, never the real one."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, count in zip(("train", "t10k"), n):
+        _write_idx(folder / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (count, 28, 28)), compress)
+        _write_idx(folder / f"{split}-labels-idx1-ubyte", np.arange(count) % 10, compress)
+    return folder
+
+
+@pytest.mark.parametrize("layout", ["debian", "torchvision"])
+def test_fashion_mnist_by_name_reads_its_idx_files(tmp_path, layout):
+    folder = tmp_path / "FashionMNIST" / "raw" if layout == "torchvision" else tmp_path
+    write_fashion_mnist(folder, compress=layout == "debian")
+    train = load_dataset("fashion_mnist", root=tmp_path, split="train", image_size=32)
+    test = load_dataset("fashion_mnist", root=tmp_path, split="test", image_size=32)
+    assert train.images.shape == (40, 1, 32, 32) and len(test) == 20
+    assert train.class_names[0] == "T-shirt/top" and train.class_names[9] == "Ankle boot"
+    np.testing.assert_array_equal(test.labels, np.arange(20) % 10)
+
+
+def test_fashion_mnist_missing_says_where_to_get_it(tmp_path, monkeypatch):
+    import corruption_env.data as data
+
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist.*data_root:DIR"):
+        load_dataset("fashion_mnist", root=tmp_path, split="train")
+    monkeypatch.setattr(data, "FASHION_MNIST_ROOT", str(tmp_path / "not-installed"))
+    data._cached_load.cache_clear()  # a real Fashion-MNIST read earlier in this process would answer from the cache
+    with pytest.raises(FileNotFoundError, match="default folder .*not-installed"):
+        load_dataset("fashion_mnist", split="test")
 
 
 def test_cifar10_pickle_batches(tmp_path):
@@ -117,7 +149,7 @@ def test_imagefolder_with_and_without_split_folders(tmp_path):
 
 
 def test_registry_lists_builtin_loaders():
-    assert {"shapes", "idx", "cifar10", "imagefolder"} <= set(available_datasets())
+    assert {"shapes", "fashion_mnist", "idx", "cifar10", "imagefolder"} <= set(available_datasets())
 
 
 # ------------------------------------------------------------------------------- planted shortcuts

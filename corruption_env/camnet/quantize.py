@@ -12,7 +12,7 @@ in int16, and 7-bit weights keep it there with a tenth of the error of PyTorch's
 activations). The mapping networks, their per-block affines and the AdaIN :class:`Modulation`
 stay fp32 (tiny, and instance norm is slow in int8). :func:`quantize_camnet` caches its result per
 process, keyed by the weights and the calibration images, so every environment in a process shares one.
-What int8 does to the model card is measured by ``bench/camnet_quantize.py``.
+What int8 does to the model card is measured by ``studies/camnet_quantize.py``.
 """
 from __future__ import annotations
 
