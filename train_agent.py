@@ -34,9 +34,10 @@ import numpy as np
 from agents import agent_spec, available_agents, load_agent, make_agent, trains_on_reward
 from agents.callbacks import (ANSWER_KEEP, Checkpoint, CorruptionLogger, KnownAnswerClock, ProgressBar, save_agent,
                               tensorboard_writer)
-from agents.corruptor_evaluation import (DEFAULT_EVAL_STEPS, DEFAULT_TRAIN_STEPS, RowCache, RowResult, evaluate_agent,
+from agents.corruptor_evaluation import (DEFAULT_TRAIN_STEPS, RowCache, RowResult, evaluate_agent,
                                format_rows, is_readable, rows_to_json)
 from corruption_env import CorruptionEnv, EnvConfig, available_rewards
+from corruption_env.config import ENV_PRESETS
 from corruption_env.cli_options import ArgumentParser, UsageError, parse_key_values, usage_errors
 from corruption_env.data import load_dataset
 from corruption_env.files import atomic_write_json, atomic_write_text
@@ -71,9 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-dir", type=Path, default=Path("runs"), help="where run folders go (default runs)")
     parser.add_argument("--tensorboard-log", type=Path, default=None, help="TensorBoard folder (default RUN/tb)")
     parser.add_argument("--resume", type=Path, default=None, help="a run folder to continue (or to evaluate again)")
-    parser.add_argument("--eval-steps", type=int, default=DEFAULT_EVAL_STEPS,
-                        help=f"SimCLR updates per evaluated encoder (default {DEFAULT_EVAL_STEPS}, which clears the "
-                             "learnability floor; 0: skip)")
+    parser.add_argument("--eval-steps", type=int, default=None,
+                        help=f"SimCLR updates per evaluated encoder (default: the preset's, where keep_all clears the "
+                             f"learnability floor: {presets_eval_steps()}; 0: skip)")
     parser.add_argument("--eval-deterministic", action="store_true", help="evaluate the policy's most likely masks")
     parser.add_argument("--eval-cache", default=None, metavar="DIR",
                         help="folder of the evaluation rows that do not depend on the agent, reused by later runs with "
@@ -98,6 +99,10 @@ def flag(key: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ checking
+
+def presets_eval_steps() -> str:
+    return ", ".join(f"{name} {preset.eval_steps}" for name, preset in ENV_PRESETS.items())
+
 
 def read_json(path: Path, what: str) -> Any:
     try:
@@ -270,6 +275,8 @@ def checked_inputs(argv: list[str]) -> tuple[argparse.Namespace, Any, dict[str, 
     cli = build_parser().parse_args(argv)
     put_cwd_on_path()
     args = resume_args(cli, given_options(argv)) if cli.resume else cli
+    if args.eval_steps is None:  # runs saved before presets had their own evaluation length ran the cpu one's
+        args.eval_steps = ENV_PRESETS[args.preset].eval_steps
     check_numbers(args)
     check_folder(args.log_dir, "--log-dir")
     check_folder(args.tensorboard_log, "--tensorboard-log")

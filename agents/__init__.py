@@ -1,7 +1,7 @@
 """Things that choose masks: RL agents and fixed corruptors, behind one registry.
 
 ``make_agent(name, env, **kwargs)`` builds a registered agent (``ppo``, ``a2c``, ``reinforce``, ``cmaes``,
-``run_ppo``, ``keep_all``, ``random``, ``cowmask``, ``oracle``) or, for ``"package.module:Class"``, any class importable at run
+``cmaes_labels``, ``run_ppo``, ``keep_all``, ``random``, ``cowmask``, ``oracle``) or, for ``"package.module:Class"``, any class importable at run
 time: a stable-baselines3 on-policy algorithm gets the mask policy; any other class is called as
 ``Class(env=env, **kwargs)`` and must offer SB3's surface (learn, predict, save, load).
 ``register_agent(name, builder, agent_class)`` adds your own; ``load_agent`` reloads a saved one.
@@ -23,7 +23,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from agents.baselines import FixedCorruptor
 from agents.reinforce import Reinforce
 from agents.run_level import RunLevelPPO
-from agents.search import WholeRunSearch
+from agents.search import LabelJudgedSearch, WholeRunSearch
 from agents.sb3 import DEFAULTS, make_sb3
 from corruption_env.registry import Registry
 
@@ -63,6 +63,7 @@ register_agent("ppo", lambda env, **kw: make_sb3(PPO, env, **kw), PPO)
 register_agent("a2c", lambda env, **kw: make_sb3(A2C, env, **kw), A2C)
 register_agent("reinforce", Reinforce)
 register_agent("cmaes", WholeRunSearch)
+register_agent("cmaes_labels", LabelJudgedSearch)
 register_agent("run_ppo", RunLevelPPO)
 register_agent("keep_all", lambda env, **kw: FixedCorruptor(env, kind="keep_all", **kw), FixedCorruptor, learns=False)
 register_agent("random", lambda env, **kw: FixedCorruptor(env, kind="random", **kw), FixedCorruptor, learns=False)

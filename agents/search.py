@@ -30,7 +30,7 @@ import numpy as np
 
 from agents.callbacks import ANSWER_KEEP
 from agents.optimisers import CMAES, OPTIMISERS, Optimiser
-from agents.whole_run_agent import WholeRunAgent, judge_candidates, renamed_options
+from agents.whole_run_agent import WholeRunAgent, judge_candidates, judge_keep_all, renamed_options
 
 ENGINES = ("ray", "local")
 # the options every optimiser of the CMA-ES kind takes, given to the search (``--hyperparams sigma0:0.5``)
@@ -74,6 +74,9 @@ class WholeRunSearch(WholeRunAgent):
     :param restart_factor: population growth at each restart (IPOP; 1 keeps it).
     :param patience: generations without a better judge before a restart.
     :param lr_adapt: CMA-ES's learning-rate adaptation (``cmaes`` only).
+    :param keep_all_candidate: also judge keeping every cell (one more run, without the keep budget, on the same run
+        seed); when no candidate's judge beats it, the search's answer is to keep everything
+        (:attr:`keeps_everything`), and its corruptor is evaluated without the budget.
     :param engine: ``ray`` (each candidate a Ray Tune trial; ``pip install -e ".[ray]"``) or ``local`` (in this
         process, one after the other).
     :param workers: Ray Tune trials at once (default: this machine's CPUs).
@@ -87,8 +90,8 @@ class WholeRunSearch(WholeRunAgent):
     def __init__(self, env: Any, seed: int = 0, corruptor: str = "auto", judge: str = "rankme",
                  run_updates: int = 50, run_batch: int = 64, optimizer: str = "cmaes", population: int = 16,
                  sigma0: float = 1.0, restart_factor: float = 2.0, patience: int = 3, lr_adapt: bool = False,
-                 engine: str = "ray", workers: int | None = None, storage: str | None = None,
-                 tensorboard_log: str | None = None, verbose: int = 1) -> None:
+                 keep_all_candidate: bool = True, engine: str = "ray", workers: int | None = None,
+                 storage: str | None = None, tensorboard_log: str | None = None, verbose: int = 1) -> None:
         super().__init__(env, seed, corruptor, judge, run_updates, run_batch, tensorboard_log, verbose)
         if optimizer not in OPTIMISERS:
             raise ValueError(f"unknown optimizer {optimizer!r}; available: {', '.join(OPTIMISERS.names())}")
@@ -105,6 +108,8 @@ class WholeRunSearch(WholeRunAgent):
         self.optimizer_options = {"sigma0": sigma0, "restart_factor": restart_factor, "patience": patience,
                                   "lr_adapt": lr_adapt}
         self.engine, self.workers, self.storage = engine, workers, storage
+        self.keep_all_candidate = bool(keep_all_candidate)
+        self.keep_all: dict[str, Any] | None = None  # keeping every cell, judged as a candidate (once: one run seed)
         self.settings = {"run": self.run_config.replace(num_threads=1).to_dict(), "updates": run_updates,
                          "judge": judge, "corruptor": self.resolved_corruptor, "seed": run_seed(seed), "threads": 1}
         self.optimizer = make_optimiser(optimizer, self.corruptor.dim, self.corruptor.scale, population, seed,
@@ -124,6 +129,9 @@ class WholeRunSearch(WholeRunAgent):
         (at least one generation), or the optimiser stops."""
         self._begin(callback, tb_log_name, reset_num_timesteps)  # TensorBoard only: one line per generation
         self.target, self.stopped = self.num_timesteps + max(total_timesteps, 1), False
+        if self.keep_all_candidate and self.keep_all is None:
+            self.keep_all = judge_keep_all(self.settings)
+            self.logger.record("search/keep_all_judge", self.keep_all["judge"])
         try:
             if self.engine == "local":
                 while self.next_generation():
@@ -216,9 +224,13 @@ class WholeRunSearch(WholeRunAgent):
 
     def known_answer(self) -> dict[str, Any]:
         """On a known-answer task: the candidate runs (and their CPU minutes) until the best candidate so far
-        dropped the planted cells (keep <= ANSWER_KEEP) and stayed such; the final best's planted keep."""
+        dropped the planted cells (keep <= ANSWER_KEEP) and stayed such; the final answer's planted keep (1 when it
+        keeps everything)."""
         if not self.history or self.history[0].get("keep_planted") is None:
             return {}
+        if self.keeps_everything:
+            cpu = sum(row["cpu_seconds"] for row in self.history) + self.keep_all["cpu_seconds"]
+            return {**self.answer_fields(None, 1.0, len(self.history) + 1, cpu), "best_judge": self.keep_all["judge"]}
         best, reached, cpu = -math.inf, None, 0.0
         for n, row in enumerate(self.history, start=1):
             cpu += row["cpu_seconds"]
@@ -246,10 +258,23 @@ class WholeRunSearch(WholeRunAgent):
             raise RuntimeError("the search has not judged any candidate yet: call learn() first")
         return np.asarray(self.best["theta"])
 
+    @property
+    def keeps_everything(self) -> bool:
+        """Whether the search's answer is to keep every cell: keeping everything was judged at least as high as
+        every candidate. Its corruptor is then evaluated without the keep budget (``evaluate_agent``)."""
+        return (self.keep_all is not None and self.best is not None and np.isfinite(self.keep_all["judge"])
+                and self.keep_all["judge"] >= self.best["judge"])
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False):
+        if not self.keeps_everything:
+            return super().predict(observation, state, episode_start, deterministic)
+        scores = super().predict(observation, state, episode_start, deterministic)[0]
+        return np.full_like(scores, 1.0), state  # every cell scores above 0: all kept where there is no budget
+
     def set_random_seed(self, seed: int | None = None) -> None:
         """Nothing to reseed: the search's own streams are part of its saved state (a resumed search continues)."""
 
-    STATE = ("history", "pending", "asked", "best", "num_timesteps", "n_steps")
+    STATE = ("history", "pending", "asked", "best", "keep_all", "num_timesteps", "n_steps")
 
     def save(self, path: str | Path) -> None:
         state = {"options": self._options(), "optimizer": self.optimizer.state(),
@@ -260,7 +285,8 @@ class WholeRunSearch(WholeRunAgent):
     def _options(self) -> dict[str, Any]:
         return {"seed": self.seed, "corruptor": self.corruptor_name, "judge": self.judge,
                 "run_updates": self.run_updates, "run_batch": self.run_batch, "optimizer": self.optimizer_name,
-                "population": self.population, **self.optimizer_options, "engine": self.engine,
+                "population": self.population, **self.optimizer_options,
+                "keep_all_candidate": self.keep_all_candidate, "engine": self.engine,
                 "workers": self.workers}
 
     @classmethod
@@ -273,5 +299,19 @@ class WholeRunSearch(WholeRunAgent):
         else:
             agent.optimizer = state["optimizer"]["class"].from_state(state["optimizer"])
         for key in cls.STATE:
-            setattr(agent, key, state[key])
+            setattr(agent, key, state.get(key))  # keep_all: None in a search saved before it was a candidate
         return agent
+
+
+class LabelJudgedSearch(WholeRunSearch):
+    """``--algo cmaes_labels``: the same search, corruptor and budget, each candidate judged by kNN accuracy *with
+    labels* on the training split's held-out images (``probe_accuracy``: half of them the labelled bank, half the
+    queries), which no batch and no evaluation query is drawn from. It is the **label-judged ceiling**: what the
+    parametric corruptor can reach at the search's budget when the judge is right by construction, so that a
+    label-free search that falls short of it is the judge's shortfall, and one level with it is the family's.
+    Labels reach only this agent's judge; its rows are never a label-free result."""
+
+    algo = "cmaes_labels"
+
+    def __init__(self, env: Any, seed: int = 0, judge: str = "probe_accuracy", **options: Any) -> None:
+        super().__init__(env, seed, judge=judge, **options)

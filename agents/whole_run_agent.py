@@ -43,6 +43,20 @@ def judge_candidates(settings: dict[str, Any], thetas: list[np.ndarray]) -> list
     return [runs.judge_candidate(corruptor, np.asarray(theta), settings["seed"]).to_dict() for theta in thetas]
 
 
+def judge_keep_all(settings: dict[str, Any]) -> dict[str, Any]:
+    """Keeping every cell judged as a candidate: one whole run like :func:`judge_candidates`' but in the runs' config
+    without the keep budget, every cell scored to be kept. A search compares its best candidate with it, so that
+    "nothing here beats keeping everything" is an answer it can give."""
+    torch.set_num_threads(settings["threads"])
+    config = EnvConfig.from_dict(settings["run"]).without_budget()
+    key = repr(sorted(config.to_dict().items()))
+    if key not in _RUNS:
+        _RUNS[key] = WholeRun(config, settings["updates"], settings["judge"])
+    runs = _RUNS[key]
+    keep = np.ones(runs.env.action_space.shape, dtype=np.float32)
+    return runs.judge(lambda obs: keep, settings["seed"]).to_dict()
+
+
 def settle_config(config: EnvConfig, given: set[str] | frozenset[str] = frozenset()) -> tuple[EnvConfig, str | None]:
     """The config an agent over whole runs works in: score actions (``scores``, or ``shared_scores`` for a shared
     mode) and a keep budget (:data:`DEFAULT_KEEP_BUDGET` where there is none); with the one line that says what

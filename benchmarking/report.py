@@ -13,9 +13,9 @@ import numpy as np
 from benchmarking.results import FIXED_COLUMNS
 from benchmarking.confidence import bootstrap_ci, format_ci, iqm
 from benchmarking.sweep import KINDS
+from corruption_env.evaluation import READABLE_MARGIN, floor_holds
 
 Group = tuple[str, str, str]  # (kind, name, reward)
-FLOOR_MARGIN = 0.05  # with one seed, keep_all must beat untrained by this much kNN accuracy
 
 
 def group_key(row: dict[str, Any]) -> Group:
@@ -132,10 +132,9 @@ def floor_line(by_seed: Any) -> str:
         return "**Floor check:** needs the keep_all baseline and the untrained reference; not run."
     diff = np.array([keep[s]["knn"] - untrained[s]["knn"] for s in seeds])
     ci = bootstrap_ci(diff)
-    readable = len(seeds) >= 2 and ci[0] > 0 or (len(seeds) == 1 and diff[0] > FLOOR_MARGIN)
-    verdict = ("the floor holds: the table can be read." if readable else
-               "the floor does NOT hold: keep_all does not clearly beat an untrained encoder, so this table "
-               "cannot be read yet (raise --eval-steps).")
+    verdict = ("the floor holds: the table can be read." if floor_holds(diff) else
+               f"the floor does NOT hold: keep_all does not beat an untrained encoder by {READABLE_MARGIN} on average, "
+               "so this table cannot be read yet (raise --eval-steps).")
     return (f"**Floor check:** keep_all − untrained kNN = {format_ci(diff.mean(), ci)} over {len(seeds)} "
             f"seed(s); {verdict}")
 

@@ -13,10 +13,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from corruption_env.action_modes import ACTION_MODES
 from corruption_env.corruption import budget_cells, check_task
+from corruption_env.known_answer import PLANTED_KINDS
 from corruption_env.precision import PRECISIONS
 
 
@@ -57,8 +58,9 @@ class EnvConfig:
     :param temperature: NT-Xent temperature.
     :param lr: SimCLR learning rate.
     :param optimizer: ``adam``, ``adamw`` or ``sgd``.
-    :param view_augmentation: augmentation applied on top of the decorruptor's views:
-        ``simclr`` (crop, flip, colour jitter, grayscale), ``crop_flip`` or ``none``.
+    :param view_augmentation: augmentation applied on top of the decorruptor's views, a name from
+        ``corruption_env.views.available_augmentations()``: ``simclr`` (crop, flip, colour jitter, grayscale),
+        ``gray`` (the same with a milder crop and twice the jitter, for gray images), ``crop_flip`` or ``none``.
     :param reward: reward definition, a name from ``corruption_env.rewards.available_rewards()``.
     :param reward_kwargs: options of the reward (e.g. ``{"beta": 0.9}``; ``rescale`` and ``keep_penalty``
         wrap any reward, see ``corruption_env.rewards.make_reward``).
@@ -117,7 +119,7 @@ class EnvConfig:
     num_threads: int | None = None
     seed: int | None = None
 
-    PRESETS = ("cpu", "gpu")
+    PRESETS: ClassVar[tuple[str, ...]] = ()  # the names of ENV_PRESETS (set below it)
     REFERENCE_CORRUPTIONS = ("auto", "keep_all", "random")
 
     def __post_init__(self) -> None:
@@ -180,6 +182,11 @@ class EnvConfig:
         """Cells kept per image under the keep budget (None: no budget)."""
         return None if self.keep_budget is None else budget_cells(self.keep_budget, self.mask_grid)
 
+    def without_budget(self) -> "EnvConfig":
+        """This config without its keep budget (what keeping every cell runs in: the keep_all rows, a search's
+        keep-all candidate); reference views keep every cell too, as ``reference_corruption='auto'`` means there."""
+        return self.replace(keep_budget=None, reference_corruption="keep_all")
+
     @property
     def resolved_reference(self) -> str:
         """``keep_all`` or ``random``: what ``reference_corruption='auto'`` means for this config."""
@@ -195,7 +202,7 @@ class EnvConfig:
     def dataset_options(self) -> dict[str, Any]:
         """``dataset_kwargs`` for ``load_dataset``, with a planted pattern's grid set to ``mask_grid``."""
         options = dict(self.dataset_kwargs)
-        for kind in ("shortcut", "distractor"):
+        for kind in (planted.prefix for planted in PLANTED_KINDS):
             if kind in options:
                 grid = options.setdefault(f"{kind}_grid", self.mask_grid)
                 if grid != self.mask_grid:
@@ -205,14 +212,10 @@ class EnvConfig:
 
     @classmethod
     def preset(cls, name: str = "cpu", **overrides: Any) -> "EnvConfig":
-        """``cpu``: the defaults (2 cores, minutes). ``gpu``: batch 256, ResNet-18, 1000-step episodes."""
-        if name == "cpu":
-            base = cls()
-        elif name == "gpu":
-            base = cls(batch_size=256, encoder="resnet18", episode_length=1000, device="cuda")
-        else:
-            raise ValueError(f"unknown preset {name!r}; available: {', '.join(cls.PRESETS)}")
-        return base.replace(**overrides)
+        """A row of :data:`ENV_PRESETS` (``cpu``: the defaults; ``gpu``; ``fashion_mnist``), then ``overrides``."""
+        if name not in ENV_PRESETS:
+            raise ValueError(f"unknown preset {name!r}; available: {', '.join(ENV_PRESETS)}")
+        return cls(**ENV_PRESETS[name].overrides).replace(**overrides)
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -258,6 +261,34 @@ class EnvConfig:
             raise ValueError(f"{where} must hold a JSON object of EnvConfig fields like {{\"batch_size\": 32}}, "
                              f"not a {type(values).__name__}")
         return cls.from_dict(values)
+
+
+@dataclass(frozen=True)
+class EnvPreset:
+    """A named starting point for :class:`EnvConfig`.
+
+    :param description: one line for ``--help``.
+    :param overrides: the fields it sets (the rest keep their defaults).
+    :param eval_steps: SimCLR updates an evaluated encoder needs on it for keep_all to clear the learnability floor
+        (read from its learning curves): the CLIs' default ``--eval-steps``.
+    """
+
+    description: str
+    overrides: dict[str, Any]
+    eval_steps: int
+
+
+ENV_PRESETS: dict[str, EnvPreset] = {
+    "cpu": EnvPreset("the defaults: generated shapes, batch 64, small CNN, 2 CPU cores", {}, 250),
+    "gpu": EnvPreset("batch 256, ResNet-18, 1000-update episodes, on CUDA",
+                     {"batch_size": 256, "encoder": "resnet18", "episode_length": 1000, "device": "cuda"}, 2000),
+    # chosen by learning curves on Fashion-MNIST (docs/results/fashion_mnist/setup.md): sr is the CAM-Net task of gray
+    # images (there is no colour to restore), and the gray augmentation's stronger jitter is what makes SimCLR learn
+    "fashion_mnist": EnvPreset("real images: Fashion-MNIST (offline, Debian's dataset-fashion-mnist), CAM-Net sr, "
+                               "SimCLR's augmentations for gray images, 2 CPU cores",
+                               {"dataset": "fashion_mnist", "task": "sr", "view_augmentation": "gray"}, 2000),
+}
+EnvConfig.PRESETS = tuple(ENV_PRESETS)
 
 
 def _field_types(cls: type) -> list[Any]:

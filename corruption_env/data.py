@@ -59,9 +59,14 @@ def load_dataset(
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if image_size < 4:
         raise ValueError(f"image_size must be >= 4, got {image_size}")
-    hashable = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}  # JSON gives lists
+    hashable = {k: _frozen(v) for k, v in kwargs.items()}  # JSON gives lists (of lists: planted places)
     data = _cached_load(name, None if root is None else str(root), image_size, split, tuple(sorted(hashable.items())))
     return data if channels is None else data.with_channels(channels)
+
+
+def _frozen(value: object) -> object:
+    """Lists (and lists of lists) as tuples, so that loader options can key the cache."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 @functools.lru_cache(maxsize=8)

@@ -25,7 +25,8 @@ import torch
 
 from corruption_env.config import EnvConfig
 from corruption_env.corruption import reference_mask
-from corruption_env.evaluation import effective_rank, knn_accuracy, prototype_cross_entropy
+from corruption_env.evaluation import (alignment_uniformity, effective_rank, knn_accuracy, lidar,
+                                       prototype_cross_entropy, spectrum_decay)
 from corruption_env.registry import Registry, doc_summary
 from corruption_env.simclr import SimCLRLearner, UpdateStats
 from corruption_env.views import ViewMaker, reference_views
@@ -127,6 +128,8 @@ class Statistic:
     :cvar periodic: measured on the held-out images by :meth:`measure` after the update, on the steps a
         reward that needs it is due (its ``measure_every``) and at the episode's start.
     :cvar cost: one line on what it costs per measurement (for the docs).
+    :cvar higher_is_better: which way a periodic statistic points when it judges an encoder (a whole run's judge,
+        ``corruption_env.whole_run``): a loss is better lower.
     """
 
     name: ClassVar[str] = ""
@@ -134,6 +137,7 @@ class Statistic:
     update_options: ClassVar[frozenset[str]] = frozenset()
     periodic: ClassVar[bool] = False
     cost: ClassVar[str] = "nothing"
+    higher_is_better: ClassVar[bool] = True
 
     def __init__(self, env: MeasuredEnv) -> None:
         self.env = env
@@ -219,12 +223,28 @@ class ReferenceGain(_FromUpdate):
 
 # ---------------------------------------------------------------------------------------- periodic, held out
 
+def heldout_views(env: MeasuredEnv, pairs: int = 1) -> list[Views]:
+    """``pairs`` pairs of views of the held-out images under a fixed reference corruption (all cells kept), with
+    latent codes and augmentations from a fixed stream: the same in every episode and for every corruptor."""
+    b = env.config.batch_size
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(pairs):
+        made = []
+        for chunk in env.heldout_images.split(b):
+            keep_all = torch.ones(chunk.shape[0], env.config.mask_grid, env.config.mask_grid, device=env.device)
+            made.append(env.views(chunk, keep_all, gen, x_lr=env.views.degrade(chunk)))
+        out.append((torch.cat([p.v1 for p in made]), torch.cat([p.v2 for p in made])))
+    return out
+
+
 @register_statistic("heldout_loss")
 class HeldoutLoss(Statistic):
     """NT-Xent of the current encoder on the held-out images under a fixed reference corruption (all cells
-    kept, fixed latent codes and augmentations), averaged over batches of ``batch_size``."""
+    kept, fixed latent codes and augmentations), averaged over batches of ``batch_size``. Label-free; lower is
+    better."""
 
-    periodic, cost = True, "one forward of the held-out views"
+    periodic, cost, higher_is_better = True, "one forward of the held-out views", False
 
     def __init__(self, env: MeasuredEnv) -> None:
         super().__init__(env)
@@ -233,15 +253,64 @@ class HeldoutLoss(Statistic):
     def measure(self) -> float:
         env, b = self.env, self.env.config.batch_size
         if self.views is None:
-            gen = torch.Generator().manual_seed(0)
-            pairs = []
-            for chunk in env.heldout_images.split(b):
-                keep_all = torch.ones(chunk.shape[0], env.config.mask_grid, env.config.mask_grid, device=env.device)
-                pairs.append(env.views(chunk, keep_all, gen, x_lr=env.views.degrade(chunk)))
-            self.views = (torch.cat([p.v1 for p in pairs]), torch.cat([p.v2 for p in pairs]))
+            self.views = heldout_views(env)[0]
         v1, v2 = self.views
         losses = [env.learner.loss(v1[i:i + b], v2[i:i + b]) for i in range(0, max(v1.shape[0] - b, 0) + 1, b)]
         return float(np.mean(losses))
+
+
+class _ViewFeatures(Statistic):
+    """A statistic of the encoder's features (the held-out set's own BatchNorm statistics, as :class:`RankMe`) of
+    ``pairs`` fixed pairs of held-out views (:func:`heldout_views`)."""
+
+    periodic = True
+    pairs: ClassVar[int] = 1
+
+    def __init__(self, env: MeasuredEnv) -> None:
+        super().__init__(env)
+        self.views: list[torch.Tensor] | None = None
+
+    def features(self) -> torch.Tensor:
+        """(N, 2 * pairs, D) features of every held-out image's views."""
+        if self.views is None:
+            self.views = [v for pair in heldout_views(self.env, self.pairs) for v in pair]
+        return torch.stack([self.env.learner.encode(v, batch_statistics=True) for v in self.views], 1)
+
+
+@register_statistic("lidar")
+class LiDAR(_ViewFeatures):
+    """LiDAR (Thilak et al. 2023): the effective rank of the linear discriminant matrix of the held-out images'
+    features, each image a class whose samples are 4 fixed views of it (all cells kept): RankMe that counts a
+    direction only as far as it separates images more than views. Label-free."""
+
+    pairs, cost = 2, "four encoder passes of the held-out images and two eigendecompositions"
+
+    def measure(self) -> float:
+        return lidar(self.features())
+
+
+@register_statistic("alignment")
+class Alignment(_ViewFeatures):
+    """Alignment (Wang & Isola 2020): the mean squared distance between the normalised features of two fixed views
+    of each held-out image (all cells kept). Label-free; lower is better."""
+
+    cost, higher_is_better = "two encoder passes of the held-out images", False
+
+    def measure(self) -> float:
+        features = self.features()
+        return alignment_uniformity(features[:, 0], features[:, 1])[0]
+
+
+@register_statistic("uniformity")
+class Uniformity(_ViewFeatures):
+    """Uniformity (Wang & Isola 2020): log of the mean Gaussian potential exp(-2 d^2) between the normalised
+    features of distinct held-out views (all cells kept). Label-free; lower is better (spread over the sphere)."""
+
+    cost, higher_is_better = "two encoder passes of the held-out images", False
+
+    def measure(self) -> float:
+        features = self.features()
+        return alignment_uniformity(features[:, 0], features[:, 1])[1]
 
 
 def _probe_split(env: MeasuredEnv, batch_statistics: bool = False) -> tuple[torch.Tensor, ...]:
@@ -288,6 +357,18 @@ class RankMe(Statistic):
 
     def measure(self) -> float:
         return effective_rank(self.env.learner.encode(self.env.heldout_images, batch_statistics=True))
+
+
+@register_statistic("alpha_req")
+class AlphaReQ(Statistic):
+    """alpha-ReQ (Agrawal et al. 2022) as a judge: minus the distance of the eigenspectrum decay alpha of the
+    held-out features (eigenvalue ~ rank^-alpha) from 1, where they found linear probes best. Label-free; features
+    as :class:`RankMe`'s."""
+
+    periodic, cost = True, "one encoder pass of the held-out images and an eigendecomposition"
+
+    def measure(self) -> float:
+        return -abs(spectrum_decay(self.env.learner.encode(self.env.heldout_images, batch_statistics=True)) - 1.0)
 
 
 # ---------------------------------------------------------------------------------------- counterfactual

@@ -159,7 +159,8 @@ class CellRule(ParametricCorruptor):
 class RunResult:
     """What one whole run with one corruptor gave.
 
-    :param judge: the judge's value at the run's end (higher is better); NaN if the loss diverged.
+    :param judge: the judge's value at the run's end, oriented so that higher is better (a judge that is better
+        lower, a loss, is negated); NaN if the loss diverged.
     :param keep_fraction: mean keep fraction of its masks.
     :param keep_planted: on a known-answer task, the masks' keep rate on the planted cells (else None).
     :param keep_other: ... and on every other cell.
@@ -167,6 +168,8 @@ class RunResult:
     :param cpu_seconds: CPU time of the run (this process, all its threads).
     :param diverged: the loss became non-finite.
     :param judge_at: the judge after fewer updates of the same run, ``{updates: value}`` (``also_at``).
+    :param measured: the other statistics asked for (``WholeRun(also_measure=...)``), as measured (not oriented),
+        ``{updates: {name: value}}`` at ``also_at`` and at the run's end.
     """
 
     judge: float
@@ -177,6 +180,7 @@ class RunResult:
     cpu_seconds: float
     diverged: bool = False
     judge_at: dict[int, float] = field(default_factory=dict)
+    measured: dict[int, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -201,10 +205,12 @@ class WholeRun:
         default reward and track nothing: only the judge is read.
     :param updates: SimCLR updates per run.
     :param judge: the periodic statistic measured at the run's end (``rankme``, or any other, e.g.
-        ``probe_accuracy`` with labels as an upper reference).
+        ``probe_accuracy`` with labels as an upper reference); one that is better lower is negated.
+    :param also_measure: other periodic statistics measured with it (``RunResult.measured``): the judge audit
+        reads every judge from one run.
     """
 
-    def __init__(self, config: EnvConfig, updates: int, judge: str = "rankme") -> None:
+    def __init__(self, config: EnvConfig, updates: int, judge: str = "rankme", also_measure: tuple[str, ...] = ()) -> None:
         if not isinstance(updates, int) or updates < 1:
             raise ValueError(f"updates per run must be an integer >= 1, got {updates!r}")
         check_judge(judge)
@@ -216,6 +222,10 @@ class WholeRun:
             raise ValueError(f"judge {ANSWER_JUDGE!r} reads the planted cells of a known-answer task: set "
                              "dataset_kwargs {'shortcut': ...} or {'distractor': ...}")
         self.statistic = None if judge == ANSWER_JUDGE else STATISTICS[judge](self.env)
+        self.sign = 1.0 if self.statistic is None or self.statistic.higher_is_better else -1.0
+        for name in also_measure:
+            check_judge(name)
+        self.measures = {name: STATISTICS[name](self.env) for name in also_measure if name != ANSWER_JUDGE}
 
     def judge(self, act: Callable[[Observation], np.ndarray], seed: int, also_at: tuple[int, ...] = ()) -> RunResult:
         """Train a fresh encoder (initialised from ``seed``) for ``updates`` updates with masks from
@@ -225,11 +235,14 @@ class WholeRun:
         obs, _ = self.env.reset(seed=seed)
         keeps, planted, other = [], [], []
         judge_at: dict[int, float] = {}
+        measured: dict[int, dict[str, float]] = {}
         info: dict[str, Any] = {"loss": math.nan, "diverged": False}
         for update in range(1, self.updates + 1):
             obs, _, _, _, info = self.env.step(act(obs))
-            if update in also_at and update < self.updates and not info["diverged"] and self.statistic is not None:
-                judge_at[update] = float(self.statistic.measure())
+            if update in also_at and update < self.updates and not info["diverged"]:
+                if self.statistic is not None:
+                    judge_at[update] = self.sign * float(self.statistic.measure())
+                measured[update] = {name: float(m.measure()) for name, m in self.measures.items()}
             keeps.append(info["keep_fraction"])
             if "keep_planted" in info:
                 planted.append(info["keep_planted"])
@@ -241,10 +254,12 @@ class WholeRun:
         elif self.statistic is None:  # the answer judge
             judge = 1.0 - float(np.mean(planted))
         else:
-            judge = float(self.statistic.measure())
+            judge = self.sign * float(self.statistic.measure())
+        if not info["diverged"] and self.measures:
+            measured[len(keeps)] = {name: float(m.measure()) for name, m in self.measures.items()}
         return RunResult(judge, float(np.mean(keeps)), float(np.mean(planted)) if planted else None,
                          float(np.mean(other)) if other else None, float(info["loss"]),
-                         time.process_time() - start, bool(info["diverged"]), judge_at)
+                         time.process_time() - start, bool(info["diverged"]), judge_at, measured)
 
     def judge_candidate(self, corruptor: ParametricCorruptor, theta: np.ndarray, seed: int) -> RunResult:
         theta = corruptor.check(theta)

@@ -1,10 +1,11 @@
 """Regenerate the pictures of the README and docs: one environment step, the known-answer tasks (a shortcut under its
-oracle; a distractor kept, where the two views disagree on it, and under its oracle), and CAM-Net's
-sample grids.
+oracle; a distractor kept, where the two views disagree on it, and under its oracle), CAM-Net's sample grids, the
+Fashion-MNIST step (when its files are installed) and, from a ``train_agent.py`` run folder, the corruptor it found.
 
     python studies/figures.py            # writes docs/env_step.png, docs/shortcut_random_oracle.png,
                                        # docs/distractor_fixed_keep_all.png, docs/distractor_random_oracle.png,
-                                       # docs/camnet_sr_colorize.png, docs/camnet_sr.png
+                                       # docs/camnet_sr_colorize.png, docs/camnet_sr.png, docs/fashion_mnist_step.png
+    python studies/figures.py --run runs/cmaes_s0_...  --out docs/fashion_mnist_found.png   # a found corruptor
 """
 from __future__ import annotations
 
@@ -44,7 +45,51 @@ def known_answer_figure(path: Path, kind: str, placement: str, corruptor: str, s
     Image.fromarray(env.render()).save(path)
 
 
+def fashion_mnist_figure(path: Path, seed: int = 3) -> bool:
+    """One step of the fashion_mnist preset under random masks at the keep budget (False if its files are missing)."""
+    from agents import make_agent
+
+    try:
+        env = CorruptionEnv(EnvConfig.preset("fashion_mnist", keep_budget=0.75, action_mode="scores"),
+                            render_mode="rgb_array")
+    except FileNotFoundError:
+        return False
+    obs, _ = env.reset(seed=seed)
+    env.step(make_agent("random", env, seed=seed, keep_prob=0.75).predict(obs)[0])
+    Image.fromarray(env.render()).save(path)
+    return True
+
+
+def found_corruptor_figure(run: Path, path: Path, seed: int = 0) -> None:
+    """One step of a ``train_agent.py`` run's environment with the masks of the corruptor it found: which cells of
+    which images it drops (row 2, black), and the two views made of what it keeps."""
+    import json
+
+    from agents import load_agent
+
+    args = json.loads((run / "args.json").read_text())
+    config = EnvConfig.from_json(run / "env_config.json")
+    env = CorruptionEnv(config, render_mode="rgb_array")
+    agent = load_agent(args["algo"], str(run / "agent.zip"), env=env)
+    obs, _ = env.reset(seed=seed)
+    if getattr(agent, "keeps_everything", False):
+        env = CorruptionEnv(config.without_budget(), render_mode="rgb_array")
+        obs, _ = env.reset(seed=seed)
+    env.step(agent.predict(obs, deterministic=True)[0])
+    Image.fromarray(env.render()).save(path)
+
+
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, help="draw the corruptor a train_agent.py run folder found, and stop")
+    parser.add_argument("--out", type=Path, default=DOCS / "found_corruptor.png")
+    args = parser.parse_args()
+    if args.run:
+        found_corruptor_figure(args.run, args.out)
+        print(f"wrote {args.out}")
+        return
     DOCS.mkdir(exist_ok=True)
     env_step_figure(DOCS / "env_step.png")
     for kind, placement, corruptor in (("shortcut", "random", "oracle"), ("distractor", "fixed", "keep_all"),
@@ -52,6 +97,9 @@ def main() -> None:
         known_answer_figure(DOCS / f"{kind}_{placement}_{corruptor}.png", kind, placement, corruptor)
     for task in ("sr_colorize", "sr"):
         shutil.copyfile(shipped_checkpoint("shapes", task, 2).with_suffix(".png"), DOCS / f"camnet_{task}.png")
+    shutil.copyfile(shipped_checkpoint("fashion_mnist", "sr", 2).with_suffix(".png"), DOCS / "camnet_fashion_mnist_sr.png")
+    if not fashion_mnist_figure(DOCS / "fashion_mnist_step.png"):
+        print("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist): its step picture is left as it is")
     print(f"wrote {', '.join(p.name for p in sorted(DOCS.glob('*.png')))} in {DOCS}")
 
 

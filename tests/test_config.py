@@ -20,8 +20,19 @@ def test_presets_and_unknown_keys():
     assert gpu.device == "cuda" and gpu.encoder == "resnet18" and gpu.batch_size == 128
     with pytest.raises(ValueError, match="valid keys: .*batch_size"):
         EnvConfig().replace(batchsize=3)
-    with pytest.raises(ValueError, match="available: cpu, gpu"):
+    with pytest.raises(ValueError, match="available: cpu, gpu, fashion_mnist"):
         EnvConfig.preset("tpu")
+    fashion = EnvConfig.preset("fashion_mnist")
+    assert (fashion.dataset, fashion.task, fashion.view_augmentation) == ("fashion_mnist", "sr", "gray")
+
+
+def test_missing_camnet_weights_name_the_task_that_has_them():
+    with pytest.raises(ValueError, match="no CAM-Net weights ship for dataset 'fashion_mnist', task 'sr_colorize'.*"
+                                         "task:sr, or --preset fashion_mnist"):
+        EnvConfig(dataset="fashion_mnist").validate()
+    with pytest.raises(ValueError, match="pretrain them with .*--dataset idx"):
+        EnvConfig(dataset="idx", data_root="/nowhere").validate()
+    EnvConfig(dataset="idx", data_root="/nowhere", decorruptor="bicubic").validate()  # no weights needed
 
 
 @pytest.mark.parametrize("kwargs,match", [({"batch_size": 1}, "batch_size"), ({"mask_grid": 5}, "mask_grid"),

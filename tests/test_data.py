@@ -248,3 +248,16 @@ def test_one_planted_kind_at_a_time_and_distractor_options_are_checked():
     coarse = load_dataset("shapes", distractor="fixed", distractor_grain=4, **SMALL)
     band = coarse.images[:, 0, 24:]
     np.testing.assert_array_equal(np.repeat(np.repeat(band[:, ::4, ::4], 4, axis=1), 4, axis=2), band)
+
+
+def test_fashion_mnist_preset_steps_with_its_shipped_camnet(tmp_path):
+    """The fashion_mnist preset on a small generated copy: the shipped CAM-Net (sr) restores its gray images."""
+    from corruption_env import CorruptionEnv, EnvConfig
+
+    root = write_fashion_mnist(tmp_path / "fm", n=(64, 16))
+    env = CorruptionEnv(EnvConfig.preset("fashion_mnist", data_root=str(root), batch_size=8, episode_length=2,
+                                         heldout_size=8))
+    obs, _ = env.reset(seed=0)
+    assert obs["images"].shape == (8, 3, 16, 16)  # sr: the gray images as RGB, downsampled
+    obs, _, _, truncated, info = env.step(env.action_space.sample())
+    assert np.isfinite(info["loss"]) and not truncated

@@ -68,6 +68,7 @@ def test_the_search_explores_across_a_step(monkeypatch):
     4, 6 and 8 of 10 within 96, 160 and 256 candidate runs; seeds 0-4 within 256 after 184, 110, 110, 27 and 74,
     each after one restart."""
     monkeypatch.setattr(search_module, "judge_candidates", barcode_landscape)
+    monkeypatch.setattr(search_module, "judge_keep_all", lambda settings: {"judge": -np.inf, "cpu_seconds": 0.0})
     found = 0
     for seed in range(5):
         search = WholeRunSearch(CorruptionEnv(TINY), seed=seed, **{**SEARCH, "population": 16}).learn(3 * 256)
@@ -124,3 +125,25 @@ def test_told_the_answer_the_search_finds_it_in_the_parametric_corruptor(task, c
     search = WholeRunSearch(CorruptionEnv(cfg), seed=0, corruptor=corruptor, judge="planted_dropped",
                             **{**SEARCH, "run_updates": 2, "run_batch": 16, "population": 8}).learn(2 * 8 * 8)
     assert search.best["keep_planted"] <= 0.3, search.summary()
+
+
+def test_the_search_answers_keep_everything_when_no_candidate_beats_it(monkeypatch):
+    """Keeping every cell is judged as a candidate (without the budget, on the same run seed): when it out-judges
+    every candidate, the search keeps everything, and its corruptor is evaluated without the budget."""
+    from agents.corruptor_evaluation import evaluate_agent
+
+    monkeypatch.setattr(search_module, "judge_candidates",
+                        lambda settings, thetas: [{"judge": 1.0, "keep_fraction": 0.75, "keep_planted": 0.5,
+                                                   "keep_other": 0.8, "final_loss": 1.0, "cpu_seconds": 0.0,
+                                                   "diverged": False} for _ in thetas])
+    env = CorruptionEnv(TINY)
+    search = WholeRunSearch(env, seed=0, **SEARCH).learn(SEARCH["population"] * SEARCH["run_updates"])
+    assert search.keep_all is not None and search.keep_all["keep_fraction"] == 1.0  # a real run, budget lifted
+    monkeypatch.setitem(search.keep_all, "judge", 2.0)
+    assert search.keeps_everything and search.known_answer()["final_keep_planted"] == 1.0
+    obs, _ = env.reset(seed=0)
+    assert (search.predict(obs)[0] > 0).all()
+    rows = evaluate_agent(search, "cmaes", TINY, steps=2, progress=False)
+    assert rows[0].keep_fraction == 1.0 and rows[0].keep_planted == 1.0  # evaluated as keep_all is
+    monkeypatch.setitem(search.keep_all, "judge", 0.5)
+    assert not search.keeps_everything and search.known_answer()["final_keep_planted"] == 0.5

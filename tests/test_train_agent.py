@@ -93,7 +93,7 @@ def test_fixed_baseline_trains_through_the_same_cli(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--algo", "dqn_of_dreams"], "available: a2c, cmaes, cowmask, keep_all, oracle, ppo"),
+    (["--algo", "dqn_of_dreams"], "available: a2c, cmaes, cmaes_labels, cowmask, keep_all, oracle, ppo"),
     (["--reward", "vibes"], "unknown reward 'vibes'; available"),
     (["--env-kwargs", "batchsize:3"], "valid keys: .*batch_size"),
     (["--algo", "not_a_package.sub:Algo"], "cannot import 'not_a_package.sub'"),

@@ -89,3 +89,16 @@ def test_a_cell_rule_scores_a_cell_by_its_pixels_wherever_it_is():
     np.testing.assert_allclose(rule.act(theta, flipped).reshape(4, 4, 4)[:, ::-1, :], scores, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="'scores', not 'shared_scores'"):
         make_corruptor("cell_rule", TINY)
+
+
+def test_a_loss_judges_negated_and_other_judges_measured_from_the_same_run():
+    theta = np.linspace(-1, 1, 16)
+    corruptor = make_corruptor("score_map", TINY)
+    by_loss = WholeRun(TINY, updates=4, judge="heldout_loss", also_measure=("heldout_loss", "rankme", "lidar"))
+    result = by_loss.judge(lambda obs: corruptor.act(theta, obs), seed=3, also_at=(2,))
+    assert set(result.measured) == {2, 4} and set(result.measured[4]) == {"heldout_loss", "rankme", "lidar"}
+    assert result.judge == -result.measured[4]["heldout_loss"]  # a loss is better lower: the judge is oriented
+    by_rank = WholeRun(TINY, updates=4).judge(lambda obs: corruptor.act(theta, obs), seed=3)
+    assert by_rank.judge == pytest.approx(result.measured[4]["rankme"], rel=1e-6)  # the same run, the same encoder
+    with pytest.raises(ValueError, match="judge must be a periodic statistic"):
+        WholeRun(TINY, updates=2, also_measure=("loss_after",))

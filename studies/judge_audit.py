@@ -1,0 +1,285 @@
+"""The judge audit: how well does each label-free judge of a short run agree with the kNN accuracy of a long one?
+
+On generated known-answer tasks (``corruption_env.task_generator``: development and held-out split) and the named
+ones, each (task, seed) trains a set of fixed corruptors twice: a **judge run** exactly as the search judges a
+candidate (``--run-updates`` SimCLR updates at batch 64 on the search's run seed, and once more on a second run
+seed), after which every label-free judge is measured on the held-out images (and after half the updates); and an
+**evaluation run** (``--eval-steps`` updates on the evaluation's seed) scored by kNN accuracy with labels. The
+corruptors: keep_all, the oracle (drops the planted cells), random masks and CowMask at the budget, a partial answer
+(drops 2 of the 4 planted cells), the pattern kept while 4 other cells go (``anti``), and two random candidates of the
+search's cell rule. Judges: RankMe, LiDAR, alpha-ReQ, the held-out NT-Xent loss, alignment, uniformity, and
+``probe_accuracy`` (kNN with labels on the held-out split: the label-judged ceiling's judge, for reference).
+
+    python studies/judge_audit.py --tasks 12 --seeds 3 --workers 2 --out docs/results/judge_audit   # the audit
+    python studies/judge_audit.py --report docs/results/judge_audit                             # its tables again
+
+Each (task, seed) is written to ``OUT/units/`` when done (a rerun skips those), and the report (``OUT/audit.md``,
+``OUT/audit.json``) gives, per judge and split: the Spearman correlation of judge and kNN over the corruptors of a
+(task, seed), its mean with a bootstrap CI over (task, seed) pairs, and how often the judge's pick is no worse than
+the better of keep_all and the oracle by more than the seed noise (the standard deviation of keep_all's kNN over
+seeds). Every task's margins (oracle − keep_all, oracle − random) say whether it is an "answer" task.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from corruption_env.files import atomic_write_json, atomic_write_text
+
+JUDGES = ("rankme", "lidar", "alpha_req", "heldout_loss", "alignment", "uniformity", "probe_accuracy")
+LABEL_FREE = JUDGES[:-1]
+CORRUPTORS = ("keep_all", "oracle", "random", "cowmask", "partial", "anti", "rule_a", "rule_b")
+NAMED = ("shortcut_fixed", "shortcut_random", "distractor_fixed", "distractor_random")
+
+
+def task_overrides(name: str) -> dict[str, Any]:
+    from benchmarking.sweep import TASKS
+    from corruption_env.task_generator import generate_task
+
+    if name in TASKS:
+        return dict(TASKS[name])
+    return generate_task(int(name.split("_")[0].removeprefix("gen"))).overrides()
+
+
+def planted_scores(env: Any, rng: np.random.Generator, kind: str) -> np.ndarray:
+    """Scores (B * g * g) for the env's next batch that make the keep budget drop: the pattern (``oracle``), half
+    of it (``partial``) or other cells while keeping the pattern (``anti``); ties broken at random."""
+    cells = env.planted_cells.reshape(env.planted_cells.shape[0], -1)  # (B, g*g) bool
+    scores = rng.uniform(0, 1, cells.shape)
+    if kind == "partial":
+        for row, mask in zip(scores, cells):
+            planted = np.flatnonzero(mask)
+            drop = rng.permutation(planted)[: len(planted) // 2]
+            row[planted] += 10
+            row[drop] -= 20
+    elif kind == "anti":
+        scores = scores + 10 * cells
+    return scores.astype(np.float32).reshape(-1)
+
+
+def make_act(kind: str, env: Any, seed: int) -> Callable[[dict], np.ndarray]:
+    """The act function of corruptor ``kind`` in ``env`` (deterministic given ``seed``)."""
+    from agents import make_agent
+    from agents.corruptor_evaluation import agent_act
+    from corruption_env.whole_run import make_corruptor
+
+    if kind in ("keep_all", "oracle", "random", "cowmask"):
+        options = {"random": {"keep_prob": 0.75}, "cowmask": {"keep_range": (0.5, 1.0)}}.get(kind, {})
+        return agent_act(make_agent(kind, env, seed=seed, **options))
+    rng = np.random.default_rng([seed, CORRUPTORS.index(kind)])
+    if kind in ("partial", "anti"):
+        return lambda obs: planted_scores(env, rng, kind)
+    rule = make_corruptor("cell_rule", env.config)
+    theta = rng.normal(0, 1, rule.dim)
+    return lambda obs: rule.act(theta, obs)
+
+
+def audit_unit(task: str, seed: int, run_updates: int, eval_steps: int) -> dict[str, Any]:
+    """One (task, seed): every corruptor's judges (two run seeds, two run lengths) and its kNN."""
+    import torch
+
+    from agents.corruptor_evaluation import CorruptorEvaluation
+    from agents.search import run_seed
+    from corruption_env import EnvConfig
+    from corruption_env.whole_run import WholeRun
+
+    torch.set_num_threads(1)
+    config = EnvConfig(**task_overrides(task), num_threads=1)
+    runs = {budget: WholeRun((config if budget else config.without_budget()).replace(batch_size=64), run_updates,
+                             "rankme", also_measure=JUDGES) for budget in (True, False)}
+    evaluation = CorruptorEvaluation(config, eval_steps, seed=seed, progress=False, track_rewards=[])
+    out: dict[str, Any] = {"task": task, "seed": seed, "corruptors": {}}
+    for kind in CORRUPTORS:
+        start = time.process_time()
+        whole = runs[kind != "keep_all"]
+        judged = {}
+        for label, rs in (("run_a", run_seed(seed)), ("run_b", run_seed(seed + 1000))):
+            result = whole.judge(make_act(kind, whole.env, seed), rs, also_at=(run_updates // 2,))
+            judged[label] = {str(k): v for k, v in result.measured.items()}
+            judged[label]["keep_planted"] = result.keep_planted
+        row = evaluation.run_policy(kind, make_act(kind, evaluation.env_for(kind != "keep_all"), seed),
+                                    budget=kind != "keep_all")
+        out["corruptors"][kind] = {"judges": judged, "knn": row.knn, "linear": row.linear,
+                                   "keep_planted": row.keep_planted, "cpu_seconds": time.process_time() - start}
+        print(f"{task} s{seed} {kind}: kNN {row.knn:.3f}, rankme {judged['run_a'][str(run_updates)]['rankme']:.1f}",
+              file=sys.stderr, flush=True)
+    return out
+
+
+def _unit_job(job: tuple[str, int, int, int, str]) -> str:
+    task, seed, run_updates, eval_steps, folder = job
+    path = Path(folder) / "units" / f"{task}_s{seed}.json"
+    if not path.exists():
+        atomic_write_json(path, audit_unit(task, seed, run_updates, eval_steps))
+    return str(path)
+
+
+# ------------------------------------------------------------------------------------------ the report
+
+def oriented(judge: str, value: float) -> float:
+    """Higher is better for every judge."""
+    from corruption_env.statistics import STATISTICS
+
+    return value if STATISTICS[judge].higher_is_better else -value
+
+
+def judge_values(unit: dict, variant: str, judge: str, run_updates: int) -> dict[str, float]:
+    """Each corruptor's oriented judge in one variant: ``end`` (run seed a, full run), ``half`` (half the updates),
+    ``two_seeds`` (mean over run seeds a and b, full runs)."""
+    out = {}
+    for kind, c in unit["corruptors"].items():
+        a, b = c["judges"]["run_a"], c["judges"]["run_b"]
+        if variant == "half":
+            value = a[str(run_updates // 2)][judge]
+        elif variant == "two_seeds":
+            value = (a[str(run_updates)][judge] + b[str(run_updates)][judge]) / 2
+        else:
+            value = a[str(run_updates)][judge]
+        out[kind] = oriented(judge, value)
+    return out
+
+
+def combined(unit: dict, judges: tuple[str, ...], run_updates: int) -> dict[str, float]:
+    """A combination: the mean of the corruptors' ranks under each judge (end of run)."""
+    from scipy.stats import rankdata
+
+    kinds = list(unit["corruptors"])
+    ranks = [rankdata([judge_values(unit, "end", j, run_updates)[k] for k in kinds]) for j in judges]
+    return dict(zip(kinds, np.mean(ranks, axis=0)))
+
+
+def unit_scores(unit: dict, values: dict[str, float], noise: float) -> tuple[float, bool]:
+    """Spearman of judge and kNN over the corruptors; whether the judge's pick is no worse than the better of
+    keep_all and the oracle by more than ``noise``."""
+    from scipy.stats import spearmanr
+
+    kinds = list(values)
+    knn = [unit["corruptors"][k]["knn"] for k in kinds]
+    rho = spearmanr([values[k] for k in kinds], knn).statistic
+    pick = kinds[int(np.argmax([values[k] for k in kinds]))]
+    best = max(unit["corruptors"]["keep_all"]["knn"], unit["corruptors"]["oracle"]["knn"])
+    return float(rho), unit["corruptors"][pick]["knn"] >= best - noise
+
+
+def task_margins(units: list[dict]) -> dict[str, dict[str, Any]]:
+    """Per task: oracle − keep_all and oracle − random (mean, CI over seeds), keep_all's seed noise, and the kind
+    (answer: oracle − keep_all CI above 0)."""
+    from benchmarking.confidence import bootstrap_ci
+
+    out = {}
+    for task in sorted({u["task"] for u in units}):
+        mine = [u for u in units if u["task"] == task]
+        diffs = {other: np.array([u["corruptors"]["oracle"]["knn"] - u["corruptors"][other]["knn"] for u in mine])
+                 for other in ("keep_all", "random")}
+        cis = {k: bootstrap_ci(v) for k, v in diffs.items()}
+        noise = float(np.std([u["corruptors"]["keep_all"]["knn"] for u in mine], ddof=1)) if len(mine) > 1 else 0.0
+        out[task] = {"oracle_minus_keep_all": [float(diffs["keep_all"].mean()), *map(float, cis["keep_all"])],
+                     "oracle_minus_random": [float(diffs["random"].mean()), *map(float, cis["random"])],
+                     "noise": noise, "seeds": len(mine), "kind": "answer" if cis["keep_all"][0] > 0 else "keep everything"}
+    return out
+
+
+def audit_table(units: list[dict], run_updates: int) -> dict[str, Any]:
+    """Per split and judge (variant): mean Spearman with its CI, and the rate of good picks."""
+    from benchmarking.confidence import bootstrap_ci
+    from corruption_env.task_generator import SPLITS
+
+    margins = task_margins(units)
+    candidates: dict[str, Callable[[dict], dict[str, float]]] = {}
+    for judge in JUDGES:
+        for variant in ("end", "half", "two_seeds"):
+            candidates[f"{judge}" + ("" if variant == "end" else f" ({variant.replace('_', ' ')})")] = (
+                lambda u, j=judge, v=variant: judge_values(u, v, j, run_updates))
+    for pair in (("rankme", "heldout_loss"), ("lidar", "heldout_loss"), ("rankme", "alignment"),
+                 ("rankme", "lidar", "heldout_loss")):
+        candidates[" + ".join(pair) + " (mean rank)"] = lambda u, p=pair: combined(u, p, run_updates)
+    table: dict[str, Any] = {}
+    for split in (*SPLITS, "named"):
+        mine = [u for u in units if split_of(u["task"]) == split]
+        if not mine:
+            continue
+        table[split] = {}
+        for name, values_of in candidates.items():
+            scores = [unit_scores(u, values_of(u), margins[u["task"]]["noise"]) for u in mine]
+            rhos = np.array([s[0] for s in scores])
+            rhos = rhos[np.isfinite(rhos)]
+            table[split][name] = {"spearman": [float(rhos.mean()), *map(float, bootstrap_ci(rhos))] if rhos.size else None,
+                                  "good_picks": float(np.mean([s[1] for s in scores])), "pairs": len(scores)}
+    return {"margins": margins, "table": table}
+
+
+def split_of(task: str) -> str:
+    from corruption_env.task_generator import generate_task
+
+    return "named" if task in NAMED else generate_task(int(task.split("_")[0].removeprefix("gen"))).split
+
+
+def format_report(report: dict[str, Any], header: str) -> str:
+    lines = ["# Judge audit", "", header, "", "## Tasks", "",
+             "| task | split | kind | oracle − keep_all kNN [95% CI] | oracle − random | keep_all seed sd |",
+             "|---|---|---|---|---|---|"]
+    for task, m in report["margins"].items():
+        lines.append(f"| {task} | {split_of(task)} | {m['kind']} | {m['oracle_minus_keep_all'][0]:+.3f} "
+                     f"[{m['oracle_minus_keep_all'][1]:+.3f}, {m['oracle_minus_keep_all'][2]:+.3f}] | "
+                     f"{m['oracle_minus_random'][0]:+.3f} [{m['oracle_minus_random'][1]:+.3f}, "
+                     f"{m['oracle_minus_random'][2]:+.3f}] | {m['noise']:.3f} |")
+    for split, rows in report["table"].items():
+        lines += ["", f"## {split}", "", "| judge | Spearman with kNN [95% CI] | picks no worse than the best of "
+                  "keep_all and oracle | (task, seed) pairs |", "|---|---|---|---|"]
+        for name, row in sorted(rows.items(), key=lambda kv: -(kv[1]["spearman"] or [-9])[0]):
+            rho = row["spearman"]
+            text = "–" if rho is None else f"{rho[0]:+.2f} [{rho[1]:+.2f}, {rho[2]:+.2f}]"
+            lines.append(f"| {name} | {text} | {row['good_picks']:.0%} | {row['pairs']} |")
+    return "\n".join(lines) + "\n"
+
+
+def report(folder: Path, run_updates: int, header: str) -> str:
+    units = [json.loads(p.read_text()) for p in sorted((folder / "units").glob("*.json"))]
+    result = audit_table(units, run_updates)
+    atomic_write_json(folder / "audit.json", result)
+    text = format_report(result, header)
+    atomic_write_text(folder / "audit.md", text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=12, help="generated tasks 0..N-1 (even: development, odd: held out)")
+    parser.add_argument("--named", action="store_true", help="also the four named known-answer tasks")
+    parser.add_argument("--only", default=None, help="comma-separated task names instead (generated or named)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--run-updates", type=int, default=50, help="updates of a judge run (the search's)")
+    parser.add_argument("--eval-steps", type=int, default=500, help="updates of an evaluation run")
+    parser.add_argument("--workers", type=int, default=2, help="(task, seed) units at once, one thread each")
+    parser.add_argument("--out", type=Path, default=Path("results/judge_audit"))
+    parser.add_argument("--report", type=Path, help="only rewrite the report of a finished (or partial) audit")
+    args = parser.parse_args(argv)
+    if args.report:
+        print(report(args.report, args.run_updates, f"Report of {args.report}."))
+        return 0
+    from corruption_env.task_generator import generate_task
+
+    tasks = (args.only.split(",") if args.only else
+             [generate_task(i).name for i in range(args.tasks)] + (list(NAMED) if args.named else []))
+    jobs = [(t, s, args.run_updates, args.eval_steps, str(args.out)) for s in range(args.seeds) for t in tasks]
+    start = time.time()
+    with multiprocessing.get_context("fork").Pool(args.workers, maxtasksperchild=1) as pool:
+        for done, path in enumerate(pool.imap_unordered(_unit_job, jobs), start=1):
+            print(f"[{done}/{len(jobs)}] {path} ({(time.time() - start) / 60:.0f} min)", flush=True)
+    header = (f"`{' '.join(['python studies/judge_audit.py', *(argv if argv is not None else sys.argv[1:])])}`: "
+              f"{len(jobs)} (task, seed) units, judge runs of {args.run_updates} updates, evaluation runs of "
+              f"{args.eval_steps}; {(time.time() - start) / 3600:.1f} h wall on {args.workers} worker(s).")
+    print(report(args.out, args.run_updates, header))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
