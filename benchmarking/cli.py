@@ -34,6 +34,7 @@ from typing import Any, NoReturn
 
 from benchmarking.sweep import PRESETS, Sweep, SweepError, check_sweep, sweep_from
 from corruption_env.cli_options import answer_ctrl_c
+from corruption_env.config import EnvConfig
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-steps", type=_positive(int), help=f"environment steps each agent trains for {fill}")
     parser.add_argument("--eval-steps", type=_positive(int),
                         help=f"SimCLR updates of the fresh encoder that judges each corruptor {fill}")
-    parser.add_argument("--env-preset", choices=("cpu", "gpu"), help=f"EnvConfig preset of every run {fill}")
+    parser.add_argument("--env-preset", choices=EnvConfig.PRESETS, help=f"EnvConfig preset of every run {fill}")
     parser.add_argument("--env-kwargs", nargs="*", metavar="KEY:VALUE",
                         help="EnvConfig overrides for every run, e.g. batch_size:32 decorruptor:bicubic")
     parser.add_argument("--hyperparams", nargs="*", metavar="AGENT.KEY:VALUE",

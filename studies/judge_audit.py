@@ -36,6 +36,7 @@ from corruption_env.files import atomic_write_json, atomic_write_text
 JUDGES = ("rankme", "lidar", "alpha_req", "heldout_loss", "alignment", "uniformity", "probe_accuracy")
 LABEL_FREE = JUDGES[:-1]
 CORRUPTORS = ("keep_all", "oracle", "random", "cowmask", "partial", "anti", "rule_a", "rule_b")
+PLAIN_CORRUPTORS = ("keep_all", "random", "cowmask", "rule_a", "rule_b", "rule_c", "rule_d")  # no planted pattern
 NAMED = ("shortcut_fixed", "shortcut_random", "distractor_fixed", "distractor_random")
 
 
@@ -73,7 +74,7 @@ def make_act(kind: str, env: Any, seed: int) -> Callable[[dict], np.ndarray]:
     if kind in ("keep_all", "oracle", "random", "cowmask"):
         options = {"random": {"keep_prob": 0.75}, "cowmask": {"keep_range": (0.5, 1.0)}}.get(kind, {})
         return agent_act(make_agent(kind, env, seed=seed, **options))
-    rng = np.random.default_rng([seed, CORRUPTORS.index(kind)])
+    rng = np.random.default_rng([seed, (CORRUPTORS + PLAIN_CORRUPTORS).index(kind)])
     if kind in ("partial", "anti"):
         return lambda obs: planted_scores(env, rng, kind)
     rule = make_corruptor("cell_rule", env.config)
@@ -88,6 +89,7 @@ def audit_unit(task: str, seed: int, run_updates: int, eval_steps: int) -> dict[
     from agents.corruptor_evaluation import CorruptorEvaluation
     from agents.search import run_seed
     from corruption_env import EnvConfig
+    from corruption_env.known_answer import is_known_answer
     from corruption_env.whole_run import WholeRun
 
     torch.set_num_threads(1)
@@ -96,7 +98,7 @@ def audit_unit(task: str, seed: int, run_updates: int, eval_steps: int) -> dict[
                              "rankme", also_measure=JUDGES) for budget in (True, False)}
     evaluation = CorruptorEvaluation(config, eval_steps, seed=seed, progress=False, track_rewards=[])
     out: dict[str, Any] = {"task": task, "seed": seed, "corruptors": {}}
-    for kind in CORRUPTORS:
+    for kind in CORRUPTORS if is_known_answer(config.dataset_kwargs) else PLAIN_CORRUPTORS:
         start = time.process_time()
         whole = runs[kind != "keep_all"]
         judged = {}
@@ -164,7 +166,7 @@ def unit_scores(unit: dict, values: dict[str, float], noise: float) -> tuple[flo
     knn = [unit["corruptors"][k]["knn"] for k in kinds]
     rho = spearmanr([values[k] for k in kinds], knn).statistic
     pick = kinds[int(np.argmax([values[k] for k in kinds]))]
-    best = max(unit["corruptors"]["keep_all"]["knn"], unit["corruptors"]["oracle"]["knn"])
+    best = max(unit["corruptors"][k]["knn"] for k in ("keep_all", "oracle") if k in unit["corruptors"])
     return float(rho), unit["corruptors"][pick]["knn"] >= best - noise
 
 
@@ -176,6 +178,10 @@ def task_margins(units: list[dict]) -> dict[str, dict[str, Any]]:
     out = {}
     for task in sorted({u["task"] for u in units}):
         mine = [u for u in units if u["task"] == task]
+        if "oracle" not in mine[0]["corruptors"]:  # a task without a planted pattern: only keep_all's noise
+            noise = float(np.std([u["corruptors"]["keep_all"]["knn"] for u in mine], ddof=1)) if len(mine) > 1 else 0.0
+            out[task] = {"noise": noise, "seeds": len(mine), "kind": "plain"}
+            continue
         diffs = {other: np.array([u["corruptors"]["oracle"]["knn"] - u["corruptors"][other]["knn"] for u in mine])
                  for other in ("keep_all", "random")}
         cis = {k: bootstrap_ci(v) for k, v in diffs.items()}
@@ -201,7 +207,7 @@ def audit_table(units: list[dict], run_updates: int) -> dict[str, Any]:
                  ("rankme", "lidar", "heldout_loss")):
         candidates[" + ".join(pair) + " (mean rank)"] = lambda u, p=pair: combined(u, p, run_updates)
     table: dict[str, Any] = {}
-    for split in (*SPLITS, "named"):
+    for split in (*SPLITS, "named", "real images"):
         mine = [u for u in units if split_of(u["task"]) == split]
         if not mine:
             continue
@@ -218,7 +224,9 @@ def audit_table(units: list[dict], run_updates: int) -> dict[str, Any]:
 def split_of(task: str) -> str:
     from corruption_env.task_generator import generate_task
 
-    return "named" if task in NAMED else generate_task(int(task.split("_")[0].removeprefix("gen"))).split
+    if not task.startswith("gen"):
+        return "real images" if task.startswith("fashion") else "named"
+    return generate_task(int(task.split("_")[0].removeprefix("gen"))).split
 
 
 def format_report(report: dict[str, Any], header: str) -> str:
@@ -226,6 +234,9 @@ def format_report(report: dict[str, Any], header: str) -> str:
              "| task | split | kind | oracle − keep_all kNN [95% CI] | oracle − random | keep_all seed sd |",
              "|---|---|---|---|---|---|"]
     for task, m in report["margins"].items():
+        if m["kind"] == "plain":
+            lines.append(f"| {task} | {split_of(task)} | no planted pattern | | | {m['noise']:.3f} |")
+            continue
         lines.append(f"| {task} | {split_of(task)} | {m['kind']} | {m['oracle_minus_keep_all'][0]:+.3f} "
                      f"[{m['oracle_minus_keep_all'][1]:+.3f}, {m['oracle_minus_keep_all'][2]:+.3f}] | "
                      f"{m['oracle_minus_random'][0]:+.3f} [{m['oracle_minus_random'][1]:+.3f}, "

@@ -12,6 +12,7 @@
 
     python studies/search_engines.py                         # K = 8 and 16, the ray/local search at 2 workers
     python studies/search_engines.py --parts-only --k 8,16   # the batched parts only (a minute)
+    RAY_ADDRESS=HOST:PORT python studies/search_engines.py --skip-parts   # Ray on a running cluster (two nodes)
 
 Time it on a quiet machine: another job on the cores makes every number wrong.
 """
@@ -178,14 +179,17 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=8)
     parser.add_argument("--generations", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--parts-only", action="store_true")
+    parser.add_argument("--parts-only", action="store_true", help="only the batched parts")
+    parser.add_argument("--skip-parts", action="store_true",
+                        help="only the engines (with RAY_ADDRESS set: Ray on that cluster, e.g. two nodes)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     env = CorruptionEnv(EnvConfig.preset("cpu", **TASKS[args.task], num_threads=args.threads))
     env.reset(seed=0)
     print(f"{cpu_name()}, {args.threads} thread(s), torch {torch.__version__}, precision {env.precision}, CAM-Net "
           f"{'int8' if env.config.int8_camnet else env.precision}; task {args.task}, batch {env.config.batch_size}\n")
-    print(parts_table(env, [int(k) for k in args.k.split(",")]))
+    if not args.skip_parts:
+        print(parts_table(env, [int(k) for k in args.k.split(",")]))
     if not args.parts_only:
         print()
         print(engines_table(env, args.updates, args.population, args.generations, args.workers))

@@ -128,7 +128,8 @@ def test_label_using_rewards_are_marked_and_listed():
     assert {n for n in available_rewards() if make_reward(n).uses_labels} == {"probe_accuracy", "label_gain",
                                                                              "label_advantage"}
     assert make_reward("label_gain", rescale=True).uses_labels  # wrappers keep the mark
-    assert {"heldout_loss", "probe_accuracy", "label_loss", "rankme"} == set(periodic_statistics())
+    assert {"heldout_loss", "probe_accuracy", "label_loss", "rankme", "lidar", "alpha_req", "alignment",
+            "uniformity"} == set(periodic_statistics())
 
 
 def test_prototype_cross_entropy_is_low_for_separated_classes():
