@@ -2,11 +2,19 @@
 change of the search's code (the optimiser seam, the whole-run agents' base) that changes a candidate or a judge
 is seen.
 
-Three searches, each exact by construction (no float kernel touches what is compared): one on a fake landscape
-shaped like the barcode's (no SimCLR run at all; long enough for IPOP restarts), and two judged by real whole runs
-with the ``planted_dropped`` judge (the share of planted cells the run's masks dropped: read from masks, not from an
-encoder), a shared score map on the fixed shortcut and the 4-weight cell rule on the random distractor. The
-candidates (CMA-ES's samples) and judges are compared exactly, and so are the generations and restarts.
+Three searches: one on a fake landscape shaped like the barcode's (no SimCLR run at all; long enough for IPOP
+restarts), and two judged by real whole runs with the ``planted_dropped`` judge (the share of planted cells the
+run's masks dropped: read from masks, not from an encoder), a shared score map on the fixed shortcut and the
+4-weight cell rule on the random distractor; and a fourth, the landscape search saved after 6 generations by the code
+before the optimiser seam (``tests/data/search_saved_before_the_seam.pkl``) and resumed by today's. The candidates
+(CMA-ES's samples) and judges are compared exactly, and so are the generations and restarts.
+
+Exact on any x86-64 CPU with AVX2 because the searches run in a process whose numpy kernels are pinned
+(``tests/kernels.py``: ``pinned_numpy``): CMA-ES samples through an eigen-decomposition of its covariance, whose
+rounding, and the sign of whose eigenvectors, follow the kernels numpy's OpenBLAS and numpy's own SIMD loops pick
+for the CPU (OpenBLAS's Haswell kernels on an AVX2 CPU, SkylakeX's on an AVX512 one); one flipped sign changes
+every later candidate. The masks and judges compared involve no torch kernel. The recording was made by the code before the
+optimiser seam (commit 271fa5d) under the same pin.
 
     python tests/record_search_golden.py            # re-record (a deliberate change of the search; say why)
     python tests/record_search_golden.py --check    # compare with the recording
@@ -15,13 +23,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from kernels import has_avx2, pinned_numpy
+
 GOLDEN = Path(__file__).with_name("data") / "search_golden.json"
+SAVED_BEFORE_THE_SEAM = GOLDEN.with_name("search_saved_before_the_seam.pkl")
 TINY = dict(image_size=16, scale=2, batch_size=4, mask_grid=4, decorruptor="bicubic", heldout_size=32,
             dataset_kwargs={"train_size": 256, "test_size": 64, "shortcut": "fixed", "shortcut_bits": 4},
             action_mode="shared_scores", keep_budget=0.75, precision="fp32", num_threads=1)
@@ -73,18 +86,55 @@ def search_history(name: str, case: dict[str, Any]) -> list[dict[str, Any]]:
         search = make_agent("cmaes", env, seed=case["seed"], **case["options"]).learn(case["budget"])
     finally:
         search_module.judge_candidates = original
-    return [{"generation": r["generation"], "restart": r["restart"], "theta": [float(t) for t in r["theta"]],
-             "judge": r["judge"], "keep_planted": r["keep_planted"]} for r in search.history]
+    return [{**{k: r[k] for k in HISTORY_KEYS}, "theta": [float(t) for t in r["theta"]]} for r in search.history]
+
+
+HISTORY_KEYS = ("generation", "restart", "theta", "judge", "keep_planted")
+
+
+def resumed_history() -> list[dict[str, Any]]:
+    """The landscape search saved before the optimiser seam, resumed by today's code to the landscape's budget."""
+    import agents.search as search_module
+    from corruption_env import CorruptionEnv, EnvConfig
+
+    case = cases()["landscape"]
+    original, search_module.judge_candidates = search_module.judge_candidates, landscape
+    try:
+        env = CorruptionEnv(EnvConfig(**{**TINY, **case["env"]}))
+        search = search_module.WholeRunSearch.load(SAVED_BEFORE_THE_SEAM, env=env)
+        search.learn(case["budget"] - search.num_timesteps)
+    finally:
+        search_module.judge_candidates = original
+    return [{k: r[k] for k in HISTORY_KEYS} for r in search.history]
+
+
+def pinned_environment() -> dict[str, str]:
+    return {**os.environ, **pinned_numpy()}
 
 
 def record() -> dict[str, Any]:
-    return {name: search_history(name, case) for name, case in cases().items()}
+    """Every golden search, in a process of its own with the kernels pinned (whatever this process loaded)."""
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--emit"], env=pinned_environment(),
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the pinned golden searches failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="compare with the recording instead of writing it")
+    parser.add_argument("--emit", action="store_true", help=argparse.SUPPRESS)  # the pinned process: print JSON
     args = parser.parse_args()
+    if args.emit:
+        if any(os.environ.get(k) != v for k, v in pinned_numpy().items()):
+            raise SystemExit("--emit runs in the pinned process that record() starts")
+        histories = {name: search_history(name, case) for name, case in cases().items()}
+        histories["landscape_resumed"] = resumed_history()
+        print(json.dumps(histories))
+        return 0
+    if not has_avx2():
+        raise SystemExit("the golden searches pin numpy's kernels to AVX2, which this CPU does not have")
     now = record()
     if args.check:
         recorded = json.loads(GOLDEN.read_text())
@@ -98,5 +148,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
     raise SystemExit(main())

@@ -33,6 +33,7 @@ import numpy as np
 from corruption_env import CorruptionEnv, EnvConfig
 from corruption_env.env import LEARNER_FEATURES
 from corruption_env.rewards import available_rewards
+from kernels import TORCH_KERNEL_CHOICES as KERNEL_CHOICES, TORCH_KERNEL_VARIABLES as KERNEL_VARIABLES
 
 GOLDEN = Path(__file__).with_name("data") / "step_golden.json"
 TOLERANCE = Path(__file__).with_name("data") / "step_golden_tolerance.json"
@@ -46,31 +47,6 @@ RELATIVE_FLOOR = 1e-5  # ... + this fraction of the value (about 100 float32 ulp
 ABSOLUTE_FLOOR = 1e-6  # ... + this, for values that are 0 on every kernel choice
 # counting statistics change by whole counts: a query of the held-out half (32 images) may flip on another CPU
 ONE_COUNT = {"probe_accuracy": 1 / (BASE["heldout_size"] // 2)}
-
-# kernel choices: environment variables read when torch loads (so each runs in a process of its own)
-KERNEL_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
-KERNEL_CHOICES: dict[str, dict[str, str]] = {
-    "best": {},
-    "aten_default": {"ATEN_CPU_CAPABILITY": "default"},
-    "aten_avx2": {"ATEN_CPU_CAPABILITY": "avx2"},
-    "onednn_sse41": {"ONEDNN_MAX_CPU_ISA": "SSE41"},
-    "onednn_avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
-    "mkl_sse42": {"MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
-    "mkl_avx2": {"MKL_ENABLE_INSTRUCTIONS": "AVX2"},
-    "all_avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
-    "all_lowest": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
-}
-
-
-def other_kernels() -> dict[str, str]:
-    """Kernel variables that force an instruction set below this CPU's best (AVX2 under an AVX512 CPU, the
-    generic and SSE4 kernels under an AVX2 one): a result that holds only by this CPU's rounding fails there."""
-    import torch
-
-    if torch.backends.cpu.get_cpu_capability() == "AVX512":
-        return KERNEL_CHOICES["all_avx2"]
-    return KERNEL_CHOICES["all_lowest"]
-
 
 def cases() -> dict[str, dict]:
     """Every registered built-in reward under a keep budget (scores mode) and without one (cells mode), and

@@ -30,7 +30,8 @@ import torch
 from corruption_env.env import CorruptionEnv
 from corruption_env.rewards import RewardSet
 from corruption_env.simclr import SimCLRLearner
-from record_step_golden import GOLDEN, TOLERANCE, cases, mismatches, other_kernels, rollout
+from kernels import other_kernels
+from record_step_golden import GOLDEN, TOLERANCE, cases, mismatches, rollout
 
 RECORDED = json.loads(GOLDEN.read_text())
 SPREAD = json.loads(TOLERANCE.read_text())["spread"]
