@@ -21,6 +21,7 @@ folder the user can move (``CORRUPTION_ENV_CACHE``) or clear, so a second run pa
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from agents import make_agent
@@ -40,7 +42,7 @@ from corruption_env.evaluation import READABLE_MARGIN, encoder_accuracies, floor
 from corruption_env.files import atomic_write_json
 from corruption_env.known_answer import is_known_answer
 from corruption_env.precision import resolve_precision
-from corruption_env.views import ViewMaker
+from corruption_env.views import ViewMaker, decorruptor_weights
 
 Act = Callable[[dict[str, np.ndarray]], np.ndarray]
 # the main command's training budget (train_agent.py's default), sized so that it runs in under 10 minutes on a
@@ -84,16 +86,37 @@ class Row:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+@functools.cache  # the code this process runs: read once, when the first row is cached
+def code_version() -> str:
+    """A hash of the source of every module a row's number can come from (the environment package and the agents
+    package: env, views, CAM-Net, SimCLR, evaluation, the fixed corruptors), and of the numerical libraries'
+    versions and the kernels torch chose for this CPU. Any edit to that code gives new rows, with no version to
+    remember to bump."""
+    import corruption_env
+
+    digest = hashlib.sha256()
+    for package in (Path(corruption_env.__file__).parent, Path(__file__).parent):
+        for source in sorted(package.rglob("*.py")):
+            digest.update(source.relative_to(package.parent).as_posix().encode())
+            digest.update(source.read_bytes())
+    digest.update(repr((torch.__version__, np.__version__, torch.backends.cpu.get_cpu_capability())).encode())
+    return digest.hexdigest()[:20]
+
+
+def file_digest(path: Path | None) -> str | None:
+    """The SHA-256 of a file's content (None: no file)."""
+    return None if path is None else hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 class RowCache:
     """Finished rows that do not depend on the agent, one JSON file each, named by a hash of everything
-    that changes the row (the evaluation's resolved config without its thread count, the update
-    budget, the seed, the row and its options).
+    that changes the row: the evaluation's resolved config without its thread count, the update budget, the seed,
+    the row and its options, the content of the decorruptor's weights (a checkpoint retrained at the same path is
+    a new one) and the code that computes it (:func:`code_version`).
 
     :param folder: where the files go (default: ``$CORRUPTION_ENV_CACHE``, else
         ``~/.cache/corruption-env``, under ``eval-rows/``); delete it to start over.
     """
-
-    VERSION = 1  # bump when a change of code changes what a cached row would hold
 
     def __init__(self, folder: str | Path | None = None) -> None:
         base = Path(folder) if folder is not None else Path(os.environ.get(
@@ -105,8 +128,9 @@ class RowCache:
         settings = config.to_dict()
         settings.pop("num_threads")  # float noise only
         settings["precision"] = resolve_precision(config.precision, config.device)
-        return json.loads(json.dumps({"version": self.VERSION, "config": settings, "steps": steps, "seed": seed,
-                                      "row": asdict(row)}, sort_keys=True, default=str))
+        return json.loads(json.dumps({"code": code_version(), "config": settings, "steps": steps, "seed": seed,
+                                      "row": asdict(row), "weights": file_digest(decorruptor_weights(config))},
+                                     sort_keys=True, default=str))
 
     def path(self, identity: dict[str, Any]) -> Path:
         return self.folder / f"{hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]}.json"

@@ -147,6 +147,8 @@ class WholeRunSearch(WholeRunAgent):
             self.num_timesteps, self.generation_open = self.generation_start, False
             raise
         self.callbacks.on_training_end()
+        if self.verbose and self.against_keep_all():
+            print(self.against_keep_all(), flush=True)
         return self
 
     def next_generation(self) -> bool:
@@ -240,6 +242,26 @@ class WholeRunSearch(WholeRunAgent):
                 reached = (n, cpu) if found and reached is None else (reached if found else None)
         return {**self.answer_fields(reached, self.best["keep_planted"], len(self.history), cpu),
                 "best_judge": self.best["judge"]}
+
+    def judges(self) -> dict[str, float]:
+        """The judges of the final pick and of keeping every cell (where it was judged), for the records."""
+        out = {} if self.best is None else {"best_candidate_judge": self.best["judge"]}
+        if self.keep_all is not None:
+            out["keep_all_judge"] = self.keep_all["judge"]
+        return out
+
+    def against_keep_all(self) -> str | None:
+        """One line: the best candidate against keeping every cell, in the search's own judge (None where keeping
+        everything was not judged)."""
+        judges = self.judges()
+        if "keep_all_judge" not in judges or "best_candidate_judge" not in judges:
+            return None
+        best, keep = judges["best_candidate_judge"], judges["keep_all_judge"]
+        if self.keeps_everything:
+            return (f"no candidate beat keeping every cell in the search's own judge ({self.judge}: best candidate "
+                    f"{best:.4g}, keeping everything {keep:.4g}): its answer is to keep every cell")
+        return (f"the best candidate beats keeping every cell in the search's own judge ({self.judge}: {best:.4g} "
+                f"against {keep:.4g})")
 
     def summary(self) -> str:
         """One line per generation: its candidates' planted keep -> judge, best first."""

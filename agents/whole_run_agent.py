@@ -12,6 +12,8 @@ the search calls to judge candidates.
 """
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,17 +30,30 @@ from corruption_env.whole_run import (WholeRun, available_corruptors, check_judg
 RESULT_KEYS = ("judge", "keep_fraction", "keep_planted", "keep_other", "final_loss", "cpu_seconds", "diverged")
 DEFAULT_KEEP_BUDGET = 0.75  # what an agent over whole runs sets where the task has none: the known-answer tasks'
 
-_RUNS: dict[str, WholeRun] = {}  # per process (a reused Ray actor too): one WholeRun per run config
+# per process (a pool worker or a reused Ray actor serves row after row, search after search): the WholeRuns built
+# so far, keyed by everything a WholeRun is made from (the runs' config, their length and the judge), the most
+# recently used last; a few are kept (each holds an env: data, CAM-Net, an encoder)
+_RUNS: OrderedDict[str, WholeRun] = OrderedDict()
+_RUNS_KEPT = 4
+
+
+def whole_run(config: EnvConfig, updates: int, judge: str) -> WholeRun:
+    """The WholeRun of ``config``, ``updates`` and ``judge`` in this process, made once and reused (CAM-Net and the
+    data are loaded once per process either way; the env is what is saved)."""
+    key = json.dumps({"config": config.to_dict(), "updates": updates, "judge": judge}, sort_keys=True, default=str)
+    if key not in _RUNS:
+        _RUNS[key] = WholeRun(config, updates, judge)
+        while len(_RUNS) > _RUNS_KEPT:
+            _RUNS.popitem(last=False)
+    _RUNS.move_to_end(key)
+    return _RUNS[key]
 
 
 def judge_candidates(settings: dict[str, Any], thetas: list[np.ndarray]) -> list[dict[str, Any]]:
     """Judge candidates in this process, each by one whole run: ``settings`` holds the runs' config (``run``),
     ``updates``, ``judge``, the parametric ``corruptor``, the run ``seed`` and torch ``threads``."""
     torch.set_num_threads(settings["threads"])
-    key = repr(sorted(settings["run"].items()))
-    if key not in _RUNS:
-        _RUNS[key] = WholeRun(EnvConfig.from_dict(settings["run"]), settings["updates"], settings["judge"])
-    runs = _RUNS[key]
+    runs = whole_run(EnvConfig.from_dict(settings["run"]), settings["updates"], settings["judge"])
     corruptor = make_corruptor(settings["corruptor"], runs.config)
     return [runs.judge_candidate(corruptor, np.asarray(theta), settings["seed"]).to_dict() for theta in thetas]
 
@@ -48,11 +63,7 @@ def judge_keep_all(settings: dict[str, Any]) -> dict[str, Any]:
     without the keep budget, every cell scored to be kept. A search compares its best candidate with it, so that
     "nothing here beats keeping everything" is an answer it can give."""
     torch.set_num_threads(settings["threads"])
-    config = EnvConfig.from_dict(settings["run"]).without_budget()
-    key = repr(sorted(config.to_dict().items()))
-    if key not in _RUNS:
-        _RUNS[key] = WholeRun(config, settings["updates"], settings["judge"])
-    runs = _RUNS[key]
+    runs = whole_run(EnvConfig.from_dict(settings["run"]).without_budget(), settings["updates"], settings["judge"])
     keep = np.ones(runs.env.action_space.shape, dtype=np.float32)
     return runs.judge(lambda obs: keep, settings["seed"]).to_dict()
 

@@ -625,6 +625,8 @@ def _train(settings: dict[str, Any], cfg: Any, threads: int | None, curve: list[
     fields.update({k: v for k, v in clock.answer().items() if v is not None})
     if hasattr(agent, "known_answer"):  # agents that search over whole runs count runs, not steps
         fields.update({k: v for k, v in agent.known_answer().items() if v is not None})
+    if hasattr(agent, "judges"):  # ... and judge their pick and keeping everything in their own judge
+        fields.update(agent.judges())
     fields["train_divergences"] = recorder.divergences
     fields.update({f"train_return/{k}": v for k, v in recorder.returns.items()})
     return agent, fields

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import kornia.augmentation as K
 import torch
@@ -47,11 +47,22 @@ def build_decorruptor(name: str, task: str, scale: int, image_size: int, dataset
                               checkpoint=checkpoint, device=device)
 
 
+def camnet_weights(dataset: str, task: str, scale: int, checkpoint: str | Path | None) -> Path:
+    """The CAM-Net checkpoint an env restores with: the one given, else the one shipped for (dataset, task, scale)."""
+    return Path(checkpoint) if checkpoint else shipped_checkpoint(dataset, task, scale)
+
+
+def decorruptor_weights(config: Any) -> Path | None:
+    """The weights file the env of ``config`` (an EnvConfig) restores with; None for a decorruptor without weights."""
+    if config.decorruptor != "camnet":
+        return None
+    return camnet_weights(config.dataset, config.task, config.scale, config.camnet_checkpoint)
+
+
 @register_decorruptor("camnet")
 def _camnet(task: str, scale: int, image_size: int, dataset: str, checkpoint: str | Path | None,
             device: str | torch.device) -> Decorruptor:
-    path = Path(checkpoint) if checkpoint else shipped_checkpoint(dataset, task, scale)
-    model = load_camnet(path, device, expect_task=task, expect_scale=scale, expect_image_size=image_size)
+    model = load_camnet(camnet_weights(dataset, task, scale, checkpoint), device, expect_task=task, expect_scale=scale, expect_image_size=image_size)
     return model.to(memory_format=torch.channels_last)  # the fast convolution layout (see SimCLRLearner)
 
 

@@ -141,9 +141,13 @@ def test_the_search_answers_keep_everything_when_no_candidate_beats_it(monkeypat
     assert search.keep_all is not None and search.keep_all["keep_fraction"] == 1.0  # a real run, budget lifted
     monkeypatch.setitem(search.keep_all, "judge", 2.0)
     assert search.keeps_everything and search.known_answer()["final_keep_planted"] == 1.0
+    assert search.judges() == {"best_candidate_judge": 1.0, "keep_all_judge": 2.0}
+    assert search.against_keep_all().startswith("no candidate beat keeping every cell in the search's own judge "
+                                                "(rankme: best candidate 1, keeping everything 2)")
     obs, _ = env.reset(seed=0)
     assert (search.predict(obs)[0] > 0).all()
     rows = evaluate_agent(search, "cmaes", TINY, steps=2, progress=False)
     assert rows[0].keep_fraction == 1.0 and rows[0].keep_planted == 1.0  # evaluated as keep_all is
     monkeypatch.setitem(search.keep_all, "judge", 0.5)
     assert not search.keeps_everything and search.known_answer()["final_keep_planted"] == 0.5
+    assert search.against_keep_all().startswith("the best candidate beats keeping every cell")
