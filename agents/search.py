@@ -244,10 +244,14 @@ class WholeRunSearch(WholeRunAgent):
                 "best_judge": self.best["judge"]}
 
     def judges(self) -> dict[str, float]:
-        """The judges of the final pick and of keeping every cell (where it was judged), for the records."""
+        """For the records: the judges of the best candidate and of keeping every cell (where it was judged), and
+        the best candidate's parameters by name (``theta/<name>``)."""
         out = {} if self.best is None else {"best_candidate_judge": self.best["judge"]}
         if self.keep_all is not None:
             out["keep_all_judge"] = self.keep_all["judge"]
+        if self.best is not None:
+            out.update({f"theta/{name}": float(value) for name, value in
+                        zip(self.corruptor.parameter_names(), self.best["theta"])})
         return out
 
     def against_keep_all(self) -> str | None:

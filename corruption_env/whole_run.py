@@ -59,6 +59,10 @@ class ParametricCorruptor:
     def dim(self) -> int:
         raise NotImplementedError
 
+    def parameter_names(self) -> list[str]:
+        """A name for each parameter, in theta's order (records name the chosen parameters by them)."""
+        return [str(i) for i in range(self.dim)]
+
     def act(self, theta: np.ndarray, observation: Observation) -> np.ndarray:
         """The env's action for ``observation`` under parameters ``theta``."""
         raise NotImplementedError
@@ -105,6 +109,9 @@ class ScoreMap(ParametricCorruptor):
     def dim(self) -> int:
         return self.grid * self.grid
 
+    def parameter_names(self) -> list[str]:
+        return [f"cell_{row}_{col}" for row in range(self.grid) for col in range(self.grid)]
+
     def act(self, theta: np.ndarray, observation: Observation) -> np.ndarray:
         scores = np.clip(self.check(theta), -SCORE_BOUND, SCORE_BOUND)
         return scores if self.mode.shared else np.tile(scores, len(observation["images"]))
@@ -139,6 +146,9 @@ class CellRule(ParametricCorruptor):
     @property
     def dim(self) -> int:
         return len(self.FEATURES)
+
+    def parameter_names(self) -> list[str]:
+        return list(self.FEATURES)
 
     def features(self, images: np.ndarray) -> np.ndarray:
         """(B, g * g, 4) standardised features of every cell."""

@@ -141,7 +141,10 @@ def test_the_search_answers_keep_everything_when_no_candidate_beats_it(monkeypat
     assert search.keep_all is not None and search.keep_all["keep_fraction"] == 1.0  # a real run, budget lifted
     monkeypatch.setitem(search.keep_all, "judge", 2.0)
     assert search.keeps_everything and search.known_answer()["final_keep_planted"] == 1.0
-    assert search.judges() == {"best_candidate_judge": 1.0, "keep_all_judge": 2.0}
+    judges = search.judges()
+    assert {k: judges[k] for k in ("best_candidate_judge", "keep_all_judge")} == {"best_candidate_judge": 1.0,
+                                                                                 "keep_all_judge": 2.0}
+    assert [judges[f"theta/cell_{r}_{c}"] for r in range(4) for c in range(4)] == search.best["theta"]
     assert search.against_keep_all().startswith("no candidate beat keeping every cell in the search's own judge "
                                                 "(rankme: best candidate 1, keeping everything 2)")
     obs, _ = env.reset(seed=0)
