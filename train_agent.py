@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from agents import agent_spec, available_agents, load_agent, make_agent, trains_on_reward
+from agents import agent_spec, available_agents, build_error, load_agent, make_agent, trains_on_reward
 from agents.callbacks import (ANSWER_KEEP, Checkpoint, CorruptionLogger, KnownAnswerClock, ProgressBar, save_agent,
                               tensorboard_writer)
 from agents.corruptor_evaluation import (DEFAULT_TRAIN_STEPS, RowCache, RowResult, evaluate_agent,
@@ -49,6 +49,7 @@ RESUMABLE = ("total_timesteps", "eval_steps", "eval_deterministic", "image_every
              "tensorboard_log", "eval_cache")
 FIXED = ("algo", "seed", "preset", "reward", "env_kwargs", "hyperparams", "config", "n_envs", "log_dir")
 PARTIAL_EVAL = "eval.partial.json"  # rows finished before a Ctrl-C in evaluation, reused by --resume
+SEED_MAX = 2**32 - 1  # the largest seed SB3's set_random_seed takes (numpy's global seeding)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--total-timesteps", type=int, default=DEFAULT_TRAIN_STEPS,
                         help=f"environment steps, >= 1 (default {DEFAULT_TRAIN_STEPS}); rounded up to whole rollouts")
     parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the agent, the environments and the evaluation (default 0)")
+                        help=f"seed of the agent, the environments and the evaluation, 0 to {SEED_MAX} (default 0)")
     parser.add_argument("--device", default=None, help="torch device of env and agent: cpu, cuda, cuda:N "
                                                        "(default: the preset's)")
     parser.add_argument("--preset", default="cpu", choices=EnvConfig.PRESETS,
@@ -156,8 +157,10 @@ def check_folder(path: Path | None, option: str) -> None:
 
 
 def check_numbers(args: argparse.Namespace) -> None:
-    bounds = {"total_timesteps": 1, "n_envs": 1, "eval_steps": 0, "image_every": 0, "checkpoint_every": 0}
+    bounds = {"total_timesteps": 1, "n_envs": 1, "eval_steps": 0, "image_every": 0, "checkpoint_every": 0, "seed": 0}
     bad = [f"{flag(k)} {getattr(args, k)} (must be >= {low})" for k, low in bounds.items() if getattr(args, k) < low]
+    if args.seed > SEED_MAX:
+        bad.append(f"--seed {args.seed} (must be <= {SEED_MAX})")
     if bad:
         raise UsageError(", ".join(bad))
 
@@ -217,7 +220,7 @@ def build_envs_and_agent(args: argparse.Namespace, cfg: EnvConfig, hyperparams: 
                 make_agent(args.algo, probe, seed=args.seed, **hyperparams)
         except Exception as exc:  # noqa: BLE001 - anything an agent raises on its options is the user's to fix
             probe.close()
-            raise UsageError(agent_error(args.algo, hyperparams, exc)) from None
+            raise UsageError(build_error(args.algo, hyperparams, exc)) from None
     venv = probe if args.n_envs == 1 else make_vec_env(cfg, args.n_envs, args.seed)
     if venv is not probe:
         probe.close()
@@ -237,15 +240,8 @@ def build_envs_and_agent(args: argparse.Namespace, cfg: EnvConfig, hyperparams: 
             raise UsageError(f"--resume: {args.resume / 'agent.zip'} cannot be loaded ({type(exc).__name__}: {exc}); "
                              "it is damaged or from another version, so this run cannot be resumed: start a new "
                              "one") from None
-        raise UsageError(agent_error(args.algo, hyperparams, exc)) from None
+        raise UsageError(build_error(args.algo, hyperparams, exc)) from None
     return venv, agent
-
-
-def agent_error(algo: str, hyperparams: dict[str, Any], exc: Exception) -> str:
-    if isinstance(exc, ValueError) and str(exc).startswith(f"agent {algo!r}"):  # from check_options
-        return f"--hyperparams: {exc}"
-    given = " ".join(f"{k}:{v!r}" for k, v in hyperparams.items()) or "(none)"
-    return f"agent {algo!r} cannot be built with --hyperparams {given}: {type(exc).__name__}: {exc}"
 
 
 def make_run_dir(log_dir: Path, name: str) -> Path:
@@ -269,9 +265,9 @@ def put_cwd_on_path() -> None:
 
 # ------------------------------------------------------------------------------------------- the run
 
-def checked_inputs(argv: list[str]) -> tuple[argparse.Namespace, Any, dict[str, Any], EnvConfig]:
+def checked_inputs(argv: list[str]) -> tuple[argparse.Namespace, dict[str, Any], EnvConfig]:
     """Every input checked (a UsageError names the fix) before anything is built or written: the arguments (a
-    resumed run's), the agent's spec and options, the run's EnvConfig (resolved)."""
+    resumed run's), the agent's options, the run's EnvConfig (resolved, as the agent's spec settles it)."""
     cli = build_parser().parse_args(argv)
     put_cwd_on_path()
     args = resume_args(cli, given_options(argv)) if cli.resume else cli
@@ -291,7 +287,7 @@ def checked_inputs(argv: list[str]) -> tuple[argparse.Namespace, Any, dict[str, 
                          f"whole run: --hyperparams judge:NAME chooses how); leave --reward out")
     cfg = settled_config(env_config_from(args), spec, args)
     print(describe_precision(cfg.precision, cfg.device))
-    return args, spec, hyperparams, cfg.replace(precision=resolve_precision(cfg.precision, cfg.device))
+    return args, hyperparams, cfg.replace(precision=resolve_precision(cfg.precision, cfg.device))
 
 
 def settled_config(cfg: EnvConfig, spec: Any, args: argparse.Namespace) -> EnvConfig:
@@ -330,12 +326,13 @@ def open_run_folder(args: argparse.Namespace, cfg: EnvConfig) -> Path:
     return run_dir
 
 
-def announce(args: argparse.Namespace, spec: Any, cfg: EnvConfig, agent: Any, venv: Any, run_dir: Path,
+def announce(args: argparse.Namespace, cfg: EnvConfig, agent: Any, venv: Any, run_dir: Path,
              tb_dir: Path) -> int:
-    """Print what the run will do; return the step count it ends at (on-policy agents finish their rollout)."""
+    """Print what the run will do; return the step count it ends at (an agent that steps in rollouts of ``n_steps``
+    per env, learning or fixed, finishes its last rollout)."""
     done = agent.num_timesteps if args.resume else 0
     remaining = max(args.total_timesteps - done, 0)
-    rollout = getattr(agent, "n_steps", 1) * venv.num_envs if spec.learns else 1
+    rollout = getattr(agent, "n_steps", 1) * venv.num_envs
     planned = done + math.ceil(remaining / rollout) * rollout
     what = (f"with reward {cfg.reward}" if trains_on_reward(args.algo) else
             f"each candidate judged by a whole run ({getattr(agent, 'judge', 'its judge')})")
@@ -405,13 +402,13 @@ def known_answer(agent: Any, clock: KnownAnswerClock, done: int) -> dict[str, An
 
 @usage_errors
 def main(argv: list[str] | None = None) -> int:
-    args, spec, hyperparams, cfg = checked_inputs(sys.argv[1:] if argv is None else list(argv))
+    args, hyperparams, cfg = checked_inputs(sys.argv[1:] if argv is None else list(argv))
     venv, agent = build_envs_and_agent(args, cfg, hyperparams)
     run_dir = open_run_folder(args, cfg)
     tb_dir = args.tensorboard_log or run_dir / "tb"
     agent.tensorboard_log = str(tb_dir)
     done = agent.num_timesteps if args.resume else 0
-    planned = announce(args, spec, cfg, agent, venv, run_dir, tb_dir)
+    planned = announce(args, cfg, agent, venv, run_dir, tb_dir)
     code, train_seconds, clock = train(agent, args, venv, run_dir, planned)
     if code is not None:
         return code

@@ -191,6 +191,16 @@ def check_options(name: str, cls: type, kwargs: dict[str, Any]) -> None:
         raise ValueError(f"agent {name!r}: option {key} takes {expected} (default {default}), got {kwargs[key]!r}")
 
 
+def build_error(name: str, options: dict[str, Any], exc: Exception, owner: str = "") -> str:
+    """The one line a CLI prints when agent ``name`` cannot be built with the user's ``options``: the message of
+    :func:`check_options` as it is, anything else the agent raised with the options it was given (``owner``: how the
+    command line names whose option it is, ``cmaes.`` in the benchmark's ``--hyperparams``)."""
+    if isinstance(exc, ValueError) and str(exc).startswith(f"agent {name!r}"):  # from check_options
+        return f"--hyperparams: {exc}"
+    given = " ".join(f"{owner}{k}:{v!r}" for k, v in options.items()) or "(none)"
+    return f"agent {name!r} cannot be built with --hyperparams {given}: {type(exc).__name__}: {exc}"
+
+
 def make_agent(name: str, env: Any, **kwargs: Any) -> BaseAlgorithm:
     """Build agent ``name`` (a registered name or ``'package.module:Class'``) on ``env``.
 
@@ -208,4 +218,4 @@ def load_agent(name: str, path: str, env: Any = None, **kwargs: Any) -> BaseAlgo
 
 
 __all__ = ["AGENTS", "AgentSpec", "agent_options", "trains_on_reward", "agent_spec", "option_problems", "available_agents", "check_options",
-           "import_class", "load_agent", "make_agent", "register_agent"]
+           "build_error", "import_class", "load_agent", "make_agent", "register_agent"]

@@ -114,7 +114,7 @@ class FixedCorruptor(RolloutAgent):
 
     :param env: a CorruptionEnv (or a VecEnv of them).
     :param kind, keep_prob, keep_range, sigma_range: see :class:`FixedMaskPolicy`.
-    :param n_steps: steps between log dumps.
+    :param n_steps: steps per rollout (per env): between log dumps, and what a training budget is rounded up to.
     """
 
     def __init__(self, env: Any, kind: str = "keep_all", keep_prob: float = 0.75,

@@ -34,7 +34,9 @@ class Rollout:
 
 
 class RolloutAgent(BaseAlgorithm):
-    """Steps the env ``n_steps`` at a time with ``self.policy`` and hands each rollout to :meth:`train`.
+    """Steps the env ``n_steps`` at a time with ``self.policy`` and hands each rollout to :meth:`train`. Like SB3's
+    on-policy algorithms it runs whole rollouts: a budget that is not a multiple of ``n_steps * n_envs`` is rounded
+    up (the CLIs say how many steps that makes, from ``n_steps``).
 
     :param n_steps: environment steps per rollout (per env).
     Other parameters are SB3's ``BaseAlgorithm``'s.

@@ -24,6 +24,7 @@ import inspect
 import math
 import pickle
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,8 @@ import numpy as np
 from agents.callbacks import ANSWER_KEEP
 from agents.optimisers import CMAES, OPTIMISERS, Optimiser
 from agents.whole_run_agent import WholeRunAgent, judge_candidates, judge_keep_all, renamed_options
+from corruption_env import EnvConfig
+from corruption_env.statistics import STATISTICS, periodic_statistics
 
 ENGINES = ("ray", "local")
 # the options every optimiser of the CMA-ES kind takes, given to the search (``--hyperparams sigma0:0.5``)
@@ -80,7 +83,7 @@ class WholeRunSearch(WholeRunAgent):
     :param engine: ``ray`` (each candidate a Ray Tune trial; ``pip install -e ".[ray]"``) or ``local`` (in this
         process, one after the other).
     :param workers: Ray Tune trials at once (default: this machine's CPUs).
-    :param storage: the Ray Tune experiment folder (default: a temporary one).
+    :param storage: the Ray Tune experiment folder, kept (default: a temporary one, removed once the search is done).
     :param tensorboard_log: TensorBoard folder (``search/`` scalars per generation).
     :param verbose: print one line per generation.
     """
@@ -120,6 +123,13 @@ class WholeRunSearch(WholeRunAgent):
         self.asked: list[np.ndarray] | None = None  # this generation's candidates, once asked
         self.best: dict[str, Any] | None = None  # the best candidate so far: theta and its result
         self.generation_start, self.generation_open, self.stopped = 0, False, False
+
+    @classmethod
+    def check_options_for(cls, config: EnvConfig, options: dict[str, Any]) -> None:
+        """Raise the ValueError that building the search with ``options`` on an env of ``config`` raises, without
+        the env (a search reads nothing of it but its config): ``make_agent``'s own check, for a caller that has
+        no env yet (the benchmark, before its first run). Nothing is run or written."""
+        cls(SimpleNamespace(config=config), **options)
 
     # ------------------------------------------------------------------------------------------ the search
 
@@ -329,15 +339,27 @@ class WholeRunSearch(WholeRunAgent):
         return agent
 
 
+def label_judges() -> list[str]:
+    """The judges that read labels (periodic statistics with ``uses_labels``): what the label-judged ceiling takes."""
+    return sorted(name for name in periodic_statistics() if STATISTICS[name].uses_labels)
+
+
 class LabelJudgedSearch(WholeRunSearch):
     """``--algo cmaes_labels``: the same search, corruptor and budget, each candidate judged by kNN accuracy *with
     labels* on the training split's held-out images (``probe_accuracy``: half of them the labelled bank, half the
     queries), which no batch and no evaluation query is drawn from. It is the **label-judged ceiling**: what the
     parametric corruptor can reach at the search's budget when the judge is right by construction, so that a
     label-free search that falls short of it is the judge's shortfall, and one level with it is the family's.
-    Labels reach only this agent's judge; its rows are never a label-free result."""
+    Labels reach only this agent's judge; its rows are never a label-free result.
+
+    :param judge: a judge that reads labels (:func:`label_judges`); a label-free one is ``--algo cmaes``'s.
+    """
 
     algo = "cmaes_labels"
 
     def __init__(self, env: Any, seed: int = 0, judge: str = "probe_accuracy", **options: Any) -> None:
+        if judge not in label_judges():  # else its rows would pass a label-free search off as the ceiling
+            raise ValueError(f"{self.algo}, the label-judged ceiling, takes a judge that reads labels "
+                             f"({', '.join(label_judges())}), not {judge!r}; for a search judged without labels "
+                             f"use --algo cmaes")
         super().__init__(env, seed, judge=judge, **options)

@@ -9,11 +9,14 @@ when a search runs on it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from ray import tune
@@ -63,10 +66,33 @@ class CandidateSearcher(Searcher):
             search.end_generation()
 
 
+# Tune's settings for the experiment, from the environment: Ctrl-C stops at once (finished runs are already kept);
+# the console reporter whose verbose=0 is silent (the default one prints a table even then, with an infinite
+# num_samples as 9223372036854775807 trials: the searcher, not a count, ends the search)
+TUNE_ENVIRONMENT = {"TUNE_DISABLE_SIGINT_HANDLER": "1", "RAY_AIR_NEW_OUTPUT": "0"}
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set, restored afterwards."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def search_on_ray(search: Any, workers: int | None, storage: str | None) -> None:
     """The whole search as one Ray Tune experiment: :class:`CandidateSearcher` asks and tells, each candidate is a
     trial of one CPU (actors reused, so each worker loads CAM-Net once). Starts a local Ray of ``workers`` CPUs
-    unless one is running in this process (or ``RAY_ADDRESS`` names a cluster)."""
+    unless one is running in this process (or ``RAY_ADDRESS`` names a cluster). The experiment is kept in
+    ``storage``; without one, in a temporary folder that is removed afterwards, unless the search failed (its trials'
+    errors are there: the folder is named on stderr)."""
     import ray
 
     started = not ray.is_initialized()
@@ -75,22 +101,25 @@ def search_on_ray(search: Any, workers: int | None, storage: str | None) -> None
                  logging_level="ERROR")
     token = f"{id(search)}-{time.time_ns()}"
     LIVE[token] = search
-    sigint = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Ctrl-C stops at once: finished runs are already kept
+    folder = Path(storage or tempfile.mkdtemp(prefix="cmaes_")).resolve()
+    keep = storage is not None
     try:
-        folder = Path(storage or tempfile.mkdtemp(prefix="cmaes_")).resolve()
         tuner = tune.Tuner(
             tune.with_resources(candidate_trial, {"cpu": 1}),
             tune_config=tune.TuneConfig(search_alg=CandidateSearcher(token), num_samples=-1, reuse_actors=True,
                                         max_concurrent_trials=workers),
             run_config=tune.RunConfig(name=f"search_{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(folder),
                                       verbose=0))
-        tuner.fit()
+        with environment(TUNE_ENVIRONMENT):
+            tuner.fit()
+    except Exception:
+        if not keep:
+            print(f"the search's Ray Tune experiment (its trials' errors) is kept in {folder}", file=sys.stderr)
+        keep = True
+        raise
     finally:
         del LIVE[token]
-        if sigint is None:
-            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-        else:
-            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = sigint
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
         if started:
             ray.shutdown()

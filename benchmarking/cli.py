@@ -30,29 +30,11 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from benchmarking.sweep import PRESETS, Sweep, SweepError, check_sweep, sweep_from
-from corruption_env.cli_options import answer_ctrl_c
+from corruption_env.cli_options import ArgumentParser, positive, usage_errors
 from corruption_env.config import EnvConfig
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, not usage + message
-        self.exit(2, f"error: {message} (see python benchmark.py --help)\n")
-
-
-def _positive(cast: type) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {cast.__name__}, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-    parse.__name__ = f"positive {cast.__name__}"
-    return parse
 
 
 def _non_negative_float(text: str) -> float:
@@ -70,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     presets = "\n".join(f"  {name:7s} {p.description}; tasks {','.join(p.tasks)}, env preset {p.env_preset}, "
                         f"{p.workers} local worker(s)" for name, p in PRESETS.items())
     doc = __doc__.format(presets=presets)
-    parser = _Parser(prog="benchmark.py", description=doc.split("\n\n")[0], epilog=doc.split("\n\n", 1)[1],
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="benchmark.py", description=doc.split("\n\n")[0], epilog=doc.split("\n\n", 1)[1],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     fill = "(default: the preset's)"
     parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
                         help="fills every option below marked 'the preset's' that is not given (default quick)")
@@ -82,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--algos", help=f"comma-separated agents ({', '.join(learners)}, or module:Class) {fill}")
     parser.add_argument("--baselines", help=f"comma-separated fixed corruptors ({', '.join(fixed)}; oracle on "
                                             f"known-answer tasks) {fill}")
-    parser.add_argument("--seeds", type=_positive(int), help=f"seeds per cell; seeds 0..N-1 are used {fill}")
-    parser.add_argument("--train-steps", type=_positive(int), help=f"environment steps each agent trains for {fill}")
-    parser.add_argument("--eval-steps", type=_positive(int),
+    parser.add_argument("--seeds", type=positive(int), help=f"seeds per cell; seeds 0..N-1 are used {fill}")
+    parser.add_argument("--train-steps", type=positive(int), help=f"environment steps each agent trains for {fill}")
+    parser.add_argument("--eval-steps", type=positive(int),
                         help=f"SimCLR updates of the fresh encoder that judges each corruptor {fill}")
     parser.add_argument("--env-preset", choices=EnvConfig.PRESETS, help=f"EnvConfig preset of every run {fill}")
     parser.add_argument("--env-kwargs", nargs="*", metavar="KEY:VALUE",
@@ -94,9 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="local: a process pool on this machine (default); ray: Ray Tune trials "
                              "(pip install -e '.[ray]')")
-    parser.add_argument("--workers", type=_positive(int),
+    parser.add_argument("--workers", type=positive(int),
                         help=f"local engine: runs in parallel processes; ray: at most this many trials at once {fill}")
-    parser.add_argument("--cpus-per-trial", type=_positive(float),
+    parser.add_argument("--cpus-per-trial", type=positive(float),
                         help="CPUs each run reserves (ray) and torch threads it uses, at least 1 "
                              "(default: local, CPUs / workers; ray, 1)")
     parser.add_argument("--gpus-per-trial", type=_non_negative_float, default=0.0,
@@ -117,31 +99,27 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def make_sweep(args: argparse.Namespace, argv: list[str]) -> Sweep:
-    """The sweep the command line asks for, with the preset filling what it leaves unset (and one line for each
-    option of the preset that a narrowed sweep drops)."""
+def make_sweep(args: argparse.Namespace, argv: list[str]) -> tuple[Sweep, list[str]]:
+    """The sweep the command line asks for, with the preset filling what it leaves unset, and one line for each
+    option of the preset that a narrowed sweep drops (for the caller to print once the sweep is checked, so that a
+    refused sweep says one thing: what to fix)."""
     from corruption_env.cli_options import parse_key_values
 
     listed = ("tasks", "rewards", "algos", "baselines")
     given = {name: (_names(getattr(args, name)) if name in listed else getattr(args, name))
              for name in (*listed, "seeds", "train_steps", "eval_steps", "env_preset") if getattr(args, name) is not None}
-    sweep, notes = sweep_from(PRESETS[args.preset], given, parse_key_values(args.env_kwargs, "--env-kwargs"),
-                              parse_key_values(args.hyperparams, "--hyperparams"),
-                              command="python benchmark.py " + " ".join(argv))
-    for note in notes:
-        print(note, file=sys.stderr)
-    return sweep
-
-
-def main(argv: list[str] | None = None) -> int:
-    answer_ctrl_c()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
     try:
-        return _run(args, argv)
-    except SweepError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return sweep_from(PRESETS[args.preset], given, parse_key_values(args.env_kwargs, "--env-kwargs"),
+                          parse_key_values(args.hyperparams, "--hyperparams"),
+                          command="python benchmark.py " + " ".join(argv))
+    except ValueError as exc:
+        raise SweepError(str(exc)) from None
+
+
+@usage_errors
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return _run(build_parser().parse_args(argv), argv)
 
 
 def check_engine(args: argparse.Namespace, sweep: Sweep) -> None:
@@ -241,15 +219,14 @@ def _first(ids: list[str]) -> str:
 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
-    try:
-        sweep = make_sweep(args, argv)
-    except ValueError as exc:
-        raise SweepError(str(exc)) from None
+    sweep, notes = make_sweep(args, argv)
     check_sweep(sweep)
     check_engine(args, sweep)
     workers = args.workers or PRESETS[args.preset].workers
     out = args.out or Path("results") / f"benchmark_{args.preset}"
     trials, store, todo = plan(args, sweep, out)
+    for note in notes:
+        print(note, file=sys.stderr)
     cpus = args.cpus_per_trial or (1.0 if args.engine == "ray" else max(1, (os.cpu_count() or 1) // workers))
     engine = (f"{workers} local worker(s)" if args.engine == "local" else
               f"Ray Tune ({cpus:g} CPU{f', {args.gpus_per_trial:g} GPU' if args.gpus_per_trial else ''} per trial)")

@@ -26,8 +26,9 @@ def iqm(values: np.ndarray) -> float:
     return float(stats.trim_mean(values, 0.25)) if len(values) else float("nan")
 
 
-def format_ci(mean: float, ci: tuple[float, float]) -> str:
-    """``0.512 [0.498, 0.530]``, or the mean alone when there is no interval."""
+def format_ci(mean: float, ci: tuple[float, float], spec: str = ".3f") -> str:
+    """``0.512 [0.498, 0.530]``, or the mean alone when there is no interval; ``spec``: the numbers' format
+    (``+.2f``: ``+0.51 [+0.50, +0.53]``)."""
     if np.isnan(ci[0]):
-        return f"{mean:.3f}"
-    return f"{mean:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+        return f"{mean:{spec}}"
+    return f"{mean:{spec}} [{ci[0]:{spec}}, {ci[1]:{spec}}]"

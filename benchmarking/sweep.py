@@ -31,6 +31,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.corruptor_evaluation import DEFAULT_TRAIN_STEPS
 from corruption_env.action_modes import ACTION_MODES
+from corruption_env.cli_options import UsageError
 from corruption_env.config import ENV_PRESETS
 from corruption_env.known_answer import is_known_answer
 from corruption_env.precision import resolve_precision
@@ -227,7 +228,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-class SweepError(ValueError):
+class SweepError(UsageError):
     """A sweep that cannot start (bad name, option or value); its message is one line with the fix."""
 
 
@@ -471,6 +472,11 @@ def check_sweep(sweep: Sweep) -> None:
     for option, names in (("--rewards", sweep.rewards), ("--algos", sweep.algos)):
         if len(set(names)) != len(names):
             raise SweepError(f"{option} names something twice: {','.join(names)}")
+    try:  # every agent exists before anything is asked of it (whether it needs a reward, which options it has)
+        for algo in sweep.agents():
+            agent_spec(algo)
+    except ValueError as exc:
+        raise SweepError(str(exc)) from None
     fixed = [name for name in available_agents() if not agent_spec(name).learns]  # keep_all, random, cowmask, ...
     unknown = [b for b in sweep.baselines if b not in fixed]
     if unknown:
@@ -491,12 +497,10 @@ def check_sweep(sweep: Sweep) -> None:
 
 
 def _check_agent_options(sweep: Sweep) -> None:
-    """Every agent exists, and every option given to one is one it has, with a value of its kind."""
+    """Every option given to an agent is one it has, with a value of its kind."""
     from agents import agent_spec, option_problems
 
     agents = sweep.agents()
-    for algo in agents:
-        agent_spec(algo)
     for target, options in sweep.hyperparams.items():
         if target not in agents and target not in sweep.baselines:
             raise SweepError(f"--hyperparams sets options of {target!r}, which is in neither --algos "
@@ -510,6 +514,22 @@ def _check_agent_options(sweep: Sweep) -> None:
                              f"(default {default!r})")
 
 
+def _check_agent_values(sweep: Sweep, algo: str, config: Any) -> None:
+    """An agent whose class checks its options without an env (``check_options_for(config, options)``: the searches
+    over whole runs, which read nothing of the env but its config) is built on ``config`` as its runs build it:
+    ``make_agent``'s own check, so a value ``train_agent.py`` refuses is refused here too, in the same words."""
+    from agents import agent_spec, build_error
+
+    check = getattr(agent_spec(algo).agent_class, "check_options_for", None)
+    if check is None:
+        return
+    options = sweep.hyperparams.get(algo, {})
+    try:
+        check(config, run_options(algo, options))
+    except ValueError as exc:
+        raise SweepError(build_error(algo, options, exc, owner=f"{algo}.")) from None
+
+
 def _check_devices(sweep: Sweep) -> None:
     """A CUDA sweep where this machine has no CUDA says which benchmark flag runs it on the CPU."""
     import torch
@@ -521,14 +541,16 @@ def _check_devices(sweep: Sweep) -> None:
 
 
 def _check_tasks(sweep: Sweep) -> None:
-    """Every task's config validates, for every reward and agent, and its data loads."""
+    """Every task's config validates, for every reward and agent (and the values of an agent that can check them
+    without an env are checked on it), and its data loads."""
     from corruption_env.data import load_dataset
 
     for task in sweep.tasks:
         for reward in sweep.rewards_for(task) or [None]:
             cfg = sweep.env_config(task, reward).validate()
             for algo in sweep.algos_for(task, reward or ""):
-                sweep.agent_config(task, reward, algo)  # raises where the task fixes what the agent cannot use
+                # raises where the task fixes what the agent cannot use
+                _check_agent_values(sweep, algo, sweep.agent_config(task, reward, algo)[0])
         # the cheapest complete check of data_root and dataset_kwargs (planted-shortcut options
         # included) is loading the smaller split; it is cached, and runs load it anyway
         try:
@@ -604,20 +626,27 @@ def _train_and_evaluate(settings: dict[str, Any], threads: int | None, curve: li
     return fields
 
 
+def run_options(algo: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options a run builds agent ``algo`` with. A row is already the unit of parallelism (a pool process or a
+    Ray trial): an agent that has an ``engine`` option (the search over whole runs) judges its candidates in the
+    row's own process unless the options name one."""
+    from agents import agent_options, agent_spec
+
+    if "engine" in (agent_options(agent_spec(algo).agent_class) or {}):
+        return {"engine": "local", **options}
+    return dict(options)
+
+
 def _train(settings: dict[str, Any], cfg: Any, threads: int | None, curve: list[float],
            start: float) -> tuple[Any, dict[str, Any]]:
-    """Train the row's agent; return it with the row's training fields. A row is already the unit of
-    parallelism (a pool process or a Ray trial): an agent that has an ``engine`` option (the search over whole
-    runs) judges its candidates in the row's own process unless the options name one."""
+    """Train the row's agent; return it with the row's training fields."""
     import torch
 
-    from agents import agent_options, agent_spec, make_agent
+    from agents import make_agent
     from agents.callbacks import KnownAnswerClock
     from corruption_env import CorruptionEnv
 
-    options = dict(settings["agent_options"])
-    if "engine" in (agent_options(agent_spec(settings["name"]).agent_class) or {}):
-        options.setdefault("engine", "local")
+    options = run_options(settings["name"], settings["agent_options"])
     recorder, clock = TrainingRecorder(curve), KnownAnswerClock(threads=threads or torch.get_num_threads())
     agent = make_agent(settings["name"], CorruptionEnv(cfg), seed=settings["seed"], **options)
     agent.learn(settings["train_steps"], callback=[recorder, clock])

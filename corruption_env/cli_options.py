@@ -41,6 +41,23 @@ def parse_key_values(items: list[str] | None, option: str) -> dict[str, Any]:
     return out
 
 
+def positive(cast: type) -> Callable[[str], Any]:
+    """An argparse ``type``: ``cast(text)`` if it is > 0; else the parser's one-line error says what it got."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = cast(text)
+        except ValueError:
+            kind = "an integer" if cast is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    parse.__name__ = f"positive {cast.__name__}"
+    return parse
+
+
 class UsageError(ValueError):
     """A problem with the command line that the user can fix; the message names the problem and the fix."""
 

@@ -130,6 +130,8 @@ class Statistic:
     :cvar cost: one line on what it costs per measurement (for the docs).
     :cvar higher_is_better: which way a periodic statistic points when it judges an encoder (a whole run's judge,
         ``corruption_env.whole_run``): a loss is better lower.
+    :cvar uses_labels: it reads the held-out images' class labels: an upper reference, never a self-supervised
+        signal (the label-judged search takes only such a judge, the label-free one none).
     """
 
     name: ClassVar[str] = ""
@@ -138,6 +140,7 @@ class Statistic:
     periodic: ClassVar[bool] = False
     cost: ClassVar[str] = "nothing"
     higher_is_better: ClassVar[bool] = True
+    uses_labels: ClassVar[bool] = False
 
     def __init__(self, env: MeasuredEnv) -> None:
         self.env = env
@@ -326,7 +329,7 @@ def _probe_split(env: MeasuredEnv, batch_statistics: bool = False) -> tuple[torc
 class KnnProbeAccuracy(Statistic):
     """kNN accuracy on the held-out images (uses labels): first half as the labelled bank, second half as queries."""
 
-    periodic, cost = True, "one encoder pass of the held-out images"
+    periodic, cost, uses_labels = True, "one encoder pass of the held-out images", True
 
     def measure(self) -> float:
         bank, bank_labels, queries, query_labels = _probe_split(self.env)
@@ -340,7 +343,7 @@ class LabelLoss(Statistic):
     held-out set's own BatchNorm statistics: the running ones lag the weights by tens of updates early in
     an episode, which would blur what one update did."""
 
-    periodic, cost = True, "one encoder pass of the held-out images"
+    periodic, cost, uses_labels = True, "one encoder pass of the held-out images", True
     LABEL_TEMPERATURE = 0.1  # softmax temperature over cosine similarities
 
     def measure(self) -> float:
@@ -388,7 +391,7 @@ class Counterfactual(Statistic):
 class ReferenceLabelLoss(Counterfactual):
     """``label_loss`` after the counterfactual update on the reference views (uses labels)."""
 
-    of = "label_loss"
+    of, uses_labels = "label_loss", True
 
 
 @register_statistic("reference_rankme")

@@ -13,17 +13,19 @@ search's cell rule. Judges: RankMe, LiDAR, alpha-ReQ, the held-out NT-Xent loss,
     python studies/judge_audit.py --tasks 12 --seeds 3 --workers 2 --out docs/results/judge_audit   # the audit
     python studies/judge_audit.py --report docs/results/judge_audit                             # its tables again
 
-Each (task, seed) is written to ``OUT/units/`` when done (a rerun skips those), and the report (``OUT/audit.md``,
-``OUT/audit.json``) gives, per judge and split: the Spearman correlation of judge and kNN over the corruptors of a
-(task, seed), its mean with a bootstrap CI over (task, seed) pairs, and how often the judge's pick is no worse than
-the better of keep_all and the oracle by more than the seed noise (the standard deviation of keep_all's kNN over
-seeds). Every task's margins (oracle − keep_all, oracle − random) say whether it is an "answer" task.
+Each (task, seed) is written to ``OUT/units/`` when done (a rerun skips those; each unit records the length of its
+judge runs, which the report reads back), and the report (``OUT/audit.md``, ``OUT/audit.json``) gives, per judge and
+split: the Spearman correlation of judge and kNN over the corruptors of a (task, seed), its mean with a bootstrap CI
+over (task, seed) pairs, and how often the judge's pick is no worse than the better of keep_all and the oracle by
+more than the seed noise (the standard deviation of keep_all's kNN over seeds). Every task's margins (oracle −
+keep_all, oracle − random) say whether it is an "answer" task (a task of one seed has no interval to say it).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import multiprocessing
+import re
 import sys
 import time
 from pathlib import Path
@@ -31,22 +33,31 @@ from typing import Any, Callable
 
 import numpy as np
 
+from corruption_env.cli_options import ArgumentParser, UsageError, positive, usage_errors
 from corruption_env.files import atomic_write_json, atomic_write_text
 
 JUDGES = ("rankme", "lidar", "alpha_req", "heldout_loss", "alignment", "uniformity", "probe_accuracy")
 LABEL_FREE = JUDGES[:-1]
 CORRUPTORS = ("keep_all", "oracle", "random", "cowmask", "partial", "anti", "rule_a", "rule_b")
 PLAIN_CORRUPTORS = ("keep_all", "random", "cowmask", "rule_a", "rule_b", "rule_c", "rule_d")  # no planted pattern
+# every corruptor's random stream is its first place here (new names go at the end: the others' streams stay)
+STREAMS = (*CORRUPTORS, *PLAIN_CORRUPTORS, "rule_e", "rule_f", "rule_g")
 NAMED = ("shortcut_fixed", "shortcut_random", "distractor_fixed", "distractor_random")
 
 
 def task_overrides(name: str) -> dict[str, Any]:
+    """The EnvConfig overrides of a named task (the benchmark's) or of a generated one (``genNN``, or its full name);
+    a UsageError for any other name says which there are."""
     from benchmarking.sweep import TASKS
     from corruption_env.task_generator import generate_task
 
     if name in TASKS:
         return dict(TASKS[name])
-    return generate_task(int(name.split("_")[0].removeprefix("gen"))).overrides()
+    generated = re.fullmatch(r"gen(\d+)(_.+)?", name)
+    if generated is None or (generated[2] and generate_task(int(generated[1])).name != name):
+        raise UsageError(f"unknown task {name!r}: use a named one ({', '.join(TASKS)}) or a generated one, genNN or "
+                         f"its full name (e.g. gen00 or {generate_task(0).name})")
+    return generate_task(int(generated[1])).overrides()
 
 
 def planted_scores(env: Any, rng: np.random.Generator, kind: str) -> np.ndarray:
@@ -74,7 +85,7 @@ def make_act(kind: str, env: Any, seed: int) -> Callable[[dict], np.ndarray]:
     if kind in ("keep_all", "oracle", "random", "cowmask"):
         options = {"random": {"keep_prob": 0.75}, "cowmask": {"keep_range": (0.5, 1.0)}}.get(kind, {})
         return agent_act(make_agent(kind, env, seed=seed, **options))
-    rng = np.random.default_rng([seed, (CORRUPTORS + PLAIN_CORRUPTORS).index(kind)])
+    rng = np.random.default_rng([seed, STREAMS.index(kind)])
     if kind in ("partial", "anti"):
         return lambda obs: planted_scores(env, rng, kind)
     rule = make_corruptor("cell_rule", env.config)
@@ -97,7 +108,8 @@ def audit_unit(task: str, seed: int, run_updates: int, eval_steps: int) -> dict[
     runs = {budget: WholeRun((config if budget else config.without_budget()).replace(batch_size=64), run_updates,
                              "rankme", also_measure=JUDGES) for budget in (True, False)}
     evaluation = CorruptorEvaluation(config, eval_steps, seed=seed, progress=False, track_rewards=[])
-    out: dict[str, Any] = {"task": task, "seed": seed, "corruptors": {}}
+    out: dict[str, Any] = {"task": task, "seed": seed, "run_updates": run_updates, "eval_steps": eval_steps,
+                           "corruptors": {}}
     for kind in CORRUPTORS if is_known_answer(config.dataset_kwargs) else PLAIN_CORRUPTORS:
         start = time.process_time()
         whole = runs[kind != "keep_all"]
@@ -132,9 +144,17 @@ def oriented(judge: str, value: float) -> float:
     return value if STATISTICS[judge].higher_is_better else -value
 
 
-def judge_values(unit: dict, variant: str, judge: str, run_updates: int) -> dict[str, float]:
+def unit_run_updates(unit: dict) -> int:
+    """The length of a unit's judge runs, as it records it (units written before they did: the last update their
+    judges were measured at, the full run's)."""
+    return unit.get("run_updates") or max(int(k) for k in unit["corruptors"]["keep_all"]["judges"]["run_a"]
+                                          if k.isdigit())
+
+
+def judge_values(unit: dict, variant: str, judge: str) -> dict[str, float]:
     """Each corruptor's oriented judge in one variant: ``end`` (run seed a, full run), ``half`` (half the updates),
     ``two_seeds`` (mean over run seeds a and b, full runs)."""
+    run_updates = unit_run_updates(unit)
     out = {}
     for kind, c in unit["corruptors"].items():
         a, b = c["judges"]["run_a"], c["judges"]["run_b"]
@@ -148,12 +168,12 @@ def judge_values(unit: dict, variant: str, judge: str, run_updates: int) -> dict
     return out
 
 
-def combined(unit: dict, judges: tuple[str, ...], run_updates: int) -> dict[str, float]:
+def combined(unit: dict, judges: tuple[str, ...]) -> dict[str, float]:
     """A combination: the mean of the corruptors' ranks under each judge (end of run)."""
     from scipy.stats import rankdata
 
     kinds = list(unit["corruptors"])
-    ranks = [rankdata([judge_values(unit, "end", j, run_updates)[k] for k in kinds]) for j in judges]
+    ranks = [rankdata([judge_values(unit, "end", j)[k] for k in kinds]) for j in judges]
     return dict(zip(kinds, np.mean(ranks, axis=0)))
 
 
@@ -172,7 +192,7 @@ def unit_scores(unit: dict, values: dict[str, float], noise: float) -> tuple[flo
 
 def task_margins(units: list[dict]) -> dict[str, dict[str, Any]]:
     """Per task: oracle − keep_all and oracle − random (mean, CI over seeds), keep_all's seed noise, and the kind
-    (answer: oracle − keep_all CI above 0)."""
+    (answer: oracle − keep_all CI above 0; a task of one seed has no interval, so no kind)."""
     from benchmarking.confidence import bootstrap_ci
 
     out = {}
@@ -188,11 +208,13 @@ def task_margins(units: list[dict]) -> dict[str, dict[str, Any]]:
         noise = float(np.std([u["corruptors"]["keep_all"]["knn"] for u in mine], ddof=1)) if len(mine) > 1 else 0.0
         out[task] = {"oracle_minus_keep_all": [float(diffs["keep_all"].mean()), *map(float, cis["keep_all"])],
                      "oracle_minus_random": [float(diffs["random"].mean()), *map(float, cis["random"])],
-                     "noise": noise, "seeds": len(mine), "kind": "answer" if cis["keep_all"][0] > 0 else "keep everything"}
+                     "noise": noise, "seeds": len(mine),
+                     "kind": ("one seed: no interval" if len(mine) < 2 else
+                              "answer" if cis["keep_all"][0] > 0 else "keep everything")}
     return out
 
 
-def audit_table(units: list[dict], run_updates: int) -> dict[str, Any]:
+def audit_table(units: list[dict]) -> dict[str, Any]:
     """Per split and judge (variant): mean Spearman with its CI, and the rate of good picks."""
     from benchmarking.confidence import bootstrap_ci
     from corruption_env.task_generator import SPLITS
@@ -202,10 +224,10 @@ def audit_table(units: list[dict], run_updates: int) -> dict[str, Any]:
     for judge in JUDGES:
         for variant in ("end", "half", "two_seeds"):
             candidates[f"{judge}" + ("" if variant == "end" else f" ({variant.replace('_', ' ')})")] = (
-                lambda u, j=judge, v=variant: judge_values(u, v, j, run_updates))
+                lambda u, j=judge, v=variant: judge_values(u, v, j))
     for pair in (("rankme", "heldout_loss"), ("lidar", "heldout_loss"), ("rankme", "alignment"),
                  ("rankme", "lidar", "heldout_loss")):
-        candidates[" + ".join(pair) + " (mean rank)"] = lambda u, p=pair: combined(u, p, run_updates)
+        candidates[" + ".join(pair) + " (mean rank)"] = lambda u, p=pair: combined(u, p)
     table: dict[str, Any] = {}
     for split in (*SPLITS, "named", "real images"):
         mine = [u for u in units if split_of(u["task"]) == split]
@@ -230,6 +252,8 @@ def split_of(task: str) -> str:
 
 
 def format_report(report: dict[str, Any], header: str) -> str:
+    from benchmarking.confidence import format_ci
+
     lines = ["# Judge audit", "", header, "", "## Tasks", "",
              "| task | split | kind | oracle − keep_all kNN [95% CI] | oracle − random | keep_all seed sd |",
              "|---|---|---|---|---|---|"]
@@ -237,58 +261,91 @@ def format_report(report: dict[str, Any], header: str) -> str:
         if m["kind"] == "plain":
             lines.append(f"| {task} | {split_of(task)} | no planted pattern | | | {m['noise']:.3f} |")
             continue
-        lines.append(f"| {task} | {split_of(task)} | {m['kind']} | {m['oracle_minus_keep_all'][0]:+.3f} "
-                     f"[{m['oracle_minus_keep_all'][1]:+.3f}, {m['oracle_minus_keep_all'][2]:+.3f}] | "
-                     f"{m['oracle_minus_random'][0]:+.3f} [{m['oracle_minus_random'][1]:+.3f}, "
-                     f"{m['oracle_minus_random'][2]:+.3f}] | {m['noise']:.3f} |")
+        keep_all, random = (format_ci(m[key][0], m[key][1:], "+.3f")
+                            for key in ("oracle_minus_keep_all", "oracle_minus_random"))
+        lines.append(f"| {task} | {split_of(task)} | {m['kind']} | {keep_all} | {random} | {m['noise']:.3f} |")
     for split, rows in report["table"].items():
         lines += ["", f"## {split}", "", "| judge | Spearman with kNN [95% CI] | picks no worse than the best of "
                   "keep_all and oracle | (task, seed) pairs |", "|---|---|---|---|"]
         for name, row in sorted(rows.items(), key=lambda kv: -(kv[1]["spearman"] or [-9])[0]):
             rho = row["spearman"]
-            text = "–" if rho is None else f"{rho[0]:+.2f} [{rho[1]:+.2f}, {rho[2]:+.2f}]"
+            text = "–" if rho is None else format_ci(rho[0], rho[1:], "+.2f")
             lines.append(f"| {name} | {text} | {row['good_picks']:.0%} | {row['pairs']} |")
     return "\n".join(lines) + "\n"
 
 
-def report(folder: Path, run_updates: int, header: str) -> str:
-    units = [json.loads(p.read_text()) for p in sorted((folder / "units").glob("*.json"))]
-    result = audit_table(units, run_updates)
+def report(folder: Path, header: str) -> str:
+    paths = sorted((folder / "units").glob("*.json"))
+    if not paths:
+        raise UsageError(f"--report {folder}: no audit there (no units/*.json); run it first: --out {folder}")
+    units = [json.loads(p.read_text()) for p in paths]
+    result = audit_table(units)
     atomic_write_json(folder / "audit.json", result)
     text = format_report(result, header)
     atomic_write_text(folder / "audit.md", text)
     return text
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", type=int, default=12, help="generated tasks 0..N-1 (even: development, odd: held out)")
-    parser.add_argument("--named", action="store_true", help="also the four named known-answer tasks")
-    parser.add_argument("--only", default=None, help="comma-separated task names instead (generated or named)")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--run-updates", type=int, default=50, help="updates of a judge run (the search's)")
-    parser.add_argument("--eval-steps", type=int, default=500, help="updates of an evaluation run")
-    parser.add_argument("--workers", type=int, default=2, help="(task, seed) units at once, one thread each")
-    parser.add_argument("--out", type=Path, default=Path("results/judge_audit"))
-    parser.add_argument("--report", type=Path, help="only rewrite the report of a finished (or partial) audit")
-    args = parser.parse_args(argv)
-    if args.report:
-        print(report(args.report, args.run_updates, f"Report of {args.report}."))
-        return 0
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="studies/judge_audit.py", description=__doc__.split("\n\n")[0],
+                            epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", type=int, default=12,
+                        help="generated tasks 0..N-1 (even: development, odd: held out; default 12)")
+    parser.add_argument("--named", action="store_true", help="also the four named known-answer tasks (default: off)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated task names instead of --tasks and --named: generated (genNN) or named "
+                             "(default: none)")
+    parser.add_argument("--seeds", type=positive(int), default=3, help="seeds 0..N-1 of every task (default 3)")
+    parser.add_argument("--run-updates", type=int, default=50,
+                        help="updates of a judge run, the search's; judges are also read at half of it (default 50)")
+    parser.add_argument("--eval-steps", type=positive(int), default=500,
+                        help="updates of an evaluation run (default 500)")
+    parser.add_argument("--workers", type=positive(int), default=2,
+                        help="(task, seed) units at once, one thread each (default 2)")
+    parser.add_argument("--out", type=Path, default=Path("results/judge_audit"),
+                        help="the audit's folder: its units/ and report (default results/judge_audit)")
+    parser.add_argument("--report", type=Path,
+                        help="only rewrite the report of a finished (or partial) audit in this folder, from its units "
+                             "alone (default: run the audit)")
+    return parser
+
+
+def audit_tasks(args: argparse.Namespace) -> list[str]:
+    """The tasks the command line asks for, every number and name checked (a UsageError says what to give)."""
     from corruption_env.task_generator import generate_task
 
-    tasks = (args.only.split(",") if args.only else
+    if args.tasks < 0:
+        raise UsageError(f"--tasks {args.tasks}: must be >= 0")
+    if args.run_updates < 2:
+        raise UsageError(f"--run-updates {args.run_updates}: must be >= 2 (judges are also read at half the run)")
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a file; give a folder")
+    tasks = ([t for t in args.only.split(",") if t] if args.only is not None else
              [generate_task(i).name for i in range(args.tasks)] + (list(NAMED) if args.named else []))
+    if not tasks:
+        raise UsageError("no task to audit: give --tasks 1 or more, --named, or --only NAMES")
+    for task in tasks:
+        task_overrides(task)
+    return tasks
+
+
+@usage_errors
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    if args.report:
+        print(report(args.report, f"Report of {args.report}."))
+        return 0
+    tasks = audit_tasks(args)
     jobs = [(t, s, args.run_updates, args.eval_steps, str(args.out)) for s in range(args.seeds) for t in tasks]
     start = time.time()
     with multiprocessing.get_context("fork").Pool(args.workers, maxtasksperchild=1) as pool:
         for done, path in enumerate(pool.imap_unordered(_unit_job, jobs), start=1):
             print(f"[{done}/{len(jobs)}] {path} ({(time.time() - start) / 60:.0f} min)", flush=True)
-    header = (f"`{' '.join(['python studies/judge_audit.py', *(argv if argv is not None else sys.argv[1:])])}`: "
+    header = (f"`{' '.join(['python studies/judge_audit.py', *argv])}`: "
               f"{len(jobs)} (task, seed) units, judge runs of {args.run_updates} updates, evaluation runs of "
               f"{args.eval_steps}; {(time.time() - start) / 3600:.1f} h wall on {args.workers} worker(s).")
-    print(report(args.out, args.run_updates, header))
+    print(report(args.out, header))
     return 0
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import torch.nn as nn
 from agents.search import WholeRunSearch
 from benchmarking.sweep import TASKS
 from corruption_env import CorruptionEnv, EnvConfig
+from corruption_env.cli_options import ArgumentParser, UsageError, positive, usage_errors
 from corruption_env.simclr import nt_xent
 
 
@@ -147,13 +149,18 @@ def parts_table(env: CorruptionEnv, ks: list[int]) -> str:
     return "\n".join(lines)
 
 
+def search_options(engine: str, updates: int, population: int, workers: int) -> dict:
+    """The options of the search each engine runs (the same search but for its engine)."""
+    return {"run_updates": updates, "population": population, "engine": engine, "workers": workers,
+            "keep_all_candidate": False, "verbose": 0}
+
+
 def engines_table(env: CorruptionEnv, updates: int, population: int, generations: int, workers: int) -> str:
     budget = updates * population * generations
     results = {}
     for engine in ("local", "ray"):
         start = time.perf_counter()
-        search = WholeRunSearch(env, seed=0, run_updates=updates, population=population, engine=engine,
-                                workers=workers, keep_all_candidate=False, verbose=0).learn(budget)
+        search = WholeRunSearch(env, seed=0, **search_options(engine, updates, population, workers)).learn(budget)
         wall = time.perf_counter() - start
         cpu = sum(r["cpu_seconds"] for r in search.history)
         results[engine] = (search, wall, cpu)
@@ -169,31 +176,65 @@ def engines_table(env: CorruptionEnv, updates: int, population: int, generations
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", default="distractor_random")
-    parser.add_argument("--k", default="8,16", help="candidates per batched call")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of the one-process measurements")
-    parser.add_argument("--updates", type=int, default=50)
-    parser.add_argument("--population", type=int, default=8)
-    parser.add_argument("--generations", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--parts-only", action="store_true", help="only the batched parts")
+def counts(text: str) -> list[int]:
+    """``--k``: comma-separated candidate counts, each > 0."""
+    return [positive(int)(k) for k in text.split(",")]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="studies/search_engines.py", description=__doc__.split("\n\n")[0],
+                            epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="distractor_random", choices=list(TASKS), metavar="TASK",
+                        help=f"the benchmark's task whose env is timed: {', '.join(TASKS)} (default distractor_random)")
+    parser.add_argument("--k", type=counts, default=[8, 16],
+                        help="comma-separated candidates per batched call (default 8,16)")
+    parser.add_argument("--threads", type=positive(int), default=1,
+                        help="torch threads of the one-process measurements (default 1)")
+    parser.add_argument("--updates", type=positive(int), default=50,
+                        help="SimCLR updates per candidate run of the engines' search (default 50)")
+    parser.add_argument("--population", type=positive(int), default=8,
+                        help="candidates per generation of the engines' search (default 8)")
+    parser.add_argument("--generations", type=positive(int), default=2,
+                        help="generations of the engines' search (default 2)")
+    parser.add_argument("--workers", type=positive(int), default=2,
+                        help="Ray Tune trials at once in the engines' search (default 2)")
+    parser.add_argument("--parts-only", action="store_true", help="only the batched parts (default: off)")
     parser.add_argument("--skip-parts", action="store_true",
-                        help="only the engines (with RAY_ADDRESS set: Ray on that cluster, e.g. two nodes)")
-    args = parser.parse_args()
+                        help="only the engines (with RAY_ADDRESS set: Ray on that cluster, e.g. two nodes; "
+                             "default: off)")
+    return parser
+
+
+def checked_config(args: argparse.Namespace) -> EnvConfig:
+    """The timed env's config, once every option is known to work: what the parts and the search need."""
+    if args.parts_only and args.skip_parts:
+        raise UsageError("--parts-only and --skip-parts together measure nothing: give one of them, or neither")
+    config = EnvConfig.preset("cpu", **TASKS[args.task], num_threads=args.threads)
+    if not args.parts_only:
+        try:  # the search the engines run, checked as building it checks it
+            WholeRunSearch.check_options_for(config, search_options("ray", args.updates, args.population,
+                                                                    args.workers))
+        except ValueError as exc:
+            raise UsageError(f"the engines' search on --task {args.task}: {exc}") from None
+    return config
+
+
+@usage_errors
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    config = checked_config(args)
     torch.set_num_threads(args.threads)
-    env = CorruptionEnv(EnvConfig.preset("cpu", **TASKS[args.task], num_threads=args.threads))
+    env = CorruptionEnv(config)
     env.reset(seed=0)
     print(f"{cpu_name()}, {args.threads} thread(s), torch {torch.__version__}, precision {env.precision}, CAM-Net "
           f"{'int8' if env.config.int8_camnet else env.precision}; task {args.task}, batch {env.config.batch_size}\n")
     if not args.skip_parts:
-        print(parts_table(env, [int(k) for k in args.k.split(",")]))
+        print(parts_table(env, args.k))
     if not args.parts_only:
         print()
         print(engines_table(env, args.updates, args.population, args.generations, args.workers))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

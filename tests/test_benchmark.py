@@ -115,7 +115,7 @@ def test_extra_numeric_metrics_of_an_evaluation_reach_runs_csv(tmp_path, monkeyp
 
     monkeypatch.setattr(CorruptorEvaluation, "untrained", lambda self: WithShortcut("untrained", 0.5, 0.6))
     argv = [*REFERENCES_ONLY, *TINY]
-    sweep = make_sweep(build_parser().parse_args(argv), argv)
+    sweep, _ = make_sweep(build_parser().parse_args(argv), argv)
     settings = sweep.settings(RunSpec("shapes", "reference", "untrained", "", 0))
     row = run_one(settings)
     assert row["status"] == "ok" and row["keep_planted"] == 0.25
@@ -159,6 +159,14 @@ def test_a_failed_run_is_recorded_the_sweep_goes_on_and_the_exit_status_says_so(
     (["--baselines", "oracle"], "--baselines oracle: no chosen task has a known answer for it (shapes)"),
     *([(["--env-preset", "gpu"], "CUDA is not available here: use --env-preset cpu")] if not CUDA else []),
     (["--algos", "cmaes", "--env-kwargs", "action_mode:'cells'"], "needs --env-kwargs action_mode:scores"),
+    # what the search refuses when it is built, refused before the first run in train_agent.py's words
+    (["--algos", "cmaes", "--hyperparams", "cmaes.optimizer:'nope'"],
+     "agent 'cmaes' cannot be built with --hyperparams cmaes.optimizer:'nope': ValueError: unknown optimizer 'nope'"),
+    (["--algos", "cmaes", "--hyperparams", "cmaes.population:2"], "population must be an integer >= 4"),
+    (["--algos", "cmaes", "--hyperparams", "cmaes.optimizer:'optuna_tpe'", "cmaes.sigma0:0.3"],
+     "optimizer 'optuna_tpe' takes no option sigma0"),
+    (["--algos", "cmaes_labels", "--hyperparams", "cmaes_labels.judge:'rankme'"],
+     "takes a judge that reads labels (label_loss, probe_accuracy), not 'rankme'"),
 ])
 def test_bad_options_fail_before_any_run_with_one_line(tmp_path, capsys, bad, message):
     out = tmp_path / "b"
@@ -166,6 +174,31 @@ def test_bad_options_fail_before_any_run_with_one_line(tmp_path, capsys, bad, me
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
     assert not (out / "runs.csv").exists()
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--algos", "nope"], "unknown agent 'nope'"),  # with no rewards, once asked whether it needs one: a traceback
+    (["--algos", "cmaes", "--hyperparams", "cmaes.optimizer:nope"], "unknown optimizer 'nope'"),
+    (["--hyperparams", "cmaes.population:2"], "population must be an integer >= 4"),
+    (["--hyperparams", "cmaes.optimizer:optuna_tpe", "cmaes.sigma0:0.3"],
+     "optimizer 'optuna_tpe' takes no option sigma0"),
+    (["--hyperparams", "cmaes_labels.judge:rankme"], "takes a judge that reads labels"),
+])
+def test_the_fashion_mnist_preset_refuses_bad_agents_and_search_values_before_any_run(tmp_path, capsys, bad, message):
+    """The preset without rewards and with searches: the same one line as every other preset, before the sweep
+    starts (the notes on what a narrowed preset drops are for a sweep that runs)."""
+    out = tmp_path / "b"
+    assert exit_code(["--preset", "fashion_mnist", "--out", str(out), *bad]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not out.exists()
+
+
+def test_a_real_process_refuses_an_unknown_agent_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmark.py"), "--preset", "fashion_mnist", "--algos", "nope",
+                             "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2 and result.stderr.startswith("error: unknown agent 'nope'"), result.stderr
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "b").exists()
 
 
 def test_changed_settings_are_refused_or_rerun_never_reused(tmp_path, capsys):
@@ -299,7 +332,7 @@ def test_presets_share_fixed_rows_and_the_oracle_runs_only_on_known_answer_tasks
 
     def fixed_rows(preset: str) -> dict[str, set[tuple[str, str]]]:
         argv = ["--preset", preset]
-        sweep = make_sweep(build_parser().parse_args(argv), argv)
+        sweep, _ = make_sweep(build_parser().parse_args(argv), argv)
         check_sweep(sweep)
         specs = sweep.specs()
         assert {s.task for s in specs if s.name == "oracle"} == {t for t in sweep.tasks if t != "shapes"}
@@ -312,7 +345,7 @@ def test_presets_share_fixed_rows_and_the_oracle_runs_only_on_known_answer_tasks
         return rows
 
     argv = ["--preset", "quick", "--tasks", "shapes,shortcut_fixed", "--rewards", "neg_loss,heldout_gain"]
-    sweep = make_sweep(build_parser().parse_args(argv), argv)
+    sweep, _ = make_sweep(build_parser().parse_args(argv), argv)
     sweep.task_algos = {"shortcut_fixed": ["ppo", "reinforce"], "shortcut_fixed:heldout_gain": ["reinforce"]}
     agents_of = {(s.task, s.reward, s.name) for s in sweep.specs() if s.kind == "agent"}
     assert agents_of == {("shapes", "neg_loss", "ppo"), ("shapes", "heldout_gain", "ppo"),  # task:reward beats task
@@ -321,7 +354,7 @@ def test_presets_share_fixed_rows_and_the_oracle_runs_only_on_known_answer_tasks
     # per_image: one seed of the rows beside its question, no baselines on the shared tasks (their per-image
     # task's are the same rows), only the untrained reference; --seeds gives every agent its count
     argv = ["--preset", "per_image"]
-    specs = make_sweep(build_parser().parse_args(argv), argv).specs()
+    specs = make_sweep(build_parser().parse_args(argv), argv)[0].specs()
     seeds = {}
     for s in specs:
         seeds.setdefault((s.task, s.kind, s.name), set()).add(s.seed)
@@ -330,7 +363,7 @@ def test_presets_share_fixed_rows_and_the_oracle_runs_only_on_known_answer_tasks
     assert not {s for s in specs if s.task.endswith("_shared") and s.kind == "baseline"}
     assert {s.name for s in specs if s.kind == "reference"} == {"untrained"}
     argv = ["--preset", "per_image", "--seeds", "2"]
-    specs = make_sweep(build_parser().parse_args(argv), argv).specs()
+    specs = make_sweep(build_parser().parse_args(argv), argv)[0].specs()
     assert {s.seed for s in specs if s.name == "ppo"} == {0, 1}
     learning, known_answer = fixed_rows("learning"), fixed_rows("known_answer")
     # a shared task's baselines are its per-image task's: the learning preset reuses the known-answer rows
@@ -360,15 +393,15 @@ def test_a_search_judged_by_whole_runs_gets_one_row_per_seed_with_its_runs_to_th
 
 @pytest.mark.parametrize("narrowing,dropped", [(["--tasks", "shortcut_random"], "ppo"), (["--algos", "cmaes"], "ppo"),
                                                (["--tasks", "shapes", "--algos", "cmaes"], "ppo")])
-def test_a_preset_narrowed_by_tasks_or_algos_runs_and_says_what_it_dropped(narrowing, dropped, capsys):
+def test_a_preset_narrowed_by_tasks_or_algos_runs_and_says_what_it_dropped(narrowing, dropped):
     from benchmarking.cli import build_parser, make_sweep
     from benchmarking.sweep import check_sweep
 
     argv = ["--preset", "per_image", *narrowing]
-    sweep = make_sweep(build_parser().parse_args(argv), argv)
+    sweep, notes = make_sweep(build_parser().parse_args(argv), argv)
     check_sweep(sweep)  # what exited with "--hyperparams sets options of 'ppo' ..." before
-    err = capsys.readouterr().err
-    assert f"the preset's options for {dropped} are dropped" in err and len(err.strip().splitlines()) <= 3, err
+    err = "\n".join(notes)
+    assert f"the preset's options for {dropped} are dropped" in err and len(notes) <= 3, err
     assert dropped not in sweep.hyperparams and sweep.hyperparams["cmaes"] == {"engine": "local", "verbose": 0}
     agents = {(s.task, s.name) for s in sweep.specs() if s.kind == "agent"}
     assert agents and {name for _, name in agents} == {"cmaes"}

@@ -142,3 +142,29 @@ def test_the_search_runs_on_ray_from_the_command_line_with_the_in_process_result
     assert [r["judge"] for r in search.history] == [r["judge"] for r in local.history] and len(local.history) == 4
     assert search.best["theta"] == local.best["theta"] and search.best["judge"] == local.best["judge"]
     assert list((run / "tb").rglob("events.out.tfevents.*"))
+
+
+def test_a_search_on_ray_leaves_no_temporary_experiment_and_prints_no_trial_count(tmp_path, ray_address, torch_threads,
+                                                                                 monkeypatch, capfd):
+    """Without ``storage`` the search's Ray Tune experiment goes to a temporary folder, removed once the search is
+    done (Tune's console, which counted an open-ended search as 9223372036854775807 trials, stays silent); with
+    ``storage`` the experiment is kept there."""
+    import tempfile
+
+    from agents.search import WholeRunSearch
+    from corruption_env import CorruptionEnv
+    from test_search import SEARCH
+    from test_whole_run import TINY
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    options = {**SEARCH, "engine": "ray", "workers": 2, "keep_all_candidate": False}
+    search = WholeRunSearch(CorruptionEnv(TINY), seed=0, **options).learn(12)
+    assert len(search.history) == 4
+    assert not list(temporary.glob("cmaes_*"))
+    out, err = capfd.readouterr()
+    assert "Number of trials" not in out + err and "9223372036854775807" not in out + err
+    storage = tmp_path / "experiments"
+    WholeRunSearch(CorruptionEnv(TINY), seed=0, storage=str(storage), **options).learn(12)
+    assert list(storage.glob("search_*/tuner.pkl"))

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,12 @@ def train_agent_cases(tmp: Path) -> list[tuple[list[str], str]]:
         (["--algo", "cmaes", "--hyperparams", "population:2", "engine:'local'", *env],
          "population must be an integer >= 4 for optimizer 'cmaes'"),
         (["--algo", "cmaes", "--hyperparams", "optimizer:'nope'", "engine:'local'", *env], "unknown optimizer 'nope'"),
+        # the label-judged ceiling judged without labels would pass a label-free search off as the ceiling
+        (["--algo", "cmaes_labels", "--hyperparams", "judge:'rankme'", "engine:'local'", *env],
+         r"takes a judge that reads labels \(label_loss, probe_accuracy\), not 'rankme'"),
+        # seeds outside what numpy's global seeding (SB3's set_random_seed) and gymnasium take
+        (["--seed", "-1", *env], r"--seed -1 \(must be >= 0\)"),
+        (["--seed", str(2**32), *env], r"--seed 4294967296 \(must be <= 4294967295\)"),
         # the default an option has here, and what cannot be an agent here
         (["--hyperparams", "n_steps:abc", *env], r"option n_steps takes a number \(default 32\)"),
         (["--algo", "stable_baselines3:DQN", *env], "off-policy stable-baselines3 algorithm"),
@@ -89,8 +96,10 @@ def check_one_line(code: int, err: str, pattern: str) -> None:
     assert err.startswith("error: ") and re.search(pattern, err), err
 
 
-def test_train_agent_bad_inputs(tmp_path, capsys):
-    log_dir = tmp_path / "runs"
+def test_train_agent_bad_inputs(tmp_path, capsys, monkeypatch):
+    log_dir, temporary = tmp_path / "runs", tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))  # the system's temporary folder, for this test
     for args, pattern in train_agent_cases(tmp_path):
         log = [] if "--log-dir" in args else ["--log-dir", str(log_dir)]
         try:
@@ -100,6 +109,7 @@ def test_train_agent_bad_inputs(tmp_path, capsys):
             code = exc.code
         check_one_line(code, capsys.readouterr().err, pattern)
         assert not log_dir.exists() or not list(log_dir.iterdir()), args  # no half-made run folder
+        assert not list(temporary.iterdir()), args  # and no temporary file
 
 
 @NO_CUDA
@@ -172,6 +182,7 @@ def test_pretrain_bad_inputs(tmp_path, capsys):
 @pytest.mark.parametrize("command,args,pattern", [
     ([str(ROOT / "train_agent.py")], ["--total-timesteps", "-5"], "must be >= 1"),
     ([str(ROOT / "train_agent.py")], ["--config", "{missing}"], "does not exist"),
+    ([str(ROOT / "train_agent.py")], ["--seed", "-1"], "--seed -1"),
     (["-m", "corruption_env.camnet.pretrain"], ["--out", "x.pt", "--task", "foo"], "invalid choice"),
 ])
 def test_real_processes_print_one_line(tmp_path, command, args, pattern):
@@ -191,10 +202,12 @@ def test_every_option_has_help(parser):
     assert not missing
 
 
-def test_a_budget_below_one_rollout_is_announced_as_the_whole_rollout_it_runs(tmp_path, capsys, recwarn):
-    assert train_agent.main(["--algo", "reinforce", "--hyperparams", "n_steps:4", "--total-timesteps", "3",
+@pytest.mark.parametrize("algo", ["reinforce", "keep_all"])  # a learner and a fixed corruptor: both run whole rollouts
+def test_a_budget_below_one_rollout_is_announced_as_the_whole_rollout_it_runs(tmp_path, capsys, recwarn, algo):
+    assert train_agent.main(["--algo", algo, "--hyperparams", "n_steps:4", "--total-timesteps", "3",
                              "--eval-steps", "0", "--log-dir", str(tmp_path), "--env-kwargs", *TINY_ENV]) == 0
-    assert "4 steps (3 asked, in whole rollouts of 4)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "4 steps (3 asked, in whole rollouts of 4)" in out and "trained 4 steps" in out
     assert not [w for w in recwarn if "update" in str(w.message)]
 
 

@@ -9,7 +9,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 import agents.search as search_module
 import train_agent
-from agents import make_agent
+from agents import agent_spec, make_agent
 from agents.search import WholeRunSearch
 from corruption_env import CorruptionEnv
 from test_cli_errors import check_one_line
@@ -78,17 +78,30 @@ def test_the_search_explores_across_a_step(monkeypatch):
     assert found >= 4, f"the step was crossed in {found} of 5 seeds"
 
 
-@pytest.mark.parametrize("options,message", [
-    ({"population": 3}, "population must be an integer >= 4 for optimizer 'cmaes'"),
-    ({"run_updates": 0}, "run_updates must be an integer >= 1"),
-    ({"corruptor": "nope"}, "unknown corruptor 'nope'"),
-    ({"optimizer": "nope"}, "unknown optimizer 'nope'"),
-    ({"judge": "loss"}, "judge must be a periodic statistic"),
-    ({"engine": "spark"}, "engine must be one of ray, local"),
+@pytest.mark.parametrize("algo,options,message", [
+    ("cmaes", {"population": 3}, "population must be an integer >= 4 for optimizer 'cmaes'"),
+    ("cmaes", {"run_updates": 0}, "run_updates must be an integer >= 1"),
+    ("cmaes", {"corruptor": "nope"}, "unknown corruptor 'nope'"),
+    ("cmaes", {"optimizer": "nope"}, "unknown optimizer 'nope'"),
+    ("cmaes", {"optimizer": "optuna_tpe", "sigma0": 0.3}, "optimizer 'optuna_tpe' takes no option sigma0"),
+    ("cmaes", {"judge": "loss"}, "judge must be a periodic statistic"),
+    ("cmaes", {"engine": "spark"}, "engine must be one of ray, local"),
+    ("cmaes_labels", {"judge": "rankme"},
+     r"takes a judge that reads labels \(label_loss, probe_accuracy\), not 'rankme'"),
+    ("cmaes_labels", {"judge": "planted_dropped"}, "takes a judge that reads labels"),
 ])
-def test_bad_options_are_clear(options, message):
+def test_bad_options_are_clear_with_or_without_an_env(algo, options, message):
+    """Built on an env, or checked on its config alone (what the benchmark does before its first run): the same
+    error."""
     with pytest.raises(ValueError, match=message):
-        make_agent("cmaes", CorruptionEnv(TINY), **options)
+        make_agent(algo, CorruptionEnv(TINY), **options)
+    with pytest.raises(ValueError, match=message):
+        agent_spec(algo).agent_class.check_options_for(TINY, {**options, "engine": options.get("engine", "local")})
+
+
+def test_the_label_judged_ceiling_takes_every_judge_that_reads_labels():
+    for judge in ("probe_accuracy", "label_loss"):
+        assert make_agent("cmaes_labels", CorruptionEnv(TINY), judge=judge, **SEARCH).judge == judge
 
 
 def test_a_search_needs_score_actions():
