@@ -180,6 +180,7 @@ class RunResult:
     :param judge_at: the judge after fewer updates of the same run, ``{updates: value}`` (``also_at``).
     :param measured: the other statistics asked for (``WholeRun(also_measure=...)``), as measured (not oriented),
         ``{updates: {name: value}}`` at ``also_at`` and at the run's end.
+    :param cpu_seconds_at: the CPU time of the run up to each of ``also_at`` (what a run of that length costs).
     """
 
     judge: float
@@ -191,6 +192,7 @@ class RunResult:
     diverged: bool = False
     judge_at: dict[int, float] = field(default_factory=dict)
     measured: dict[int, dict[str, float]] = field(default_factory=dict)
+    cpu_seconds_at: dict[int, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -246,10 +248,12 @@ class WholeRun:
         keeps, planted, other = [], [], []
         judge_at: dict[int, float] = {}
         measured: dict[int, dict[str, float]] = {}
+        cpu_at: dict[int, float] = {}
         info: dict[str, Any] = {"loss": math.nan, "diverged": False}
         for update in range(1, self.updates + 1):
             obs, _, _, _, info = self.env.step(act(obs))
             if update in also_at and update < self.updates and not info["diverged"]:
+                cpu_at[update] = time.process_time() - start
                 if self.statistic is not None:
                     judge_at[update] = self.sign * float(self.statistic.measure())
                 measured[update] = {name: float(m.measure()) for name, m in self.measures.items()}
@@ -269,7 +273,7 @@ class WholeRun:
             measured[len(keeps)] = {name: float(m.measure()) for name, m in self.measures.items()}
         return RunResult(judge, float(np.mean(keeps)), float(np.mean(planted)) if planted else None,
                          float(np.mean(other)) if other else None, float(info["loss"]),
-                         time.process_time() - start, bool(info["diverged"]), judge_at, measured)
+                         time.process_time() - start, bool(info["diverged"]), judge_at, measured, cpu_at)
 
     def judge_candidate(self, corruptor: ParametricCorruptor, theta: np.ndarray, seed: int) -> RunResult:
         theta = corruptor.check(theta)

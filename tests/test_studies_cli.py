@@ -10,12 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from test_cli_errors import check_one_line
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "studies"))
+import fidelity  # noqa: E402
 import judge_audit  # noqa: E402
 import search_engines  # noqa: E402
 import search_vs_judge  # noqa: E402
@@ -99,7 +101,62 @@ def test_search_vs_judge_help_starts_nothing(capsys):
     assert out.startswith("usage: studies/search_vs_judge.py") and "--runs" in out and "oracle map judge" not in out
 
 
-@pytest.mark.parametrize("study", [judge_audit, search_engines, search_vs_judge], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("args,pattern", [
+    (["--tasks", "nope"], "unknown task 'nope'"),
+    (["--tasks", ","], "--tasks is empty"),
+    (["--seeds", "0"], "--seeds: must be > 0"),
+    (["--workers", "0"], "--workers: must be > 0"),
+    (["--report", "{tmp}/missing"], "holds no fidelity units"),
+])
+def test_the_fidelity_study_refuses_bad_inputs_before_any_work(tmp_path, capsys, args, pattern):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    check_one_line(exit_code(fidelity.main, [*args, "--out", str(tmp_path / "fidelity")]), capsys.readouterr().err,
+                   pattern)
+    assert not list(tmp_path.iterdir())
+
+
+def fidelity_units(folder: Path, task: str, quality: dict[str, float], judges: dict, noise: float = 0.004) -> None:
+    """Units of a fake study: each corruptor's kNN is its ``quality`` plus seed noise; ``judges`` maps a judge to
+    ``f(quality, seed_outcome, rng) -> value``, read at every length."""
+    rng = np.random.default_rng(0)
+    for seed in range(3):
+        for kind, q in quality.items():
+            knn = q + rng.normal(0, noise)
+            values = {j: float(f(q, knn, rng)) for j, f in judges.items()}
+            unit = {"task": task, "kind": kind, "seed": seed, "eval_steps": 500, "diverged": False, "knn": knn,
+                    "linear": knn, "keep_planted": None, "judges": {n: values for n in ("50", "500")},
+                    "cpu_seconds_at": {"50": 10.0, "500": 100.0}}
+            path = fidelity.unit_path(folder, task, kind, seed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(unit))
+
+
+def test_the_fidelity_report_scores_a_judge_that_reads_the_outcome_at_the_ceiling_and_noise_near_zero(tmp_path):
+    """A judge equal to its own run's outcome ranks the corruptors as that seed's kNN does: its Spearman with the
+    other seeds' outcome is the ceiling exactly; a judge of pure noise scores near 0; a judge that prefers the
+    worst corruptors scores negative and regrets the spread."""
+    from corruption_env.statistics import STATISTICS
+
+    quality = {k: 0.60 + 0.01 * i for i, k in enumerate(fidelity.ANSWER_CORRUPTORS)}
+    sign = {j: 1.0 if STATISTICS[j].higher_is_better else -1.0 for j in fidelity.JUDGES}
+    judges = {j: (lambda q, knn, rng: 0.0) for j in fidelity.JUDGES}
+    judges["rankme"] = lambda q, knn, rng: 100 * knn  # reads its own run's outcome
+    judges["lidar"] = lambda q, knn, rng: rng.normal()  # noise
+    judges["heldout_loss"] = lambda q, knn, rng: sign["heldout_loss"] * -q  # prefers the worst (oriented)
+    fidelity_units(tmp_path, "shortcut_random", quality, judges)
+    task = fidelity.fidelity_report(tmp_path)["tasks"]["shortcut_random"]
+    assert task["differ"] and task["seeds"] == [0, 1, 2] and len(task["kinds"]) == 10
+    assert task["spearman"]["rankme"]["500"] == pytest.approx(task["ceiling"]) and task["ceiling"] > 0.8
+    assert abs(task["spearman"]["lidar"]["500"]) < 0.6
+    assert task["spearman"]["heldout_loss"]["500"] < -0.8
+    assert task["regret"]["heldout_loss"]["500"] > 0.08 > task["regret"]["rankme"]["500"]
+    assert task["cpu"] == {"50": 10.0, "500": 100.0}
+    text = fidelity.report(tmp_path, "header")
+    assert json.loads((tmp_path / "fidelity.json").read_text())["groups"]["named"]["tasks"] == ["shortcut_random"]
+    assert "| rankme |" in text and "probe_accuracy (labels)" in text and "ceiling" in text.lower()
+
+
+@pytest.mark.parametrize("study", [fidelity, judge_audit, search_engines, search_vs_judge], ids=lambda m: m.__name__)
 def test_every_option_says_what_it_does_and_its_default(study):
     parser = study.build_parser()
     missing = [a.option_strings[0] for a in parser._actions

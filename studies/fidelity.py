@@ -1,0 +1,309 @@
+"""The fidelity study: how long must a run be before its judge predicts the outcome?
+
+The search judges each candidate corruptor by a short run (50 updates) and is scored by the kNN accuracy its pick
+reaches after the evaluation run (500 updates on shapes, 2000 on Fashion-MNIST). Here every corruptor of a task is
+trained for the evaluation length on each of 3 seeds, and every judge is read along the run at several lengths
+(``WholeRun(also_measure=...)``, ``also_at``): what a run of that length would have given, since nothing in a run
+depends on its total length. The outcome is the kNN accuracy at the end. Per task, judge and length: the Spearman
+correlation over the corruptors between the judge after that many updates on one seed and the mean outcome of the
+other seeds (each seed in turn the judge's), beside the **ceiling**, the outcome's own seed-to-seed Spearman (one
+seed's outcome against the others'): no judge of one run can predict the others' outcome better than a run of the
+full length does. Also the regret of each judge's pick (the best outcome minus the pick's) and the CPU seconds of a
+run of each length. The judges: RankMe, LiDAR, alpha-ReQ, the held-out loss, alignment, uniformity, and kNN with
+labels on the training split's held-out images (``probe_accuracy``: the label-judged ceiling's judge), alone and
+in mean-rank combinations.
+
+The tasks: the named random-placement tasks on shapes, generated known-answer tasks of both splits
+(``corruption_env.task_generator``: their oracle - keep_all margin is measured here, and the tasks whose margin is
+beyond seed noise are where corruptors really differ), Fashion-MNIST with the per-image shortcut, and plain
+Fashion-MNIST. The corruptors, about ten per task, span the space: keep_all, the oracle where there is one, random
+masks and CowMask at the keep budget, a partial answer and its opposite (the pattern kept while other cells go), and
+candidates of the search's cell rule drawn as its first generation draws them (one fixed set per task, the same on
+every seed).
+
+    python studies/fidelity.py --out docs/results/fidelity                 # the study (resumes where it stopped)
+    python studies/fidelity.py --report docs/results/fidelity              # its tables again, from its units
+
+The study is long (hours on 2 cores): each (task, corruptor, seed) run is written to ``OUT/units/`` as it finishes,
+a rerun skips the finished ones, and the report reads whatever units there are, so it can be completed over several
+sittings and committed unit by unit. Tasks run in the order given, cheapest first.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from judge_audit import CORRUPTORS, JUDGES, make_act, split_of, task_overrides  # noqa: E402
+
+from corruption_env.cli_options import ArgumentParser, UsageError, positive, usage_errors  # noqa: E402
+from corruption_env.files import atomic_write_json, atomic_write_text  # noqa: E402
+
+DEFAULT_TASKS = ("shortcut_random", "distractor_random", *(f"gen{i:02d}" for i in range(8)),
+                 "fashion_shortcut_random", "fashion_mnist")
+ANSWER_CORRUPTORS = (*CORRUPTORS, "rule_c", "rule_d")  # the planted pattern's oracle, partial, anti and 4 rules
+PLAIN_CORRUPTORS = ("keep_all", "random", "cowmask", "rule_a", "rule_b", "rule_c", "rule_d", "rule_e", "rule_f",
+                    "rule_g")
+CORRUPTOR_SEED = 0  # the rule candidates are one fixed set per task: a corruptor is the same on every run seed
+COMBINATIONS = (("rankme", "heldout_loss"), ("lidar", "heldout_loss"), ("rankme", "alignment"),
+                ("rankme", "lidar", "heldout_loss"), ("rankme", "probe_accuracy"))
+
+
+def task_setup(task: str) -> tuple[Any, int, tuple[int, ...]]:
+    """A task's EnvConfig (one thread), its evaluation length and the lengths its judges are read at."""
+    from benchmarking.sweep import FASHION_MNIST, KNOWN_ANSWER_EVAL_STEPS
+    from corruption_env import EnvConfig
+
+    config = EnvConfig(**task_overrides(task), num_threads=1)
+    eval_steps = FASHION_MNIST.eval_steps if config.dataset == "fashion_mnist" else KNOWN_ANSWER_EVAL_STEPS
+    lengths = tuple(n for n in (25, 50, 100, 200, 500, 1000, 2000) if n <= eval_steps)
+    return config, eval_steps, lengths
+
+
+def corruptors_of(config: Any) -> tuple[str, ...]:
+    from corruption_env.known_answer import is_known_answer
+
+    return ANSWER_CORRUPTORS if is_known_answer(config.dataset_kwargs) else PLAIN_CORRUPTORS
+
+
+def fidelity_unit(task: str, kind: str, seed: int) -> dict[str, Any]:
+    """One run of corruptor ``kind`` on ``task`` for the evaluation length on ``seed``: every judge at every length,
+    the kNN and linear-probe accuracy at the end, the CPU seconds to each length."""
+    import torch
+
+    from corruption_env.data import load_dataset
+    from corruption_env.evaluation import encoder_accuracies
+    from corruption_env.whole_run import WholeRun
+
+    torch.set_num_threads(1)
+    config, eval_steps, lengths = task_setup(task)
+    runs = WholeRun(config if kind != "keep_all" else config.without_budget(), eval_steps, "rankme",
+                    also_measure=JUDGES)
+    result = runs.judge(make_act(kind, runs.env, CORRUPTOR_SEED), seed, also_at=lengths)
+    options = dict(root=config.data_root, image_size=config.image_size, channels=3, **config.dataset_options())
+    accuracy = encoder_accuracies(runs.env.learner, load_dataset(config.dataset, split="train", **options),
+                                  load_dataset(config.dataset, split="test", **options))
+    return {"task": task, "kind": kind, "seed": seed, "eval_steps": eval_steps, "diverged": result.diverged,
+            "judges": {str(n): values for n, values in result.measured.items()}, "knn": accuracy["knn"],
+            "linear": accuracy["linear"], "keep_planted": result.keep_planted,
+            "cpu_seconds_at": {**{str(n): s for n, s in result.cpu_seconds_at.items()},
+                               str(eval_steps): result.cpu_seconds}}
+
+
+def unit_path(folder: Path, task: str, kind: str, seed: int) -> Path:
+    return folder / "units" / task / f"{kind}_s{seed}.json"
+
+
+def _unit_job(job: tuple[str, str, int, str]) -> str:
+    task, kind, seed, folder = job
+    path = unit_path(Path(folder), task, kind, seed)
+    if not path.exists():
+        unit = fidelity_unit(task, kind, seed)
+        atomic_write_json(path, unit)
+        print(f"{task} {kind} s{seed}: kNN {unit['knn']:.4f} ({unit['cpu_seconds_at'][str(unit['eval_steps'])]:.0f} "
+              "CPU s)", file=sys.stderr, flush=True)
+    return str(path)
+
+
+# ------------------------------------------------------------------------------------------ the report
+
+def oriented(judge: str, value: float) -> float:
+    from corruption_env.statistics import STATISTICS
+
+    return value if STATISTICS[judge].higher_is_better else -value
+
+
+def judge_table(units: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
+    """``{length: {judge: {kind: oriented value}}}`` of one seed's units, the combinations (mean rank) included."""
+    from scipy.stats import rankdata
+
+    kinds = [u["kind"] for u in units]
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for length in units[0]["judges"]:
+        single = {j: {u["kind"]: oriented(j, u["judges"][length][j]) for u in units} for j in JUDGES}
+        for combo in COMBINATIONS:
+            ranks = np.mean([rankdata([single[j][k] for k in kinds]) for j in combo], axis=0)
+            single[" + ".join(combo)] = dict(zip(kinds, map(float, ranks)))
+        out[length] = single
+    return out
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho; NaN where either side is constant (a judge that cannot tell corruptors apart)."""
+    from scipy.stats import spearmanr
+
+    return float("nan") if np.ptp(a) == 0 or np.ptp(b) == 0 else float(spearmanr(a, b).statistic)
+
+
+def task_scores(units: list[dict]) -> dict[str, Any] | None:
+    """One task's numbers, from the seeds on which every corruptor has finished (None: fewer than two such seeds)."""
+    by_seed: dict[int, dict[str, dict]] = {}
+    for u in units:
+        by_seed.setdefault(u["seed"], {})[u["kind"]] = u
+    kinds = sorted(set.intersection(*(set(v) for v in by_seed.values())))
+    seeds = sorted(s for s, v in by_seed.items() if set(kinds) <= set(v) and not any(v[k]["diverged"] for k in kinds))
+    if len(seeds) < 2 or len(kinds) < 3:
+        return None
+    outcome = {s: np.array([by_seed[s][k]["knn"] for k in kinds]) for s in seeds}
+    others = {s: np.mean([outcome[t] for t in seeds if t != s], axis=0) for s in seeds}
+    ceiling = float(np.mean([rank_correlation(outcome[s], others[s]) for s in seeds]))
+    mean_outcome = np.mean([outcome[s] for s in seeds], axis=0)
+    tables = {s: judge_table([by_seed[s][k] for k in kinds]) for s in seeds}
+    spearman: dict[str, dict[str, float]] = {}
+    regret: dict[str, dict[str, float]] = {}
+    for length, judges in tables[seeds[0]].items():
+        for judge in judges:
+            rhos, regrets = [], []
+            for s in seeds:
+                values = np.array([tables[s][length][judge][k] for k in kinds])
+                rhos.append(rank_correlation(values, others[s]))
+                regrets.append(float(others[s].max() - others[s][int(np.argmax(values))]))
+            finite = [r for r in rhos if np.isfinite(r)]
+            spearman.setdefault(judge, {})[length] = float(np.mean(finite)) if finite else float("nan")
+            regret.setdefault(judge, {})[length] = float(np.mean(regrets))
+    cpu = {length: float(np.median([by_seed[s][k]["cpu_seconds_at"][length] for s in seeds for k in kinds]))
+           for length in by_seed[seeds[0]][kinds[0]]["cpu_seconds_at"]}
+    knn = dict(zip(kinds, map(float, mean_outcome)))
+    noise = float(np.std([by_seed[s]["keep_all"]["knn"] for s in seeds], ddof=1))
+    margin = None
+    if "oracle" in kinds:
+        diffs = [by_seed[s]["oracle"]["knn"] - by_seed[s]["keep_all"]["knn"] for s in seeds]
+        margin = {"mean": float(np.mean(diffs)), "sd": float(np.std(diffs, ddof=1))}
+    spread = float(mean_outcome.max() - mean_outcome.min())
+    return {"seeds": seeds, "kinds": kinds, "ceiling": ceiling, "spearman": spearman, "regret": regret, "cpu": cpu,
+            "knn": knn, "keep_all_noise": noise, "oracle_minus_keep_all": margin, "spread": spread,
+            "differ": bool(spread > 2 * noise), "split": split_of(task_name(units))}
+
+
+def task_name(units: list[dict]) -> str:
+    return units[0]["task"]
+
+
+def fidelity_report(folder: Path) -> dict[str, Any]:
+    """Every task's numbers, and per group of tasks (development, held out, named, real images) and judge, the mean
+    Spearman at each length with a bootstrap CI over tasks, beside the mean ceiling."""
+    from benchmarking.confidence import bootstrap_ci
+
+    tasks: dict[str, Any] = {}
+    for task_dir in sorted(p for p in (folder / "units").glob("*") if p.is_dir()):
+        units = [json.loads(p.read_text()) for p in sorted(task_dir.glob("*.json"))]
+        scores = task_scores(units) if units else None
+        if scores is not None:
+            tasks[task_dir.name] = scores
+    groups: dict[str, Any] = {}
+    for group in ("development", "heldout", "named", "real images"):
+        mine = {t: s for t, s in tasks.items() if s["split"] == group and s["differ"]}
+        if not mine:
+            continue
+        first = next(iter(mine.values()))
+        lengths = sorted({length for s in mine.values() for length in s["cpu"]}, key=int)
+        table: dict[str, dict[str, Any]] = {}
+        for judge in first["spearman"]:
+            table[judge] = {}
+            for length in lengths:
+                rhos = np.array([s["spearman"][judge][length] for s in mine.values() if length in s["spearman"][judge]])
+                rhos = rhos[np.isfinite(rhos)]
+                regrets = [s["regret"][judge][length] for s in mine.values() if length in s["regret"][judge]]
+                table[judge][length] = {"spearman": [float(rhos.mean()), *bootstrap_ci(rhos)] if rhos.size else None,
+                                        "regret": float(np.mean(regrets)) if regrets else None, "tasks": int(rhos.size)}
+        ceilings = np.array([s["ceiling"] for s in mine.values()])
+        groups[group] = {"tasks": sorted(mine), "ceiling": [float(ceilings.mean()), *bootstrap_ci(ceilings)],
+                         "cpu": {length: float(np.median([s["cpu"][length] for s in mine.values() if length in s["cpu"]]))
+                                 for length in lengths}, "table": table}
+    return {"tasks": tasks, "groups": groups}
+
+
+def format_report(report: dict[str, Any], header: str) -> str:
+    def ci(value: list[float] | None) -> str:
+        return "–" if value is None else f"{value[0]:+.2f} [{value[1]:+.2f}, {value[2]:+.2f}]"
+
+    lines = ["# Fidelity: how long must a run be before its judge predicts the outcome?", "", header, "", "## Tasks", "",
+             "| task | split | seeds | corruptors | outcome spread (kNN) | keep_all seed sd | corruptors differ | "
+             "oracle − keep_all (sd) | ceiling (seed-to-seed Spearman) |", "|---|---|---|---|---|---|---|---|---|"]
+    for task, s in report["tasks"].items():
+        margin = s["oracle_minus_keep_all"]
+        margin_text = "" if margin is None else f"{margin['mean']:+.3f} ({margin['sd']:.3f})"
+        lines.append(f"| {task} | {s['split']} | {len(s['seeds'])} | {len(s['kinds'])} | {s['spread']:.3f} | "
+                     f"{s['keep_all_noise']:.3f} | {'yes' if s['differ'] else 'no'} | {margin_text} | "
+                     f"{s['ceiling']:+.2f} |")
+    for group, g in report["groups"].items():
+        lengths = list(g["cpu"])
+        lines += ["", f"## {group}: {len(g['tasks'])} task(s) whose corruptors differ beyond twice keep_all's seed sd",
+                  "", f"Ceiling (the outcome's own seed-to-seed Spearman): {ci(g['ceiling'])}. Tasks: "
+                  f"{', '.join(g['tasks'])}.", "",
+                  "Spearman of the judge after N updates (one seed) with the outcome (the other seeds), mean over "
+                  "tasks [95% CI]; in brackets below it, the mean regret of the judge's pick in kNN.", "",
+                  "| judge | " + " | ".join(f"{n} updates" for n in lengths) + " |",
+                  "|---|" + "---|" * len(lengths)]
+        order = sorted(g["table"], key=lambda j: -max((c["spearman"] or [-9])[0] for c in g["table"][j].values()))
+        for judge in order:
+            cells = []
+            for n in lengths:
+                cell = g["table"][judge].get(n)
+                cells.append("–" if not cell or cell["spearman"] is None else
+                             f"{ci(cell['spearman'])}<br>({cell['regret']:.3f})")
+            labels = " (labels)" if "probe_accuracy" in judge else ""
+            lines.append(f"| {judge}{labels} | " + " | ".join(cells) + " |")
+        lines.append("| CPU seconds of a run (median) | " + " | ".join(f"{g['cpu'][n]:.0f}" for n in lengths) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report(folder: Path, header: str) -> str:
+    if not (folder / "units").is_dir():
+        raise UsageError(f"{folder} holds no fidelity units (no units/ folder): give the --out of a study")
+    result = fidelity_report(folder)
+    atomic_write_json(folder / "fidelity.json", result)
+    text = format_report(result, header)
+    atomic_write_text(folder / "fidelity.md", text)
+    return text
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="studies/fidelity.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", default=",".join(DEFAULT_TASKS),
+                        help="comma-separated tasks, run in this order: named (e.g. shortcut_random, fashion_mnist) "
+                             "or generated (genNN) (default: %(default)s)")
+    parser.add_argument("--seeds", type=positive(int), default=3, help="run seeds per corruptor (default: %(default)s)")
+    parser.add_argument("--workers", type=positive(int), default=2,
+                        help="runs at once, one thread each (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("results/fidelity"),
+                        help="where the units and the report go (default: %(default)s)")
+    parser.add_argument("--report", type=Path,
+                        help="only rewrite the report from the units of this folder (default: run the study)")
+    return parser
+
+
+@usage_errors
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.report:
+        print(report(args.report, f"Report of `{args.report}`."))
+        return 0
+    tasks = [t for t in args.tasks.split(",") if t]
+    if not tasks:
+        raise UsageError("--tasks is empty: name at least one task")
+    jobs = []
+    for task in tasks:  # checks every name before any run
+        config, _, _ = task_setup(task)
+        jobs += [(task, kind, seed, str(args.out)) for seed in range(args.seeds) for kind in corruptors_of(config)]
+    todo = [j for j in jobs if not unit_path(args.out, j[0], j[1], j[2]).exists()]
+    print(f"{len(jobs)} runs, {len(jobs) - len(todo)} already done in {args.out}; running {len(todo)} on "
+          f"{args.workers} worker(s)", flush=True)
+    start = time.time()
+    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+        for done, path in enumerate(pool.imap(_unit_job, todo), start=1):
+            print(f"[{done}/{len(todo)}] {path} ({(time.time() - start) / 60:.0f} min)", flush=True)
+    header = (f"`python studies/fidelity.py {' '.join(argv if argv is not None else sys.argv[1:])}`; the units in "
+              f"`{args.out}/units`.")
+    print(report(args.out, header))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
