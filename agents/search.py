@@ -347,9 +347,9 @@ def label_judges() -> list[str]:
 class LabelJudgedSearch(WholeRunSearch):
     """``--algo cmaes_labels``: the same search, corruptor and budget, each candidate judged by kNN accuracy *with
     labels* on the training split's held-out images (``probe_accuracy``: half of them the labelled bank, half the
-    queries), which no batch and no evaluation query is drawn from. It is the **label-judged ceiling**: what the
-    parametric corruptor can reach at the search's budget when the judge is right by construction, so that a
-    label-free search that falls short of it is the judge's shortfall, and one level with it is the family's.
+    queries), which no batch and no evaluation query is drawn from. It is the **label-judged ceiling**: its judge reads
+    the labels the outcome is scored by, after the search's run length, so it bounds what the parametric corruptor
+    can reach only as far as that length predicts the evaluation's (``studies/fidelity.py`` measures how far).
     Labels reach only this agent's judge; its rows are never a label-free result.
 
     :param judge: a judge that reads labels (:func:`label_judges`); a label-free one is ``--algo cmaes``'s.

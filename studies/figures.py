@@ -5,7 +5,9 @@ Fashion-MNIST step (when its files are installed) and, from a ``train_agent.py``
     python studies/figures.py            # writes docs/env_step.png, docs/shortcut_random_oracle.png,
                                        # docs/distractor_fixed_keep_all.png, docs/distractor_random_oracle.png,
                                        # docs/camnet_sr_colorize.png, docs/camnet_sr.png, docs/fashion_mnist_step.png
-    python studies/figures.py --run runs/cmaes_s0_...  --out docs/fashion_mnist_found.png   # a found corruptor
+    python studies/figures.py --run runs/cmaes_s0_...  --out docs/found_corruptor.png       # a found corruptor
+    python studies/figures.py --rules docs/results/fashion_mnist/plain --out docs/fashion_mnist_found.png
+                                       # the cell rules a benchmark's searches chose (seed 0), one above the other
 """
 from __future__ import annotations
 
@@ -79,13 +81,48 @@ def found_corruptor_figure(run: Path, path: Path, seed: int = 0) -> None:
     Image.fromarray(env.render()).save(path)
 
 
+def found_rules_figure(results: Path, path: Path, seed: int = 0) -> list[str]:
+    """The cell rules a benchmark's searches chose on ``seed`` (their ``theta/*`` columns in ``runs.csv``), each as one
+    step of the run's environment (originals / masked input / the two views), one above the other in the order of
+    ``runs.csv``, separated by a white band. Returns one line per rule: its search and weights."""
+    import csv
+    import json
+
+    from corruption_env.whole_run import CellRule
+
+    settings = json.loads((results / "run_settings.json").read_text())
+    rows = [r for r in csv.DictReader((results / "runs.csv").open()) if r["seed"] == str(seed)
+            and any(k.startswith("theta/") and r[k] for k in r)]
+    if not rows:
+        raise SystemExit(f"{results / 'runs.csv'} has no search with chosen weights on seed {seed}")
+    frames, lines = [], []
+    for row in rows:
+        config = EnvConfig.from_dict(settings[row["run_id"]]["env"])
+        env = CorruptionEnv(config, render_mode="rgb_array")
+        rule = CellRule(config)
+        theta = np.array([float(row[f"theta/{name}"]) for name in rule.parameter_names()])
+        obs, _ = env.reset(seed=seed)
+        env.step(rule.act(theta, obs))
+        frames.append(env.render())
+        lines.append(f"{row['name']}: " + ", ".join(f"{n} {t:+.2f}" for n, t in zip(rule.parameter_names(), theta)))
+    band = np.full((8, frames[0].shape[1], 3), 255, dtype=np.uint8)
+    Image.fromarray(np.concatenate([x for f in frames for x in (f, band)][:-1])).save(path)
+    return lines
+
+
 def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, help="draw the corruptor a train_agent.py run folder found, and stop")
+    parser.add_argument("--rules", type=Path,
+                        help="draw the cell rules a benchmark results folder's searches chose on seed 0, and stop")
     parser.add_argument("--out", type=Path, default=DOCS / "found_corruptor.png")
     args = parser.parse_args()
+    if args.rules:
+        print("\n".join(found_rules_figure(args.rules, args.out)))
+        print(f"wrote {args.out}")
+        return
     if args.run:
         found_corruptor_figure(args.run, args.out)
         print(f"wrote {args.out}")
