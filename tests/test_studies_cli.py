@@ -17,6 +17,7 @@ from test_cli_errors import check_one_line
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "studies"))
+import cpu_levers  # noqa: E402
 import fidelity  # noqa: E402
 import judge_audit  # noqa: E402
 import search_engines  # noqa: E402
@@ -156,7 +157,8 @@ def test_the_fidelity_report_scores_a_judge_that_reads_the_outcome_at_the_ceilin
     assert "| rankme |" in text and "probe_accuracy (labels)" in text and "ceiling" in text.lower()
 
 
-@pytest.mark.parametrize("study", [fidelity, judge_audit, search_engines, search_vs_judge], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("study", [cpu_levers, fidelity, judge_audit, search_engines, search_vs_judge],
+                         ids=lambda m: m.__name__)
 def test_every_option_says_what_it_does_and_its_default(study):
     parser = study.build_parser()
     missing = [a.option_strings[0] for a in parser._actions
