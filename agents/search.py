@@ -8,7 +8,9 @@ scratch (:meth:`WholeRun.judge`), all of them on the same run seed (common rando
 their masks alone), in this process (``engine="local"``) or as Ray Tune trials of one CPU each, up to ``workers``
 at once (on a cluster, as many as it has: ``agents/search_on_ray.py``). The optimiser is told the judges. This is
 label-free augmentation search as SelfAugment (Reed et al. 2021) does it: a self-supervised evaluation scores
-whole training runs, a search proposes.
+whole training runs, a search proposes. With ``rungs`` > 1 a candidate is judged by successive halving (ASHA, Li et
+al. 2020): its run is read at geometric lengths and stopped at a rung where it falls below the top share of those
+judged there before it; only candidates that reach the last rung, judged on several run seeds, can be the pick.
 
 The search's state (the optimiser's, every candidate's result, the best so far) is part of the agent: it is
 saved by ``save`` and by ``train_agent.py``'s checkpoints at generation boundaries, and the results of a
@@ -31,19 +33,25 @@ import numpy as np
 
 from agents.callbacks import ANSWER_KEEP
 from agents.optimisers import CMAES, OPTIMISERS, Optimiser
-from agents.whole_run_agent import WholeRunAgent, judge_candidates, judge_keep_all, renamed_options
+from agents.whole_run_agent import (WholeRunAgent, judge_candidates, judge_keep_all, judge_through_rungs,
+                                   renamed_options)
 from corruption_env import EnvConfig
 from corruption_env.statistics import STATISTICS, periodic_statistics
 
 ENGINES = ("ray", "local")
+# what the optimiser is told of a candidate judged by successive halving: RUNG_SPAN x the rung it reached + its judge
+# there, so that reaching a later rung ranks above any judge at an earlier one (judges at different lengths are not
+# on one scale), and judges at one rung keep their order and gaps (every judge here is far below it in size)
+RUNG_SPAN = 1e6
 # the options every optimiser of the CMA-ES kind takes, given to the search (``--hyperparams sigma0:0.5``)
 OPTIMISER_OPTIONS = {"sigma0": 1.0, "restart_factor": 2.0, "patience": 3, "lr_adapt": False}
 
 
-def run_seed(seed: int) -> int:
-    """The run seed every candidate of a search with agent seed ``seed`` is judged on: derived, so that it is not
-    the evaluation's own seed (the corruptor found is judged by kNN on batches it was not chosen on)."""
-    return int(np.random.SeedSequence([seed, 7]).generate_state(1)[0] % 2**31)
+def run_seed(seed: int, i: int = 0) -> int:
+    """The run seed every candidate of a search with agent seed ``seed`` is judged on (``i`` > 0: the further
+    seeds of the last rung): derived, so that it is not the evaluation's own seed (the corruptor found is judged by
+    kNN on batches it was not chosen on)."""
+    return int(np.random.SeedSequence([seed, 7, *([i] if i else [])]).generate_state(1)[0] % 2**31)
 
 
 def make_optimiser(name: str, dim: int, scale: float, population: int, seed: int,
@@ -77,6 +85,14 @@ class WholeRunSearch(WholeRunAgent):
     :param restart_factor: population growth at each restart (IPOP; 1 keeps it).
     :param patience: generations without a better judge before a restart.
     :param lr_adapt: CMA-ES's learning-rate adaptation (``cmaes`` only).
+    :param rungs: successive halving (ASHA, Li et al. 2020): with ``rungs`` > 1, each candidate's run is judged
+        at ``run_updates`` x ``reduction_factor`` ** k updates for k < ``rungs`` and goes on past a rung only if
+        its judge there is not below the top 1 / ``reduction_factor`` of the judges recorded at that rung so far
+        (ASHA's rule; on Ray, Ray Tune's ``ASHAScheduler`` applies it); only candidates that reach the last rung can
+        be the search's pick, and keeping every cell is judged there. 1: every candidate judged at ``run_updates``.
+    :param reduction_factor: the rungs' spacing and the share (1 / it) that goes on past each.
+    :param final_seeds: run seeds a candidate reaching the last rung is judged on (its judge their mean; default:
+        1 with one rung, 2 with several); keeping every cell is judged on the same.
     :param keep_all_candidate: also judge keeping every cell (one more run, without the keep budget, on the same run
         seed); when no candidate's judge beats it, the search's answer is to keep everything
         (:attr:`keeps_everything`), and its corruptor is evaluated without the budget.
@@ -93,6 +109,7 @@ class WholeRunSearch(WholeRunAgent):
     def __init__(self, env: Any, seed: int = 0, corruptor: str = "auto", judge: str = "rankme",
                  run_updates: int = 50, run_batch: int = 64, optimizer: str = "cmaes", population: int = 16,
                  sigma0: float = 1.0, restart_factor: float = 2.0, patience: int = 3, lr_adapt: bool = False,
+                 rungs: int = 1, reduction_factor: int = 4, final_seeds: int | None = None,
                  keep_all_candidate: bool = True, engine: str = "ray", workers: int | None = None,
                  storage: str | None = None, tensorboard_log: str | None = None, verbose: int = 1) -> None:
         super().__init__(env, seed, corruptor, judge, run_updates, run_batch, tensorboard_log, verbose)
@@ -113,8 +130,18 @@ class WholeRunSearch(WholeRunAgent):
         self.engine, self.workers, self.storage = engine, workers, storage
         self.keep_all_candidate = bool(keep_all_candidate)
         self.keep_all: dict[str, Any] | None = None  # keeping every cell, judged as a candidate (once: one run seed)
+        for name, value, low in (("rungs", rungs, 1), ("reduction_factor", reduction_factor, 2),
+                                 ("final_seeds", 1 if final_seeds is None else final_seeds, 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        self.rungs, self.reduction_factor = rungs, reduction_factor
+        self.final_seeds = final_seeds if final_seeds is not None else (1 if rungs == 1 else 2)
+        self.rung_updates = [run_updates * reduction_factor ** k for k in range(rungs)]
         self.settings = {"run": self.run_config.replace(num_threads=1).to_dict(), "updates": run_updates,
                          "judge": judge, "corruptor": self.resolved_corruptor, "seed": run_seed(seed), "threads": 1}
+        if self.halving:  # one run of the last rung's length per candidate, judged at each rung
+            self.settings.update(updates=self.rung_updates[-1], rungs=self.rung_updates,
+                                 final_seeds=[run_seed(seed, i) for i in range(self.final_seeds)])
         self.optimizer = make_optimiser(optimizer, self.corruptor.dim, self.corruptor.scale, population, seed,
                                         self.optimizer_options)
         self.n_steps = population * run_updates  # SB3's vocabulary for the CLIs: a "rollout" is one generation
@@ -146,7 +173,9 @@ class WholeRunSearch(WholeRunAgent):
             if self.engine == "local":
                 while self.next_generation():
                     for index in self.open_candidates():
-                        if not self.finish(index, judge_candidates(self.settings, [self.asked[index]])[0]):
+                        result = (judge_through_rungs(self.settings, self.asked[index], self.promote) if self.halving
+                                  else judge_candidates(self.settings, [self.asked[index]])[0])
+                        if not self.finish(index, result):
                             break
                     self.end_generation()
             else:
@@ -182,10 +211,30 @@ class WholeRunSearch(WholeRunAgent):
         """What a Ray Tune trial of candidate ``index`` of this generation gets."""
         return {"settings": self.settings, "candidate": {"index": index, "theta": self.asked[index].tolist()}}
 
+    @property
+    def halving(self) -> bool:
+        """Whether candidates are judged by successive halving (several rungs, or several final seeds)."""
+        return self.rungs > 1 or self.final_seeds > 1
+
+    def promote(self, rung: int, result: dict[str, Any]) -> bool:
+        """ASHA's rule, as Ray Tune's ``ASHAScheduler`` applies it: a run goes on past ``rung`` unless its judge
+        there is below the (1 - 1/reduction_factor) quantile of the judges recorded at that rung by the candidates
+        judged before it (the first always goes on). The record is read from the candidates kept, so a resumed
+        search decides as the uninterrupted one."""
+        updates = self.rung_updates[rung]
+        recorded = [r["judge_at"][updates] for r in (*self.history, *self.pending.values())
+                    if updates in r.get("judge_at", {})]
+        cutoff = np.nanpercentile(recorded, (1 - 1 / self.reduction_factor) * 100) if recorded else None
+        return cutoff is None or not result["judge"] < cutoff
+
+    def reached_last_rung(self, row: dict[str, Any]) -> bool:
+        """Whether a judged candidate reached the last rung (every candidate does without successive halving)."""
+        return row.get("rung", self.rungs - 1) == self.rungs - 1
+
     def finish(self, index: int, result: dict[str, Any]) -> bool:
         """A candidate's run is judged: keep it, count its updates, tell the callbacks; False if one stops."""
         self.pending[index] = result
-        self.num_timesteps += self.run_updates
+        self.num_timesteps += result.get("updates_run", self.run_updates)
         self.stopped = self.stopped or not self._told_run(result["judge"])
         return not self.stopped
 
@@ -202,11 +251,11 @@ class WholeRunSearch(WholeRunAgent):
         results = [self.pending[i] for i in range(len(self.asked))]
         for theta, result in zip(self.asked, results):
             self.history.append({"generation": generation, "restart": restart, "theta": theta.tolist(), **result})
-            if np.isfinite(result["judge"]) and (self.best is None or result["judge"] > self.best["judge"]):
+            if (self.reached_last_rung(result) and np.isfinite(result["judge"])
+                    and (self.best is None or result["judge"] > self.best["judge"])):
                 self.best = {"theta": theta.tolist(), **result, "generation": generation}
-        judges = [r["judge"] for r in results]
-        self.optimizer.tell(judges)
-        self._log_generation(generation, judges)
+        self.optimizer.tell([RUNG_SPAN * r["rung"] + r["judge"] if "rung" in r else r["judge"] for r in results])
+        self._log_generation(generation, [r["judge"] if self.reached_last_rung(r) else math.nan for r in results])
         self.n_steps = self.optimizer.population * self.run_updates
         self.asked, self.pending, self.generation_open = None, {}, False
         self.callbacks.on_rollout_end()
@@ -231,8 +280,11 @@ class WholeRunSearch(WholeRunAgent):
             planted = "" if best.get("keep_planted") is None else f", its keep on planted cells {best['keep_planted']:.2f}"
             scalars = "".join(f"; {k} {v:.2f}" for k, v in self.optimizer.scalars().items()
                               if k not in ("population", "restarts"))
+            went_on = (f"; {int(np.isfinite(judges).sum())} of {len(judges)} reached the last rung ("
+                       f"{self.rung_updates[-1]} updates)" if self.rungs > 1 else "")
+            so_far = math.nan if self.best is None else self.best["judge"]
             print(f"generation {generation}: best judge {generation_best:.2f}{planted}; best so far "
-                  f"{self.best['judge']:.2f}{scalars}; runs {len(self.history)}", flush=True)
+                  f"{so_far:.2f}{scalars}{went_on}; runs {len(self.history)}", flush=True)
 
     def known_answer(self) -> dict[str, Any]:
         """On a known-answer task: the candidate runs (and their CPU minutes) until the best candidate so far
@@ -246,7 +298,7 @@ class WholeRunSearch(WholeRunAgent):
         best, reached, cpu = -math.inf, None, 0.0
         for n, row in enumerate(self.history, start=1):
             cpu += row["cpu_seconds"]
-            if np.isfinite(row["judge"]) and row["judge"] > best:
+            if self.reached_last_rung(row) and np.isfinite(row["judge"]) and row["judge"] > best:
                 best = row["judge"]
                 found = row["keep_planted"] <= ANSWER_KEEP
                 reached = (n, cpu) if found and reached is None else (reached if found else None)
@@ -281,10 +333,11 @@ class WholeRunSearch(WholeRunAgent):
         """One line per generation: its candidates' planted keep -> judge, best first."""
         lines = []
         for generation in sorted({r["generation"] for r in self.history}):
-            rows = sorted((r for r in self.history if r["generation"] == generation), key=lambda r: -r["judge"])
+            rows = sorted((r for r in self.history if r["generation"] == generation),
+                          key=lambda r: (-r.get("rung", 0), -r["judge"]))
             lines.append(f"generation {generation}: " + ", ".join(
                 (f"{r['keep_planted']:.2f}: " if r.get("keep_planted") is not None else "") + f"{r['judge']:.2f}"
-                for r in rows))
+                + ("" if self.reached_last_rung(r) else f" (stopped at rung {r['rung']})") for r in rows))
         return "\n".join(lines)
 
     # ------------------------------------------------------------------------------------------ SB3 surface
@@ -321,7 +374,8 @@ class WholeRunSearch(WholeRunAgent):
     def _options(self) -> dict[str, Any]:
         return {"seed": self.seed, "corruptor": self.corruptor_name, "judge": self.judge,
                 "run_updates": self.run_updates, "run_batch": self.run_batch, "optimizer": self.optimizer_name,
-                "population": self.population, **self.optimizer_options,
+                "population": self.population, **self.optimizer_options, "rungs": self.rungs,
+                "reduction_factor": self.reduction_factor, "final_seeds": self.final_seeds,
                 "keep_all_candidate": self.keep_all_candidate, "engine": self.engine,
                 "workers": self.workers}
 

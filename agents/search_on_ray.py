@@ -1,5 +1,6 @@
 """The search over whole runs on Ray Tune (``engine="ray"``): each candidate a trial of one CPU, the optimiser's
-ask/tell behind Tune's searcher interface.
+ask/tell behind Tune's searcher interface. By successive halving, Tune's ``ASHAScheduler`` beside the searcher stops a
+trial at a rung.
 
 Everything Tune pickles (the trainable, the searcher) is defined at module level, so cloudpickle takes it by
 reference, and holds no state of the live search: :class:`CandidateSearcher` keeps a token and reaches the live
@@ -22,15 +23,33 @@ import numpy as np
 from ray import tune
 from ray.tune.search import Searcher
 
-from agents.whole_run_agent import RESULT_KEYS, judge_candidates
+from agents.whole_run_agent import RESULT_KEYS, judge_candidates, judge_through_rungs
 
 LIVE: dict[str, Any] = {}  # token -> the live search, in the driver (what the pickled searcher reaches)
 
 
+REPORTED = (*RESULT_KEYS, "rung", "updates", "updates_run", "seed_judges")  # what a trial reports of a run (judge_at stays with it)
+
+
 def candidate_trial(config: dict[str, Any]) -> None:
-    """One Ray Tune trial: one candidate's whole run."""
-    result = judge_candidates(config["settings"], [np.asarray(config["candidate"]["theta"])])[0]
-    tune.report({k: result[k] for k in RESULT_KEYS})
+    """One Ray Tune trial: one candidate's whole run (by successive halving: reported at each rung, where Ray
+    Tune's ASHAScheduler stops it or lets it go on)."""
+    settings, theta = config["settings"], np.asarray(config["candidate"]["theta"])
+    if "rungs" not in settings:
+        result = judge_candidates(settings, [theta])[0]
+    else:
+        def at_rung(rung: int, so_far: dict[str, Any]) -> bool:
+            tune.report(reported({**so_far, "rung": rung, "updates_run": settings["rungs"][rung]}, settings))
+            return True  # the scheduler, not the trial, stops it
+
+        result = judge_through_rungs(settings, theta, at_rung)
+    tune.report(reported(result, settings))
+
+
+def reported(result: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """A run's result as a trial reports it: ``updates`` is the scheduler's clock (the rung's run length)."""
+    updates = settings["updates"] if result.get("rung") is None else settings["rungs"][result["rung"]]
+    return {**{k: result.get(k) for k in REPORTED}, "updates": updates}
 
 
 class CandidateSearcher(Searcher):
@@ -61,7 +80,8 @@ class CandidateSearcher(Searcher):
             return
         if error or result is None:
             raise RuntimeError(f"the run of candidate {index} failed (its Ray Tune trial errored)")
-        search.finish(index, {k: result.get(k) for k in RESULT_KEYS} | {"judge_at": {}})
+        rungs = {k: result[k] for k in ("rung", "updates_run", "seed_judges") if result.get(k) is not None}  # halving
+        search.finish(index, {k: result.get(k) for k in RESULT_KEYS} | rungs | {"judge_at": {}})
         if not search.open_candidates():
             search.end_generation()
 
@@ -87,6 +107,16 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def scheduler(search: Any) -> Any:
+    """Ray Tune's ASHAScheduler at the search's rungs (None without successive halving: every trial runs whole)."""
+    if not search.halving:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="updates", metric="judge", mode="max", grace_period=search.rung_updates[0],
+                         max_t=search.rung_updates[-1], reduction_factor=search.reduction_factor)
+
+
 def search_on_ray(search: Any, workers: int | None, storage: str | None) -> None:
     """The whole search as one Ray Tune experiment: :class:`CandidateSearcher` asks and tells, each candidate is a
     trial of one CPU (actors reused, so each worker loads CAM-Net once). Starts a local Ray of ``workers`` CPUs
@@ -106,8 +136,8 @@ def search_on_ray(search: Any, workers: int | None, storage: str | None) -> None
     try:
         tuner = tune.Tuner(
             tune.with_resources(candidate_trial, {"cpu": 1}),
-            tune_config=tune.TuneConfig(search_alg=CandidateSearcher(token), num_samples=-1, reuse_actors=True,
-                                        max_concurrent_trials=workers),
+            tune_config=tune.TuneConfig(search_alg=CandidateSearcher(token), scheduler=scheduler(search),
+                                        num_samples=-1, reuse_actors=True, max_concurrent_trials=workers),
             run_config=tune.RunConfig(name=f"search_{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(folder),
                                       verbose=0))
         with environment(TUNE_ENVIRONMENT):

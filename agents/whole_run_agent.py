@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from stable_baselines3.common.utils import configure_logger
 from agents.credit import env_attribute
 from corruption_env import EnvConfig
 from corruption_env.action_modes import ACTION_MODES
-from corruption_env.whole_run import (WholeRun, available_corruptors, check_judge, make_corruptor,
+from corruption_env.whole_run import (RunResult, WholeRun, available_corruptors, check_judge, make_corruptor,
                                       resolve_corruptor)
 
 RESULT_KEYS = ("judge", "keep_fraction", "keep_planted", "keep_other", "final_loss", "cpu_seconds", "diverged")
@@ -58,14 +58,60 @@ def judge_candidates(settings: dict[str, Any], thetas: list[np.ndarray]) -> list
     return [runs.judge_candidate(corruptor, np.asarray(theta), settings["seed"]).to_dict() for theta in thetas]
 
 
+def judge_through_rungs(settings: dict[str, Any], theta: np.ndarray,
+                        promote: Callable[[int, dict[str, Any]], bool]) -> dict[str, Any]:
+    """One candidate of a search by successive halving (``settings``' ``rungs``: the run lengths, shortest first;
+    ``final_seeds``): one run of the last rung's length on the run seed, judged at each earlier rung, where
+    ``promote(rung, result)`` says whether it goes on (the rule of ASHA: the search's own in process, Ray Tune's
+    scheduler on Ray); a run that reaches the last rung is judged on every final seed (:func:`over_seeds`). The
+    result says the ``rung`` reached and the SimCLR updates its runs took (``updates_run``)."""
+    torch.set_num_threads(settings["threads"])
+    rungs = settings["rungs"]
+    runs = whole_run(EnvConfig.from_dict(settings["run"]), rungs[-1], settings["judge"])
+    corruptor = make_corruptor(settings["corruptor"], runs.config)
+    theta = corruptor.check(np.asarray(theta))
+
+    def act(obs: Any) -> np.ndarray:
+        return corruptor.act(theta, obs)
+
+    stopped: list[int] = []
+
+    def until(updates: int, result: RunResult) -> bool:
+        rung = rungs.index(updates)
+        stopped.extend([] if promote(rung, result.to_dict()) else [rung])
+        return not stopped
+
+    first = runs.judge(act, settings["seed"], also_at=tuple(rungs[:-1]), until=until)
+    if stopped or first.diverged:  # stopped at a rung (a diverged run: at the last rung it passed, its judge NaN)
+        rung = stopped[0] if stopped else max([rungs.index(u) for u in first.judge_at] + [0])
+        return {**first.to_dict(), "rung": rung, "updates_run": rungs[rung]}
+    results = [first] + [runs.judge(act, seed) for seed in settings["final_seeds"][1:]]
+    return {**over_seeds(results), "rung": len(rungs) - 1, "updates_run": rungs[-1] * len(results)}
+
+
+def over_seeds(results: list[RunResult]) -> dict[str, Any]:
+    """One candidate judged on several run seeds, as one result: the mean judge (NaN if any run diverged), the
+    mean keep rates, the CPU time of all, each seed's judge (``seed_judges``); the rest the first run's."""
+    judges = [r.judge for r in results]
+    mean = lambda values: None if values[0] is None else float(np.mean(values))  # noqa: E731
+    return {**results[0].to_dict(), "judge": float(np.mean(judges)), "seed_judges": judges,
+            "keep_fraction": mean([r.keep_fraction for r in results]),
+            "keep_planted": mean([r.keep_planted for r in results]),
+            "keep_other": mean([r.keep_other for r in results]),
+            "cpu_seconds": float(sum(r.cpu_seconds for r in results)),
+            "diverged": any(r.diverged for r in results)}
+
+
 def judge_keep_all(settings: dict[str, Any]) -> dict[str, Any]:
     """Keeping every cell judged as a candidate: one whole run like :func:`judge_candidates`' but in the runs' config
-    without the keep budget, every cell scored to be kept. A search compares its best candidate with it, so that
-    "nothing here beats keeping everything" is an answer it can give."""
+    without the keep budget, every cell scored to be kept (in a search by successive halving: at the last rung's
+    length, on every final seed). A search compares its best candidate with it, so that "nothing here beats keeping
+    everything" is an answer it can give."""
     torch.set_num_threads(settings["threads"])
     runs = whole_run(EnvConfig.from_dict(settings["run"]).without_budget(), settings["updates"], settings["judge"])
     keep = np.ones(runs.env.action_space.shape, dtype=np.float32)
-    return runs.judge(lambda obs: keep, settings["seed"]).to_dict()
+    results = [runs.judge(lambda obs: keep, seed) for seed in settings.get("final_seeds", [settings["seed"]])]
+    return results[0].to_dict() if len(results) == 1 else over_seeds(results)
 
 
 def settle_config(config: EnvConfig, given: set[str] | frozenset[str] = frozenset()) -> tuple[EnvConfig, str | None]:

@@ -239,10 +239,13 @@ class WholeRun:
             check_judge(name)
         self.measures = {name: STATISTICS[name](self.env) for name in also_measure if name != ANSWER_JUDGE}
 
-    def judge(self, act: Callable[[Observation], np.ndarray], seed: int, also_at: tuple[int, ...] = ()) -> RunResult:
+    def judge(self, act: Callable[[Observation], np.ndarray], seed: int, also_at: tuple[int, ...] = (),
+              until: Callable[[int, RunResult], bool] | None = None) -> RunResult:
         """Train a fresh encoder (initialised from ``seed``) for ``updates`` updates with masks from
         ``act(observation)`` on the batches, codes and augmentations of ``seed``; judge it. ``also_at``: judge it
-        after these numbers of updates too (what a shorter run of a fixed corruptor would have given)."""
+        after these numbers of updates too (what a shorter run of a fixed corruptor would have given). ``until``:
+        told at each of ``also_at`` what the run would give if it ended there (``until(updates, result)``); False
+        ends it there, with that result (successive halving stops a run at a rung)."""
         start = time.process_time()
         obs, _ = self.env.reset(seed=seed)
         keeps, planted, other = [], [], []
@@ -250,30 +253,37 @@ class WholeRun:
         measured: dict[int, dict[str, float]] = {}
         cpu_at: dict[int, float] = {}
         info: dict[str, Any] = {"loss": math.nan, "diverged": False}
+
+        def result(judge: float) -> RunResult:
+            return RunResult(judge, float(np.mean(keeps)), float(np.mean(planted)) if planted else None,
+                             float(np.mean(other)) if other else None, float(info["loss"]),
+                             time.process_time() - start, bool(info["diverged"]), dict(judge_at),
+                             {k: dict(v) for k, v in measured.items()}, dict(cpu_at))
+
         for update in range(1, self.updates + 1):
             obs, _, _, _, info = self.env.step(act(obs))
-            if update in also_at and update < self.updates and not info["diverged"]:
-                cpu_at[update] = time.process_time() - start
-                if self.statistic is not None:
-                    judge_at[update] = self.sign * float(self.statistic.measure())
-                measured[update] = {name: float(m.measure()) for name, m in self.measures.items()}
             keeps.append(info["keep_fraction"])
             if "keep_planted" in info:
                 planted.append(info["keep_planted"])
                 other.append(info["keep_other"])
             if info["diverged"]:
                 break
-        if info["diverged"]:
-            judge = math.nan
-        elif self.statistic is None:  # the answer judge
-            judge = 1.0 - float(np.mean(planted))
-        else:
-            judge = self.sign * float(self.statistic.measure())
+            if update in also_at and update < self.updates:
+                cpu_at[update] = time.process_time() - start
+                judge_at[update] = self._judge_now(planted)
+                measured[update] = {name: float(m.measure()) for name, m in self.measures.items()}
+                if until is not None and not until(update, result(judge_at[update])):
+                    return result(judge_at[update])
+        judge = math.nan if info["diverged"] else self._judge_now(planted)
         if not info["diverged"] and self.measures:
             measured[len(keeps)] = {name: float(m.measure()) for name, m in self.measures.items()}
-        return RunResult(judge, float(np.mean(keeps)), float(np.mean(planted)) if planted else None,
-                         float(np.mean(other)) if other else None, float(info["loss"]),
-                         time.process_time() - start, bool(info["diverged"]), judge_at, measured, cpu_at)
+        return result(judge)
+
+    def _judge_now(self, planted: list[float]) -> float:
+        """The judge of the encoder as it is now (the answer judge: of the masks so far), oriented."""
+        if self.statistic is None:
+            return 1.0 - float(np.mean(planted))
+        return self.sign * float(self.statistic.measure())
 
     def judge_candidate(self, corruptor: ParametricCorruptor, theta: np.ndarray, seed: int) -> RunResult:
         theta = corruptor.check(theta)

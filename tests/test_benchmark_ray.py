@@ -168,3 +168,20 @@ def test_a_search_on_ray_leaves_no_temporary_experiment_and_prints_no_trial_coun
     storage = tmp_path / "experiments"
     WholeRunSearch(CorruptionEnv(TINY), seed=0, storage=str(storage), **options).learn(12)
     assert list(storage.glob("search_*/tuner.pkl"))
+
+
+def test_successive_halving_on_ray_tunes_asha_gives_the_in_process_search(ray_address, torch_threads):
+    """Ray Tune's ASHAScheduler stops the trials the in-process rule stops (one trial at a time: the same order),
+    and the trials it stops reach the searcher as runs stopped at their rung, never as the pick."""
+    from agents.search import WholeRunSearch
+    from corruption_env import CorruptionEnv
+    from test_whole_run import TINY
+
+    options = dict(seed=0, run_updates=2, run_batch=8, population=6, judge="planted_dropped", rungs=2,
+                   reduction_factor=2, verbose=0)
+    on_ray = WholeRunSearch(CorruptionEnv(TINY), engine="ray", workers=1, **options).learn(2 * 6 * 3)
+    local = WholeRunSearch(CorruptionEnv(TINY), engine="local", **options).learn(2 * 6 * 3)
+    keys = ("theta", "judge", "rung", "updates_run", "keep_planted")
+    assert [[r[k] for k in keys] for r in on_ray.history] == [[r[k] for k in keys] for r in local.history]
+    assert {r["rung"] for r in local.history} == {0, 1} and on_ray.best["rung"] == 1
+    assert on_ray.num_timesteps == local.num_timesteps and on_ray.best["theta"] == local.best["theta"]
