@@ -10,6 +10,7 @@ import gymnasium
 from corruption_env.config import EnvConfig
 from corruption_env import config_checks  # noqa: F401  (registers what EnvConfig.validate checks)
 from corruption_env.env import CorruptionEnv
+from corruption_env import cell_scorer  # noqa: F401  (registers the parametric corruptor cell_scorer)
 from corruption_env.rewards import Reward, StepStats, available_rewards, make_reward, register_reward
 
 ENV_ID = "CorruptionEnv-v0"
