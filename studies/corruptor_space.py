@@ -1,0 +1,124 @@
+"""Are the named answers still found in a richer corruptor space? The default search (CMA-ES, RankMe after 50
+updates, 48 candidate runs: the ``per_image`` preset's) over a parametric corruptor, on the random-placement
+shortcut and distractor, 3 seeds; per (task, seed) the best candidate's keep rate on the planted cells (<= 0.3:
+found) and on the other cells, its kept fraction and, for ``cell_scorer``, its keep level and temperature.
+
+    python studies/corruptor_space.py --out docs/results/corruptor_space              # cell_scorer (resumes)
+    python studies/corruptor_space.py --report docs/results/corruptor_space           # its table again
+
+A corruptor that searches its own keep level (``cell_scorer``) runs without a keep budget; any other at the tasks'
+budget. Each (task, seed) search is written to ``OUT/units/`` as it finishes; a rerun skips the finished ones.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from judge_audit import task_overrides  # noqa: E402
+
+from corruption_env.cli_options import ArgumentParser, UsageError, positive, usage_errors  # noqa: E402
+from corruption_env.files import atomic_write_json, atomic_write_text  # noqa: E402
+
+TASKS = ("shortcut_random", "distractor_random")
+FOUND = 0.3  # planted keep at or below which a search counts as having found the answer (the issue's bar)
+OWN_LEVEL = ("cell_scorer",)  # corruptors that choose how much to keep: run without a keep budget
+
+
+def search_unit(task: str, corruptor: str, seed: int) -> dict[str, Any]:
+    """One default search over ``corruptor`` on ``task`` with agent seed ``seed``: its answer."""
+    import torch
+
+    from agents import make_agent
+    from benchmarking.sweep import RULE_RUNS
+    from corruption_env import CorruptionEnv, EnvConfig
+
+    torch.set_num_threads(1)
+    config = EnvConfig(**{**task_overrides(task), "action_mode": "scores", "num_threads": 1})
+    if corruptor in OWN_LEVEL:
+        config = config.replace(keep_budget=None)
+    search = make_agent("cmaes", CorruptionEnv(config), seed=seed, corruptor=corruptor, engine="local", verbose=0)
+    start = time.process_time()
+    search.learn(RULE_RUNS * search.run_updates)
+    best, names = search.best, search.corruptor.parameter_names()
+    chosen = dict(zip(names, best["theta"]))
+    return {"task": task, "corruptor": corruptor, "seed": seed, "runs": len(search.history),
+            "keep_planted": best["keep_planted"], "keep_other": best["keep_other"],
+            "keep_fraction": best["keep_fraction"], "judge": best["judge"],
+            "keeps_everything": search.keeps_everything, "keep_all_judge": search.keep_all["judge"],
+            "answer_runs": search.known_answer().get("answer_runs"),
+            "chosen": {k: chosen[k] for k in names[:6]}, "cpu_minutes": (time.process_time() - start) / 60}
+
+
+def unit_path(folder: Path, task: str, corruptor: str, seed: int) -> Path:
+    return folder / "units" / f"{task}_{corruptor}_s{seed}.json"
+
+
+def report(folder: Path) -> str:
+    units = [json.loads(p.read_text()) for p in sorted((folder / "units").glob("*.json"))]
+    if not units:
+        raise UsageError(f"no units in {folder / 'units'}: run the study first")
+    lines = ["# The named answers in a richer corruptor space", "",
+             f"`python studies/corruptor_space.py`: the default search (48 candidate runs of 50 updates, RankMe), "
+             f"found = the best candidate keeps <= {FOUND} of the planted cells.", "",
+             "| task | corruptor | seed | planted keep | other keep | kept | found | keep level | temperature | "
+             "runs to keep <= 0.2 | CPU min |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for u in units:
+        level, temp = (u["chosen"].get(k) for k in ("keep_level", "temperature"))
+        fmt = lambda v: "" if v is None else f"{v:+.2f}"  # noqa: E731
+        lines.append(f"| {u['task']} | {u['corruptor']} | {u['seed']} | {u['keep_planted']:.2f} | "
+                     f"{u['keep_other']:.2f} | {u['keep_fraction']:.2f} | "
+                     f"{'yes' if u['keep_planted'] <= FOUND else 'no'} | {fmt(level)} | {fmt(temp)} | "
+                     f"{u['answer_runs'] or 'not reached'} | {u['cpu_minutes']:.1f} |")
+    found = sum(u["keep_planted"] <= FOUND for u in units)
+    lines += ["", f"Found in {found} of {len(units)} (task, seed) searches."]
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="studies/corruptor_space.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corruptor", default="cell_scorer", help="the parametric corruptor searched")
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated named or generated tasks")
+    parser.add_argument("--seeds", type=positive(int), default=3, help="agent seeds per task")
+    parser.add_argument("--out", type=Path, default=Path("results/corruptor_space"), help="units and report")
+    parser.add_argument("--report", type=Path, help="only rewrite the report from the units of this folder")
+    return parser
+
+
+@usage_errors
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.report:
+        if not args.report.is_dir():
+            raise UsageError(f"--report {args.report}: no such folder")
+        print(report(args.report), end="")
+        return 0
+    from corruption_env.whole_run import available_corruptors
+
+    if args.corruptor not in available_corruptors():
+        raise UsageError(f"unknown corruptor {args.corruptor!r}; available: {', '.join(available_corruptors())}")
+    tasks = [t for t in args.tasks.split(",") if t]
+    if not tasks:
+        raise UsageError("--tasks is empty: name at least one task")
+    for task in tasks:
+        task_overrides(task)  # every name checked before any run
+    for task in tasks:
+        for seed in range(args.seeds):
+            path = unit_path(args.out, task, args.corruptor, seed)
+            if path.exists():
+                continue
+            unit = search_unit(task, args.corruptor, seed)
+            atomic_write_json(path, unit)
+            print(f"{task} s{seed}: planted keep {unit['keep_planted']:.2f}, other {unit['keep_other']:.2f} "
+                  f"({unit['cpu_minutes']:.1f} CPU min)", flush=True)
+    text = report(args.out)
+    atomic_write_text(args.out / "report.md", text)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
