@@ -80,11 +80,11 @@ def report(folder: Path) -> str:
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="studies/corruptor_space.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corruptor", default="cell_scorer", help="the parametric corruptor searched")
-    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated named or generated tasks")
-    parser.add_argument("--seeds", type=positive(int), default=3, help="agent seeds per task")
-    parser.add_argument("--out", type=Path, default=Path("results/corruptor_space"), help="units and report")
-    parser.add_argument("--report", type=Path, help="only rewrite the report from the units of this folder")
+    parser.add_argument("--corruptor", default="cell_scorer", help="the parametric corruptor searched (default: %(default)s)")
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated named or generated tasks (default: %(default)s)")
+    parser.add_argument("--seeds", type=positive(int), default=3, help="agent seeds per task (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("results/corruptor_space"), help="where the units and the report go (default: %(default)s)")
+    parser.add_argument("--report", type=Path, help="only rewrite the report from the units of this folder (default: run the study)")
     return parser
 
 

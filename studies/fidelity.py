@@ -9,7 +9,9 @@ correlation over the corruptors between the judge after that many updates on one
 other seeds (each seed in turn the judge's), beside the **ceiling**, the outcome's own seed-to-seed Spearman (one
 seed's outcome against the others'): no judge of one run can predict the others' outcome better than a run of the
 full length does. Also the regret of each judge's pick (the best outcome minus the pick's) and the CPU seconds of a
-run of each length. The judges: RankMe, LiDAR, alpha-ReQ, the held-out loss, alignment, uniformity, and kNN with
+run of each length, and successive halving simulated on the units as the search runs it (``rungs:2``: every
+corruptor judged at one length, the top quarter at a longer one on two seeds) beside each length alone: the
+table the search's rungs are chosen from. The judges: RankMe, LiDAR, alpha-ReQ, the held-out loss, alignment, uniformity, and kNN with
 labels on the training split's held-out images (``probe_accuracy``: the label-judged ceiling's judge), alone and
 in mean-rank combinations.
 
@@ -167,6 +169,9 @@ def task_scores(units: list[dict]) -> dict[str, Any] | None:
             finite = [r for r in rhos if np.isfinite(r)]
             spearman.setdefault(judge, {})[length] = float(np.mean(finite)) if finite else float("nan")
             regret.setdefault(judge, {})[length] = float(np.mean(regrets))
+    halving = {judge: {f"{a}>{b}": halving_regret(tables, outcome, seeds, judge, a, b)
+                       for a in tables[seeds[0]] for b in tables[seeds[0]] if int(a) < int(b)}
+               for judge in tables[seeds[0]][next(iter(tables[seeds[0]]))]} if len(seeds) >= 3 else {}
     cpu = {length: float(np.median([by_seed[s][k]["cpu_seconds_at"][length] for s in seeds for k in kinds]))
            for length in by_seed[seeds[0]][kinds[0]]["cpu_seconds_at"]}
     knn = dict(zip(kinds, map(float, mean_outcome)))
@@ -176,9 +181,39 @@ def task_scores(units: list[dict]) -> dict[str, Any] | None:
         diffs = [by_seed[s]["oracle"]["knn"] - by_seed[s]["keep_all"]["knn"] for s in seeds]
         margin = {"mean": float(np.mean(diffs)), "sd": float(np.std(diffs, ddof=1))}
     spread = float(mean_outcome.max() - mean_outcome.min())
-    return {"seeds": seeds, "kinds": kinds, "ceiling": ceiling, "spearman": spearman, "regret": regret, "cpu": cpu,
+    return {"seeds": seeds, "kinds": kinds, "ceiling": ceiling, "spearman": spearman, "regret": regret,
+            "halving": halving, "cpu": cpu,
             "knn": knn, "keep_all_noise": noise, "oracle_minus_keep_all": margin, "spread": spread,
             "differ": bool(spread > 2 * noise), "split": split_of(task_name(units))}
+
+
+HALVING_FACTOR = 4  # successive halving simulated as the search runs it by default: the top quarter goes on
+
+
+def halving_regret(tables: dict[int, Any], outcome: dict[int, np.ndarray], seeds: list[int], judge: str, first: str,
+                   last: str) -> dict[str, float]:
+    """Successive halving over one task's corruptors, as the search runs it (``rungs:2``): every corruptor judged
+    after ``first`` updates on one seed, the top 1/HALVING_FACTOR judged after ``last`` on that seed and a second,
+    the pick the best mean there. Its regret (the best outcome minus the pick's) is read on the seeds used for
+    neither judge, beside the regret of judging every corruptor on one seed at ``first`` alone and at ``last`` alone
+    read on the same seed, so the three are compared on one outcome. Mean over the ordered pairs of judge seeds."""
+    kinds = len(outcome[seeds[0]])
+    went_on = max(1, -(-kinds // HALVING_FACTOR))
+    out: dict[str, list[float]] = {"halving": [], "first": [], "last": []}
+    for s in seeds:
+        for t in seeds:
+            rest = [u for u in seeds if u not in (s, t)]
+            if t == s or not rest:
+                continue
+            truth = np.mean([outcome[u] for u in rest], axis=0)
+            at = {length: np.array(list(tables[s][length][judge].values())) for length in (first, last)}
+            second = np.array(list(tables[t][last][judge].values()))
+            top = np.argsort(-at[first], kind="stable")[:went_on]
+            pick = top[int(np.argmax((at[last][top] + second[top]) / 2))]
+            out["halving"].append(float(truth.max() - truth[pick]))
+            for name, length in (("first", first), ("last", last)):
+                out[name].append(float(truth.max() - truth[int(np.argmax(at[length]))]))
+    return {name: float(np.mean(values)) for name, values in out.items()}
 
 
 def task_name(units: list[dict]) -> str:
@@ -212,10 +247,15 @@ def fidelity_report(folder: Path) -> dict[str, Any]:
                 regrets = [s["regret"][judge][length] for s in mine.values() if length in s["regret"][judge]]
                 table[judge][length] = {"spearman": [float(rhos.mean()), *bootstrap_ci(rhos)] if rhos.size else None,
                                         "regret": float(np.mean(regrets)) if regrets else None, "tasks": int(rhos.size)}
+        halving = {judge: {pair: {name: float(np.mean([s["halving"][judge][pair][name] for s in mine.values()
+                                                       if s["halving"]]))
+                                  for name in ("halving", "first", "last")}
+                           for pair in first["halving"].get(judge, {})}
+                   for judge in first["halving"]} if all(s["halving"] for s in mine.values()) else {}
         ceilings = np.array([s["ceiling"] for s in mine.values()])
         groups[group] = {"tasks": sorted(mine), "ceiling": [float(ceilings.mean()), *bootstrap_ci(ceilings)],
                          "cpu": {length: float(np.median([s["cpu"][length] for s in mine.values() if length in s["cpu"]]))
-                                 for length in lengths}, "table": table}
+                                 for length in lengths}, "table": table, "halving": halving}
     return {"tasks": tasks, "groups": groups}
 
 
@@ -251,6 +291,17 @@ def format_report(report: dict[str, Any], header: str) -> str:
             labels = " (labels)" if "probe_accuracy" in judge else ""
             lines.append(f"| {judge}{labels} | " + " | ".join(cells) + " |")
         lines.append("| CPU seconds of a run (median) | " + " | ".join(f"{g['cpu'][n]:.0f}" for n in lengths) + " |")
+        if g.get("halving"):
+            lines += ["", f"Successive halving as the search runs it (every corruptor judged after the first length on "
+                      f"one seed, the top 1/{HALVING_FACTOR} after the second on two seeds): mean regret of the pick "
+                      "in kNN, beside one length alone (outcome on the seeds used by neither); the three judges "
+                      "with the highest Spearman at any length.", "",
+                      "| judge | rungs (updates) | halving | first length alone | second length alone |",
+                      "|---|---|---|---|---|"]
+            for judge in order[:3]:
+                for pair, r in g["halving"].get(judge, {}).items():
+                    lines.append(f"| {judge} | {pair.replace('>', ' then ')} | {r['halving']:.3f} | {r['first']:.3f} | "
+                                 f"{r['last']:.3f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -18,6 +18,7 @@ from test_cli_errors import check_one_line
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "studies"))
 import cpu_levers  # noqa: E402
+import corruptor_space  # noqa: E402
 import fidelity  # noqa: E402
 import judge_audit  # noqa: E402
 import search_engines  # noqa: E402
@@ -116,16 +117,18 @@ def test_the_fidelity_study_refuses_bad_inputs_before_any_work(tmp_path, capsys,
     assert not list(tmp_path.iterdir())
 
 
-def fidelity_units(folder: Path, task: str, quality: dict[str, float], judges: dict, noise: float = 0.004) -> None:
+def fidelity_units(folder: Path, task: str, quality: dict[str, float], judges: dict, noise: float = 0.004,
+                   at_50: dict | None = None) -> None:
     """Units of a fake study: each corruptor's kNN is its ``quality`` plus seed noise; ``judges`` maps a judge to
-    ``f(quality, seed_outcome, rng) -> value``, read at every length."""
+    ``f(quality, seed_outcome, rng) -> value``, read at every length (``at_50``: other functions after 50)."""
     rng = np.random.default_rng(0)
     for seed in range(3):
         for kind, q in quality.items():
             knn = q + rng.normal(0, noise)
             values = {j: float(f(q, knn, rng)) for j, f in judges.items()}
+            early = {**values, **{j: float(f(q, knn, rng)) for j, f in (at_50 or {}).items()}}
             unit = {"task": task, "kind": kind, "seed": seed, "eval_steps": 500, "diverged": False, "knn": knn,
-                    "linear": knn, "keep_planted": None, "judges": {n: values for n in ("50", "500")},
+                    "linear": knn, "keep_planted": None, "judges": {"50": early, "500": values},
                     "cpu_seconds_at": {"50": 10.0, "500": 100.0}}
             path = fidelity.unit_path(folder, task, kind, seed)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,7 +160,26 @@ def test_the_fidelity_report_scores_a_judge_that_reads_the_outcome_at_the_ceilin
     assert "| rankme |" in text and "probe_accuracy (labels)" in text and "ceiling" in text.lower()
 
 
-@pytest.mark.parametrize("study", [cpu_levers, fidelity, judge_audit, search_engines, search_vs_judge],
+def test_the_fidelity_report_simulates_successive_halving_on_the_units(tmp_path):
+    """A judge that reads the outcome at both lengths: halving picks as well as the long run alone. A judge that
+    reads it backwards after 50 updates and right after 500: the long run alone picks well, halving cannot (the
+    quarter it keeps after 50 are the worst), and the short run alone picks the worst."""
+    quality = {k: 0.60 + 0.01 * i for i, k in enumerate(fidelity.ANSWER_CORRUPTORS)}
+    judges = {j: (lambda q, knn, rng: 0.0) for j in fidelity.JUDGES}
+    judges["rankme"] = judges["lidar"] = lambda q, knn, rng: 100 * q
+    judges["alpha_req"] = lambda q, knn, rng: -q  # reads it backwards after 500
+    fidelity_units(tmp_path, "shortcut_random", quality, judges,
+                   at_50={"lidar": lambda q, knn, rng: -100 * q, "alpha_req": lambda q, knn, rng: q})
+    halving = fidelity.fidelity_report(tmp_path)["tasks"]["shortcut_random"]["halving"]
+    right, backwards, late = (halving[j]["50>500"] for j in ("rankme", "lidar", "alpha_req"))
+    assert right["halving"] == right["last"] == right["first"] < 0.02
+    assert backwards["last"] < 0.02 and backwards["halving"] > 0.05 and backwards["first"] > 0.08
+    # right after 50, backwards after 500: halving keeps the best quarter, then takes its worst (the 3rd best)
+    assert late["first"] < 0.01 < late["halving"] < 0.03 < 0.08 < late["last"]
+    assert "Successive halving as the search runs it" in fidelity.report(tmp_path, "header")
+
+
+@pytest.mark.parametrize("study", [corruptor_space, cpu_levers, fidelity, judge_audit, search_engines, search_vs_judge],
                          ids=lambda m: m.__name__)
 def test_every_option_says_what_it_does_and_its_default(study):
     parser = study.build_parser()
