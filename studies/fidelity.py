@@ -11,9 +11,9 @@ seed's outcome against the others'): no judge of one run can predict the others'
 full length does. Also the regret of each judge's pick (the best outcome minus the pick's) and the CPU seconds of a
 run of each length, and successive halving simulated on the units as the search runs it (``rungs:2``: every
 corruptor judged at one length, the top quarter at a longer one on two seeds) beside each length alone: the
-table the search's rungs are chosen from. The judges: RankMe, LiDAR, alpha-ReQ, the held-out loss, alignment, uniformity, and kNN with
-labels on the training split's held-out images (``probe_accuracy``: the label-judged ceiling's judge), alone and
-in mean-rank combinations.
+table the search's rungs are chosen from. The judges: RankMe, LiDAR, alpha-ReQ, the held-out loss, alignment,
+uniformity, and kNN with labels on the training split's held-out images (``probe_accuracy``: the label-judged
+ceiling's judge), alone and in mean-rank combinations.
 
 The tasks: the named random-placement tasks on shapes, generated known-answer tasks of both splits
 (``corruption_env.task_generator``: their oracle - keep_all margin is measured here, and the tasks whose margin is
