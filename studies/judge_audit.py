@@ -338,6 +338,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     tasks = audit_tasks(args)
     jobs = [(t, s, args.run_updates, args.eval_steps, str(args.out)) for s in range(args.seeds) for t in tasks]
+    for task, seed, *_ in jobs:  # a finished unit is reused only if it was run at the same lengths
+        path = args.out / "units" / f"{task}_s{seed}.json"
+        if path.exists():
+            unit = json.loads(path.read_text())
+            ran = {"--run-updates": unit_run_updates(unit), "--eval-steps": unit.get("eval_steps")}  # as recorded
+            asked = {"--run-updates": args.run_updates, "--eval-steps": args.eval_steps}
+            differ = [k for k, v in ran.items() if v is not None and v != asked[k]]
+            if differ:
+                raise UsageError(f"{path} was run with {' '.join(f'{k} {ran[k]}' for k in differ)}, not "
+                                 f"{' '.join(f'{k} {asked[k]}' for k in differ)}: give the same, or another --out")
     start = time.time()
     with multiprocessing.get_context("fork").Pool(args.workers, maxtasksperchild=1) as pool:
         for done, path in enumerate(pool.imap_unordered(_unit_job, jobs), start=1):
