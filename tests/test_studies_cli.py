@@ -77,13 +77,14 @@ def test_the_audit_report_reads_the_run_length_from_the_units_and_says_one_seed_
 
 
 def test_the_audit_refuses_to_reuse_units_run_at_other_lengths(tmp_path, capsys):
-    """The committed units are 50-update judge runs: an audit asked for 30-update
-    judge runs in their folder says so in one line and runs nothing, instead of reporting them as 30-update runs."""
+    """The committed units are 50-update judge runs: an audit asked for 30-update judge runs in their folder says so
+    in one line and runs nothing, instead of reporting them as 30-update runs."""
     folder = copied_audit(tmp_path)
     before = sorted(p.read_text() for p in (folder / "units").glob("*.json"))
     code = exit_code(judge_audit.main, ["--run-updates", "30", "--tasks", "2", "--seeds", "1", "--out",
                                         str(folder)])
-    check_one_line(code, capsys.readouterr().err, r"s0.json was run with --run-updates 50, not --run-updates 30: give the same, or another --out")
+    check_one_line(code, capsys.readouterr().err,
+                   r"s0.json was run with --run-updates 50, not --run-updates 30: give the same, or another --out")
     assert sorted(p.read_text() for p in (folder / "units").glob("*.json")) == before
     assert not (folder / "audit.md").exists()
 
