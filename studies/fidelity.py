@@ -261,7 +261,11 @@ def fidelity_report(folder: Path) -> dict[str, Any]:
 
 def format_report(report: dict[str, Any], header: str) -> str:
     def ci(value: list[float] | None) -> str:
-        return "–" if value is None else f"{value[0]:+.2f} [{value[1]:+.2f}, {value[2]:+.2f}]"
+        if value is None:
+            return "–"
+        if not np.isfinite(value[1]):  # one task: no interval over tasks
+            return f"{value[0]:+.2f}"
+        return f"{value[0]:+.2f} [{value[1]:+.2f}, {value[2]:+.2f}]"
 
     lines = ["# Fidelity: how long must a run be before its judge predicts the outcome?", "", header, "", "## Tasks", "",
              "| task | split | seeds | corruptors | outcome spread (kNN) | keep_all seed sd | corruptors differ | "
@@ -278,7 +282,8 @@ def format_report(report: dict[str, Any], header: str) -> str:
                   "", f"Ceiling (the outcome's own seed-to-seed Spearman): {ci(g['ceiling'])}. Tasks: "
                   f"{', '.join(g['tasks'])}.", "",
                   "Spearman of the judge after N updates (one seed) with the outcome (the other seeds), mean over "
-                  "tasks [95% CI]; in brackets below it, the mean regret of the judge's pick in kNN.", "",
+                  "tasks [95% CI; none with one task]; in brackets below it, the mean regret of the judge's pick in "
+                  "kNN.", "",
                   "| judge | " + " | ".join(f"{n} updates" for n in lengths) + " |",
                   "|---|" + "---|" * len(lengths)]
         order = sorted(g["table"], key=lambda j: -max((c["spearman"] or [-9])[0] for c in g["table"][j].values()))
