@@ -28,7 +28,8 @@ from agents.whole_run_agent import RESULT_KEYS, judge_candidates, judge_through_
 LIVE: dict[str, Any] = {}  # token -> the live search, in the driver (what the pickled searcher reaches)
 
 
-REPORTED = (*RESULT_KEYS, "rung", "updates", "updates_run", "seed_judges")  # what a trial reports of a run (judge_at stays with it)
+# what a trial reports of a run besides ``updates`` (the scheduler's clock); judge_at stays with the trial
+REPORTED = (*RESULT_KEYS, "rung", "updates_run", "seed_judges")
 
 
 def candidate_trial(config: dict[str, Any]) -> None:
