@@ -47,7 +47,10 @@ from judge_audit import CORRUPTORS, JUDGES, make_act, split_of, task_overrides  
 from corruption_env.cli_options import ArgumentParser, UsageError, positive, usage_errors  # noqa: E402
 from corruption_env.files import atomic_write_json, atomic_write_text  # noqa: E402
 
-DEFAULT_TASKS = ("shortcut_random", "distractor_random", *(f"gen{i:02d}" for i in range(8)),
+GENERATED = tuple(f"gen{i:02d}" for i in range(8))
+# The named tasks, then the generated development split (the rungs and judge are chosen on it), the held-out split,
+# and real images.
+DEFAULT_TASKS = ("shortcut_random", "distractor_random", *sorted(GENERATED, key=lambda t: split_of(t) != "development"),
                  "fashion_shortcut_random", "fashion_mnist")
 ANSWER_CORRUPTORS = (*CORRUPTORS, "rule_c", "rule_d")  # the planted pattern's oracle, partial, anti and 4 rules
 PLAIN_CORRUPTORS = ("keep_all", "random", "cowmask", "rule_a", "rule_b", "rule_c", "rule_d", "rule_e", "rule_f",
