@@ -94,11 +94,34 @@ def fidelity_unit(task: str, kind: str, seed: int) -> dict[str, Any]:
     options = dict(root=config.data_root, image_size=config.image_size, channels=3, **config.dataset_options())
     accuracy = encoder_accuracies(runs.env.learner, load_dataset(config.dataset, split="train", **options),
                                   load_dataset(config.dataset, split="test", **options))
-    return {"task": task, "kind": kind, "seed": seed, "eval_steps": eval_steps, "diverged": result.diverged,
+    return {"task": task, "kind": kind, "seed": seed, "eval_steps": eval_steps, "generator": generator_of(config),
+            "diverged": result.diverged,
             "judges": {str(n): values for n, values in result.measured.items()}, "knn": accuracy["knn"],
             "linear": accuracy["linear"], "keep_planted": result.keep_planted,
             "cpu_seconds_at": {**{str(n): s for n, s in result.cpu_seconds_at.items()},
                                str(eval_steps): result.cpu_seconds}}
+
+
+def generator_of(config: Any) -> str | None:
+    """The content hash of the CAM-Net weights a task's views come from (None: a decorruptor without weights). A
+    unit is keyed by it as well as by (task, corruptor, seed): a study continued after the shipped generator
+    changed would otherwise mix two generators in one table."""
+    from agents.corruptor_evaluation import file_digest
+    from corruption_env.views import decorruptor_weights
+
+    digest = file_digest(decorruptor_weights(config))
+    return digest[:16] if digest else None
+
+
+def check_generators(folder: Path, tasks: list[str]) -> None:
+    """Refuse to continue a study whose finished units of a task came from other CAM-Net weights than now."""
+    for task in tasks:
+        now = generator_of(task_setup(task)[0])
+        for path in sorted((folder / "units" / task).glob("*.json")):
+            then = json.loads(path.read_text()).get("generator")
+            if then != now:
+                raise UsageError(f"{path} was run with CAM-Net weights {then}, {task} now has {now}: continue in "
+                                 "another --out, or delete that task's units to run it again")
 
 
 def unit_path(folder: Path, task: str, kind: str, seed: int) -> Path:
@@ -351,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     for task in tasks:  # checks every name before any run
         config, _, _ = task_setup(task)
         jobs += [(task, kind, seed, str(args.out)) for seed in range(args.seeds) for kind in corruptors_of(config)]
+    check_generators(args.out, tasks)
     todo = [j for j in jobs if not unit_path(args.out, j[0], j[1], j[2]).exists()]
     print(f"{len(jobs)} runs, {len(jobs) - len(todo)} already done in {args.out}; running {len(todo)} on "
           f"{args.workers} worker(s)", flush=True)

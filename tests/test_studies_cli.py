@@ -130,6 +130,20 @@ def test_the_fidelity_study_refuses_bad_inputs_before_any_work(tmp_path, capsys,
     assert not list(tmp_path.iterdir())
 
 
+def test_the_fidelity_study_refuses_to_mix_units_of_another_generator(tmp_path, capsys):
+    """A unit is keyed by the CAM-Net weights too: a study continued after the shipped weights changed stops in one
+    line before any run, and leaves the units as they were."""
+    current = fidelity.generator_of(fidelity.task_setup("shortcut_random")[0])
+    assert current and len(current) == 16
+    path = fidelity.unit_path(tmp_path, "shortcut_random", "keep_all", 0)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"generator": "0" * 16}))
+    check_one_line(exit_code(fidelity.main, ["--tasks", "shortcut_random", "--out", str(tmp_path)]),
+                   capsys.readouterr().err, "run with CAM-Net weights 0000000000000000, shortcut_random now has")
+    assert [p.name for p in path.parent.iterdir()] == ["keep_all_s0.json"]
+    assert json.loads(path.read_text()) == {"generator": "0" * 16}
+
+
 def fidelity_units(folder: Path, task: str, quality: dict[str, float], judges: dict, noise: float = 0.004,
                    at_50: dict | None = None) -> None:
     """Units of a fake study: each corruptor's kNN is its ``quality`` plus seed noise; ``judges`` maps a judge to
