@@ -10,8 +10,9 @@ other seeds (each seed in turn the judge's), beside the **ceiling**, the outcome
 seed's outcome against the others'): no judge of one run can predict the others' outcome better than a run of the
 full length does. Also the regret of each judge's pick (the best outcome minus the pick's) and the CPU seconds of a
 run of each length, and successive halving simulated on the units as the search runs it (``rungs:2``: every
-corruptor judged at one length, the top quarter at a longer one on two seeds) beside each length alone: the
-table the search's rungs are chosen from. The judges: RankMe, LiDAR, alpha-ReQ, the held-out loss, alignment,
+corruptor judged at one length, the top 1/F at a length F times longer on two seeds) beside each length alone: the
+table the search's rungs are chosen from, on the development split, by a rule stated before its units
+(:func:`choose`: the lowest regret, then the cheapest). The judges: RankMe, LiDAR, alpha-ReQ, the held-out loss, alignment,
 uniformity, and kNN with labels on the training split's held-out images (``probe_accuracy``: the label-judged
 ceiling's judge), alone and in mean-rank combinations.
 
@@ -195,8 +196,8 @@ def task_scores(units: list[dict]) -> dict[str, Any] | None:
             finite = [r for r in rhos if np.isfinite(r)]
             spearman.setdefault(judge, {})[length] = float(np.mean(finite)) if finite else float("nan")
             regret.setdefault(judge, {})[length] = float(np.mean(regrets))
-    halving = {judge: {f"{a}>{b}": halving_regret(tables, outcome, seeds, judge, a, b)
-                       for a in tables[seeds[0]] for b in tables[seeds[0]] if int(a) < int(b)}
+    pairs = [(a, b) for a in tables[seeds[0]] for b in tables[seeds[0]] if int(a) < int(b) and int(b) % int(a) == 0]
+    halving = {judge: {f"{a}>{b}": halving_regret(tables, outcome, seeds, judge, a, b) for a, b in pairs}
                for judge in tables[seeds[0]][next(iter(tables[seeds[0]]))]} if len(seeds) >= 3 else {}
     cpu = {length: float(np.median([by_seed[s][k]["cpu_seconds_at"][length] for s in seeds for k in kinds]))
            for length in by_seed[seeds[0]][kinds[0]]["cpu_seconds_at"]}
@@ -213,18 +214,16 @@ def task_scores(units: list[dict]) -> dict[str, Any] | None:
             "differ": bool(spread > 2 * noise), "split": split_of(task_name(units))}
 
 
-HALVING_FACTOR = 4  # successive halving simulated as the search runs it by default: the top quarter goes on
-
-
 def halving_regret(tables: dict[int, Any], outcome: dict[int, np.ndarray], seeds: list[int], judge: str, first: str,
                    last: str) -> dict[str, float]:
-    """Successive halving over one task's corruptors, as the search runs it (``rungs:2``): every corruptor judged
-    after ``first`` updates on one seed, the top 1/HALVING_FACTOR judged after ``last`` on that seed and a second,
-    the pick the best mean there. Its regret (the best outcome minus the pick's) is read on the seeds used for
-    neither judge, beside the regret of judging every corruptor on one seed at ``first`` alone and at ``last`` alone
-    read on the same seed, so the three are compared on one outcome. Mean over the ordered pairs of judge seeds."""
+    """Successive halving over one task's corruptors, as the search runs it with ``rungs:2 run_updates:first
+    reduction_factor:F`` (F = last / first): every corruptor judged after ``first`` updates on one seed, the top
+    1/F judged after ``last`` on that seed and a second, the pick the best mean there. Its regret (the best outcome
+    minus the pick's) is read on the seeds used for neither judge, beside the regret of judging every corruptor on
+    one seed at ``first`` alone and at ``last`` alone read on the same seed, so the three are compared on one
+    outcome. Mean over the ordered pairs of judge seeds."""
     kinds = len(outcome[seeds[0]])
-    went_on = max(1, -(-kinds // HALVING_FACTOR))
+    went_on = max(1, -(-kinds * int(first) // int(last)))
     out: dict[str, list[float]] = {"halving": [], "first": [], "last": []}
     for s in seeds:
         for t in seeds:
@@ -273,16 +272,53 @@ def fidelity_report(folder: Path) -> dict[str, Any]:
                 regrets = [s["regret"][judge][length] for s in mine.values() if length in s["regret"][judge]]
                 table[judge][length] = {"spearman": [float(rhos.mean()), *bootstrap_ci(rhos)] if rhos.size else None,
                                         "regret": float(np.mean(regrets)) if regrets else None, "tasks": int(rhos.size)}
-        halving = {judge: {pair: {name: float(np.mean([s["halving"][judge][pair][name] for s in mine.values()
-                                                       if s["halving"]]))
+        complete = [s for s in mine.values() if s["halving"]]  # the tasks with three seeds of every corruptor
+        halving = {judge: {pair: {name: float(np.mean([s["halving"][judge][pair][name] for s in complete]))
                                   for name in ("halving", "first", "last")}
-                           for pair in first["halving"].get(judge, {})}
-                   for judge in first["halving"]} if all(s["halving"] for s in mine.values()) else {}
+                           for pair in complete[0]["halving"][judge]}
+                   for judge in complete[0]["halving"]} if complete else {}
         ceilings = np.array([s["ceiling"] for s in mine.values()])
         groups[group] = {"tasks": sorted(mine), "ceiling": [float(ceilings.mean()), *bootstrap_ci(ceilings)],
+                         "noise": float(np.mean([s["keep_all_noise"] for s in mine.values()])),
                          "cpu": {length: float(np.median([s["cpu"][length] for s in mine.values() if length in s["cpu"]]))
-                                 for length in lengths}, "table": table, "halving": halving}
-    return {"tasks": tasks, "groups": groups}
+                                 for length in lengths}, "table": table, "halving": halving,
+                         "halving_tasks": sorted(t for t, s in mine.items() if s["halving"])}
+    for g in groups.values():
+        g["ways"] = ways_to_judge(g)
+    development = groups.get("development", {}).get("ways")
+    chosen = choose(development, groups["development"]["noise"]) if development else None
+    return {"tasks": tasks, "groups": groups, "chosen": chosen}
+
+
+SEARCH_BEFORE = ("rankme", (50,))  # the search's judge and run length before this study
+
+
+def ways_to_judge(group: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every label-free way the search can judge its candidates, with its mean regret over the group's tasks and
+    its CPU seconds per candidate: one length (``rungs:1``) and two rungs (``rungs:2 run_updates:a
+    reduction_factor:b/a``; a candidate costs the first rung, and with chance 1/F the rest of its run and a run on
+    the second seed). Regrets are all read on the outcome of the seeds used by no judge (``halving_regret``)."""
+    ways: dict[tuple[str, tuple[int, ...]], dict[str, Any]] = {}
+    for judge, pairs in group["halving"].items():
+        if "probe_accuracy" in judge:  # labels: the ceiling's judge, not the search's
+            continue
+        for pair, r in pairs.items():
+            a, b = map(int, pair.split(">"))
+            factor = b // a
+            cost = group["cpu"][str(a)] + (2 * group["cpu"][str(b)] - group["cpu"][str(a)]) / factor
+            ways[judge, (a, b)] = {"judge": judge, "rungs": [a, b], "regret": r["halving"], "cpu": cost}
+            for length, name in ((a, "first"), (b, "last")):
+                ways[judge, (length,)] = {"judge": judge, "rungs": [length], "regret": r[name],
+                                          "cpu": group["cpu"][str(length)]}
+    return sorted(ways.values(), key=lambda w: (w["regret"], w["cpu"]))
+
+
+def choose(ways: list[dict[str, Any]], noise: float) -> dict[str, Any]:
+    """The rule the search's defaults are chosen by, on the development split: the lowest mean regret, and among
+    the ways within half of keep_all's seed-to-seed sd of it (a difference one seed cannot see) the cheapest."""
+    best = min(w["regret"] for w in ways)
+    return {**min((w for w in ways if w["regret"] <= best + noise / 2), key=lambda w: (w["cpu"], w["regret"])),
+            "tolerance": noise / 2}
 
 
 def format_report(report: dict[str, Any], header: str) -> str:
@@ -323,17 +359,41 @@ def format_report(report: dict[str, Any], header: str) -> str:
             lines.append(f"| {judge}{labels} | " + " | ".join(cells) + " |")
         lines.append("| CPU seconds of a run (median) | " + " | ".join(f"{g['cpu'][n]:.0f}" for n in lengths) + " |")
         if g.get("halving"):
-            lines += ["", f"Successive halving as the search runs it (every corruptor judged after the first length on "
-                      f"one seed, the top 1/{HALVING_FACTOR} after the second on two seeds): mean regret of the pick "
-                      "in kNN, beside one length alone (outcome on the seeds used by neither); the three judges "
-                      "with the highest Spearman at any length.", "",
+            lines += ["", "Successive halving as the search runs it (every corruptor judged after the first length on "
+                      "one seed, the top 1/F after the second, F times longer, on two seeds): mean regret of the pick "
+                      "in kNN, beside one length alone (outcome on the seeds used by neither), over the tasks with "
+                      f"three seeds ({', '.join(g['halving_tasks'])}); the three judges with the highest Spearman at "
+                      "any length.", "",
                       "| judge | rungs (updates) | halving | first length alone | second length alone |",
                       "|---|---|---|---|---|"]
             for judge in order[:3]:
                 for pair, r in g["halving"].get(judge, {}).items():
                     lines.append(f"| {judge} | {pair.replace('>', ' then ')} | {r['halving']:.3f} | {r['first']:.3f} | "
                                  f"{r['last']:.3f} |")
+        if g.get("ways"):
+            marked = {way_name(w): w for w in g["ways"][:6]}
+            for special in (SEARCH_BEFORE, report["chosen"] and (report["chosen"]["judge"], report["chosen"]["rungs"])):
+                for w in g["ways"] if special else ():
+                    if (w["judge"], tuple(w["rungs"])) == (special[0], tuple(special[1])):
+                        marked[way_name(w)] = w
+            lines += ["", "Label-free ways the search can judge its candidates (one length, or two rungs): mean regret "
+                      "over the tasks, CPU seconds per candidate; the six lowest, the search before this study "
+                      f"({way_name({'judge': SEARCH_BEFORE[0], 'rungs': SEARCH_BEFORE[1]})}) and the development "
+                      "split's choice.", "", "| judge | rungs (updates) | regret (kNN) | CPU s per candidate |",
+                      "|---|---|---|---|"]
+            lines += [f"| {w['judge']} | {' then '.join(map(str, w['rungs']))} | {w['regret']:.3f} | {w['cpu']:.0f} |"
+                      for w in marked.values()]
+    chosen = report["chosen"]
+    lines += ["", "## The search's judge and rungs, chosen on the development split", ""]
+    lines.append("Not yet: no development task has three seeds of every corruptor." if chosen is None else
+                 f"The lowest mean regret on the development split, and among the ways within {chosen['tolerance']:.3f} "
+                 f"kNN of it (half of keep_all's seed sd) the cheapest: **{way_name(chosen)}** (regret "
+                 f"{chosen['regret']:.3f}, {chosen['cpu']:.0f} CPU s per candidate).")
     return "\n".join(lines) + "\n"
+
+
+def way_name(way: dict[str, Any]) -> str:
+    return f"{way['judge']} after {' then '.join(map(str, way['rungs']))} updates"
 
 
 def report(folder: Path, header: str) -> str:

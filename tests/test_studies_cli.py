@@ -155,8 +155,8 @@ def fidelity_units(folder: Path, task: str, quality: dict[str, float], judges: d
             values = {j: float(f(q, knn, rng)) for j, f in judges.items()}
             early = {**values, **{j: float(f(q, knn, rng)) for j, f in (at_50 or {}).items()}}
             unit = {"task": task, "kind": kind, "seed": seed, "eval_steps": 500, "diverged": False, "knn": knn,
-                    "linear": knn, "keep_planted": None, "judges": {"50": early, "500": values},
-                    "cpu_seconds_at": {"50": 10.0, "500": 100.0}}
+                    "linear": knn, "keep_planted": None, "judges": {"50": early, "200": values, "500": values},
+                    "cpu_seconds_at": {"50": 10.0, "200": 40.0, "500": 100.0}}
             path = fidelity.unit_path(folder, task, kind, seed)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(unit))
@@ -181,7 +181,7 @@ def test_the_fidelity_report_scores_a_judge_that_reads_the_outcome_at_the_ceilin
     assert abs(task["spearman"]["lidar"]["500"]) < 0.6
     assert task["spearman"]["heldout_loss"]["500"] < -0.8
     assert task["regret"]["heldout_loss"]["500"] > 0.08 > task["regret"]["rankme"]["500"]
-    assert task["cpu"] == {"50": 10.0, "500": 100.0}
+    assert task["cpu"] == {"50": 10.0, "200": 40.0, "500": 100.0}
     text = fidelity.report(tmp_path, "header")
     assert json.loads((tmp_path / "fidelity.json").read_text())["groups"]["named"]["tasks"] == ["shortcut_random"]
     assert "| rankme |" in text and "probe_accuracy (labels)" in text and "ceiling" in text.lower()
@@ -189,8 +189,9 @@ def test_the_fidelity_report_scores_a_judge_that_reads_the_outcome_at_the_ceilin
 
 def test_the_fidelity_report_simulates_successive_halving_on_the_units(tmp_path):
     """A judge that reads the outcome at both lengths: halving picks as well as the long run alone. A judge that
-    reads it backwards after 50 updates and right after 500: the long run alone picks well, halving cannot (the
-    quarter it keeps after 50 are the worst), and the short run alone picks the worst."""
+    reads it backwards after 50 updates and right after 200: the long run alone picks well, halving cannot (the
+    quarter it keeps after 50 are the worst), and the short run alone picks the worst. Only pairs the search can run
+    (the second length a whole multiple F of the first) are simulated, each promoting its top 1/F."""
     quality = {k: 0.60 + 0.01 * i for i, k in enumerate(fidelity.ANSWER_CORRUPTORS)}
     judges = {j: (lambda q, knn, rng: 0.0) for j in fidelity.JUDGES}
     judges["rankme"] = judges["lidar"] = lambda q, knn, rng: 100 * q
@@ -198,12 +199,36 @@ def test_the_fidelity_report_simulates_successive_halving_on_the_units(tmp_path)
     fidelity_units(tmp_path, "shortcut_random", quality, judges,
                    at_50={"lidar": lambda q, knn, rng: -100 * q, "alpha_req": lambda q, knn, rng: q})
     halving = fidelity.fidelity_report(tmp_path)["tasks"]["shortcut_random"]["halving"]
-    right, backwards, late = (halving[j]["50>500"] for j in ("rankme", "lidar", "alpha_req"))
+    assert set(halving["rankme"]) == {"50>200", "50>500"}  # 200 then 500 is no whole multiple
+    assert halving["lidar"]["50>500"]["halving"] == halving["lidar"]["50>500"]["first"]  # the top tenth: one goes on
+    right, backwards, late = (halving[j]["50>200"] for j in ("rankme", "lidar", "alpha_req"))
     assert right["halving"] == right["last"] == right["first"] < 0.02
     assert backwards["last"] < 0.02 and backwards["halving"] > 0.05 and backwards["first"] > 0.08
-    # right after 50, backwards after 500: halving keeps the best quarter, then takes its worst (the 3rd best)
+    # right after 50, backwards after 200: halving keeps the best quarter, then takes its worst (the 3rd best)
     assert late["first"] < 0.01 < late["halving"] < 0.03 < 0.08 < late["last"]
     assert "Successive halving as the search runs it" in fidelity.report(tmp_path, "header")
+
+
+def test_the_search_s_judge_and_rungs_are_chosen_on_the_development_split_by_the_declared_rule(tmp_path):
+    """Two development tasks: RankMe reads the corruptors backwards after 50 updates (the search before the study)
+    and right from 200; LiDAR after 50 puts the best in its top quarter but not first, and reads right from 200;
+    kNN with labels is right at 50 but is no label-free judge. The rule takes the lowest regret, then the cheapest:
+    LiDAR after 50 then 200 (10 + (2 x 40 - 10) / 4 CPU s a candidate) over any judge at 200 alone (40)."""
+    quality = {k: 0.60 + 0.01 * i for i, k in enumerate(fidelity.ANSWER_CORRUPTORS)}
+    judges = {j: (lambda q, knn, rng: 0.0) for j in fidelity.JUDGES}
+    judges["rankme"] = judges["lidar"] = lambda q, knn, rng: 100 * q
+    at_50 = {"rankme": lambda q, knn, rng: -q, "lidar": lambda q, knn, rng: -abs(q - 0.68),
+             "probe_accuracy": lambda q, knn, rng: q}
+    for task in ("gen00", "gen02"):
+        fidelity_units(tmp_path, task, quality, judges, noise=0.001, at_50=at_50)
+    result = fidelity.fidelity_report(tmp_path)
+    chosen = result["chosen"]
+    assert (chosen["judge"], chosen["rungs"]) == ("lidar", [50, 200]) and chosen["regret"] < 0.001
+    assert chosen["cpu"] == pytest.approx(10 + (2 * 40 - 10) / 4)
+    before = next(w for w in result["groups"]["development"]["ways"] if w["judge"] == "rankme" and w["rungs"] == [50])
+    assert before["regret"] > 0.08
+    assert not any("probe_accuracy" in w["judge"] for w in result["groups"]["development"]["ways"])
+    assert "**lidar after 50 then 200 updates**" in fidelity.report(tmp_path, "header")
 
 
 @pytest.mark.parametrize("study", [corruptor_space, cpu_levers, fidelity, judge_audit, search_engines, search_vs_judge],
