@@ -383,6 +383,13 @@ def format_report(report: dict[str, Any], header: str) -> str:
                       "|---|---|---|---|"]
             lines += [f"| {w['judge']} | {' then '.join(map(str, w['rungs']))} | {w['regret']:.3f} | {w['cpu']:.0f} |"
                       for w in marked.values()]
+    lines += ["", "## Where the first rung alone picks wrong and two rungs do not", "",
+              "Per task with three seeds, the label-free judges and rung pairs whose first length alone regrets more "
+              "than half of keep_all's seed sd and whose halving does not (regret of the first length alone → of "
+              "halving).", ""]
+    rescued = {task: first_rung_wrong(s) for task, s in report["tasks"].items() if s["halving"]}
+    lines += [f"- {task}: " + ("; ".join(f"{r['judge']} {r['rungs']} ({r['first']:.3f} → {r['halving']:.3f})"
+                                         for r in found) if found else "none") for task, found in rescued.items()]
     chosen = report["chosen"]
     lines += ["", "## The search's judge and rungs, chosen on the development split", ""]
     lines.append("Not yet: no development task has three seeds of every corruptor." if chosen is None else
@@ -390,6 +397,15 @@ def format_report(report: dict[str, Any], header: str) -> str:
                  f"kNN of it (half of keep_all's seed sd) the cheapest: **{way_name(chosen)}** (regret "
                  f"{chosen['regret']:.3f}, {chosen['cpu']:.0f} CPU s per candidate).")
     return "\n".join(lines) + "\n"
+
+
+def first_rung_wrong(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """The label-free (judge, rung pair)s of one task where judging at the first length alone picks a corruptor
+    worse than the best by more than half of keep_all's seed sd, and successive halving on to the second does not."""
+    tolerance = task["keep_all_noise"] / 2
+    return [{"judge": judge, "rungs": pair.replace(">", " then "), **r}
+            for judge, pairs in task["halving"].items() if "probe_accuracy" not in judge
+            for pair, r in pairs.items() if r["first"] > tolerance >= r["halving"]]
 
 
 def way_name(way: dict[str, Any]) -> str:

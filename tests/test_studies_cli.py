@@ -228,7 +228,11 @@ def test_the_search_s_judge_and_rungs_are_chosen_on_the_development_split_by_the
     before = next(w for w in result["groups"]["development"]["ways"] if w["judge"] == "rankme" and w["rungs"] == [50])
     assert before["regret"] > 0.08
     assert not any("probe_accuracy" in w["judge"] for w in result["groups"]["development"]["ways"])
-    assert "**lidar after 50 then 200 updates**" in fidelity.report(tmp_path, "header")
+    text = fidelity.report(tmp_path, "header")
+    assert "**lidar after 50 then 200 updates**" in text
+    rescued = {(r["judge"], r["rungs"]) for r in fidelity.first_rung_wrong(result["tasks"]["gen00"])}
+    assert ("lidar", "50 then 200") in rescued and ("rankme", "50 then 200") not in rescued  # its quarter is the worst
+    assert "- gen00: " in text and "lidar 50 then 200 (" in text
 
 
 @pytest.mark.parametrize("study", [corruptor_space, cpu_levers, fidelity, judge_audit, search_engines, search_vs_judge],
