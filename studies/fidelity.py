@@ -206,7 +206,11 @@ def task_scores(units: list[dict]) -> dict[str, Any] | None:
     margin = None
     if "oracle" in kinds:
         diffs = [by_seed[s]["oracle"]["knn"] - by_seed[s]["keep_all"]["knn"] for s in seeds]
-        margin = {"mean": float(np.mean(diffs)), "sd": float(np.std(diffs, ddof=1))}
+        margin = {"mean": float(np.mean(diffs)), "sd": float(np.std(diffs, ddof=1)),
+                  "labels_at": {length: float(np.mean([by_seed[s]["oracle"]["judges"][length]["probe_accuracy"] -
+                                                       by_seed[s]["keep_all"]["judges"][length]["probe_accuracy"]
+                                                       for s in seeds]))
+                                for length in by_seed[seeds[0]]["oracle"]["judges"]}}
     spread = float(mean_outcome.max() - mean_outcome.min())
     return {"seeds": seeds, "kinds": kinds, "ceiling": ceiling, "spearman": spearman, "regret": regret,
             "halving": halving, "cpu": cpu,
@@ -383,6 +387,17 @@ def format_report(report: dict[str, Any], header: str) -> str:
                       "|---|---|---|---|"]
             lines += [f"| {w['judge']} | {' then '.join(map(str, w['rungs']))} | {w['regret']:.3f} | {w['cpu']:.0f} |"
                       for w in marked.values()]
+    answered = {task: s["oracle_minus_keep_all"]["labels_at"] for task, s in report["tasks"].items()
+                if s["oracle_minus_keep_all"]}
+    if answered:
+        lengths = sorted({n for v in answered.values() for n in v}, key=int)
+        lines += ["", "## When the answer's advantage forms", "",
+                  "Oracle − keep_all in kNN with labels on the training split's held-out images after N updates "
+                  "(mean over seeds; the last column is the outcome, kNN on the test split): a truth read before the "
+                  "order forms cannot tell a short run's pick from a long one's.", "",
+                  "| task | " + " | ".join(f"{n}" for n in lengths) + " | outcome |", "|---|" + "---|" * (len(lengths) + 1)]
+        lines += [f"| {task} | " + " | ".join(f"{v[n]:+.3f}" if n in v else "–" for n in lengths) +
+                  f" | {report['tasks'][task]['oracle_minus_keep_all']['mean']:+.3f} |" for task, v in answered.items()]
     lines += ["", "## Where the first rung alone picks wrong and two rungs do not", "",
               "Per task with three seeds, the label-free judges and rung pairs whose first length alone regrets more "
               "than half of keep_all's seed sd and whose halving does not (regret of the first length alone → of "

@@ -185,6 +185,8 @@ def test_the_fidelity_report_scores_a_judge_that_reads_the_outcome_at_the_ceilin
     text = fidelity.report(tmp_path, "header")
     assert json.loads((tmp_path / "fidelity.json").read_text())["groups"]["named"]["tasks"] == ["shortcut_random"]
     assert "| rankme |" in text and "probe_accuracy (labels)" in text and "ceiling" in text.lower()
+    assert task["oracle_minus_keep_all"]["labels_at"] == {"50": 0.0, "200": 0.0, "500": 0.0}  # the label judge: 0
+    assert "| shortcut_random | +0.000 | +0.000 | +0.000 | " in text
 
 
 def test_the_fidelity_report_simulates_successive_halving_on_the_units(tmp_path):
