@@ -50,7 +50,8 @@ def search_unit(task: str, corruptor: str, seed: int) -> dict[str, Any]:
             "keep_fraction": best["keep_fraction"], "judge": best["judge"],
             "keeps_everything": search.keeps_everything, "keep_all_judge": search.keep_all["judge"],
             "answer_runs": search.known_answer().get("answer_runs"),
-            "chosen": {k: chosen[k] for k in names[:6]}, "cpu_minutes": (time.process_time() - start) / 60}
+            "chosen": {k: chosen[k] for k in names[:6]}, "theta": [float(v) for v in best["theta"]],
+            "cpu_minutes": (time.process_time() - start) / 60}
 
 
 def unit_path(folder: Path, task: str, corruptor: str, seed: int) -> Path:
