@@ -215,7 +215,8 @@ def task_scores(units: list[dict]) -> dict[str, Any] | None:
     return {"seeds": seeds, "kinds": kinds, "ceiling": ceiling, "spearman": spearman, "regret": regret,
             "halving": halving, "cpu": cpu,
             "knn": knn, "keep_all_noise": noise, "oracle_minus_keep_all": margin, "spread": spread,
-            "differ": bool(spread > 2 * noise), "split": split_of(task_name(units))}
+            "differ": bool(spread > 2 * noise), "split": split_of(task_name(units)),
+            "complete": len(seeds) >= 3 and set(kinds) in (set(ANSWER_CORRUPTORS), set(PLAIN_CORRUPTORS))}
 
 
 def halving_regret(tables: dict[int, Any], outcome: dict[int, np.ndarray], seeds: list[int], judge: str, first: str,
@@ -289,8 +290,12 @@ def fidelity_report(folder: Path) -> dict[str, Any]:
                          "halving_tasks": sorted(t for t, s in mine.items() if s["halving"])}
     for g in groups.values():
         g["ways"] = ways_to_judge(g)
-    development = groups.get("development", {}).get("ways")
-    chosen = choose(development, groups["development"]["noise"]) if development else None
+    development = groups.get("development")
+    chosen = choose(development["ways"], development["noise"]) if development and development["ways"] else None
+    if chosen is not None:
+        done = [t for t, s in tasks.items() if s["split"] == "development" and s["complete"]]
+        chosen.update(tasks=sorted(development["tasks"]), final=len(done) >= 2 and all(
+            tasks[t]["complete"] for t in tasks if tasks[t]["split"] == "development"))
     return {"tasks": tasks, "groups": groups, "chosen": chosen}
 
 
@@ -407,10 +412,15 @@ def format_report(report: dict[str, Any], header: str) -> str:
                                          for r in found) if found else "none") for task, found in rescued.items()]
     chosen = report["chosen"]
     lines += ["", "## The search's judge and rungs, chosen on the development split", ""]
-    lines.append("Not yet: no development task has three seeds of every corruptor." if chosen is None else
-                 f"The lowest mean regret on the development split, and among the ways within {chosen['tolerance']:.3f} "
-                 f"kNN of it (half of keep_all's seed sd) the cheapest: **{way_name(chosen)}** (regret "
-                 f"{chosen['regret']:.3f}, {chosen['cpu']:.0f} CPU s per candidate).")
+    if chosen is None:
+        lines.append("Not yet: no development task has three seeds of its corruptors.")
+    else:
+        rule = (f"The lowest mean regret on the development split ({', '.join(chosen['tasks'])}), and among the ways "
+                f"within {chosen['tolerance']:.3f} kNN of it (half of keep_all's seed sd) the cheapest: "
+                f"**{way_name(chosen)}** (regret {chosen['regret']:.3f}, {chosen['cpu']:.0f} CPU s per candidate).")
+        lines.append(rule if chosen["final"] else "Not yet chosen: the rule needs every development task the study "
+                     "ran complete (three seeds of every corruptor), two at least. Provisional, on what there is: "
+                     + rule)
     return "\n".join(lines) + "\n"
 
 

@@ -221,9 +221,12 @@ def test_the_search_s_judge_and_rungs_are_chosen_on_the_development_split_by_the
     judges["rankme"] = judges["lidar"] = lambda q, knn, rng: 100 * q
     at_50 = {"rankme": lambda q, knn, rng: -q, "lidar": lambda q, knn, rng: -abs(q - 0.68),
              "probe_accuracy": lambda q, knn, rng: q}
-    for task in ("gen00", "gen02"):
-        fidelity_units(tmp_path, task, quality, judges, noise=0.001, at_50=at_50)
+    fidelity_units(tmp_path, "gen00", quality, judges, noise=0.001, at_50=at_50)
+    assert not fidelity.fidelity_report(tmp_path)["chosen"]["final"]  # one task: provisional
+    assert "Not yet chosen" in fidelity.report(tmp_path, "header")
+    fidelity_units(tmp_path, "gen02", quality, judges, noise=0.001, at_50=at_50)
     result = fidelity.fidelity_report(tmp_path)
+    assert result["chosen"]["final"] and result["chosen"]["tasks"] == ["gen00", "gen02"]
     chosen = result["chosen"]
     assert (chosen["judge"], chosen["rungs"]) == ("lidar", [50, 200]) and chosen["regret"] < 0.001
     assert chosen["cpu"] == pytest.approx(10 + (2 * 40 - 10) / 4)
