@@ -292,10 +292,10 @@ def fidelity_report(folder: Path) -> dict[str, Any]:
         g["ways"] = ways_to_judge(g)
     development = groups.get("development")
     chosen = choose(development["ways"], development["noise"]) if development and development["ways"] else None
-    if chosen is not None:
-        done = [t for t, s in tasks.items() if s["split"] == "development" and s["complete"]]
-        chosen.update(tasks=sorted(development["tasks"]), final=len(done) >= 2 and all(
-            tasks[t]["complete"] for t in tasks if tasks[t]["split"] == "development"))
+    if chosen is not None:  # final once every development task of the study's list is complete
+        expected = [t for t in DEFAULT_TASKS if split_of(t) == "development"]
+        chosen.update(tasks=sorted(development["tasks"]),
+                      final=all(t in tasks and tasks[t]["complete"] for t in expected))
     return {"tasks": tasks, "groups": groups, "chosen": chosen}
 
 
@@ -418,9 +418,8 @@ def format_report(report: dict[str, Any], header: str) -> str:
         rule = (f"The lowest mean regret on the development split ({', '.join(chosen['tasks'])}), and among the ways "
                 f"within {chosen['tolerance']:.3f} kNN of it (half of keep_all's seed sd) the cheapest: "
                 f"**{way_name(chosen)}** (regret {chosen['regret']:.3f}, {chosen['cpu']:.0f} CPU s per candidate).")
-        lines.append(rule if chosen["final"] else "Not yet chosen: the rule needs every development task the study "
-                     "ran complete (three seeds of every corruptor), two at least. Provisional, on what there is: "
-                     + rule)
+        lines.append(rule if chosen["final"] else "Not yet chosen: the rule needs every development task of the "
+                     "study complete (three seeds of every corruptor). Provisional, on what there is: " + rule)
     return "\n".join(lines) + "\n"
 
 
