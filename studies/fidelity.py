@@ -114,15 +114,20 @@ def generator_of(config: Any) -> str | None:
     return digest[:16] if digest else None
 
 
-def check_generators(folder: Path, tasks: list[str]) -> None:
-    """Refuse to continue a study whose finished units of a task came from other CAM-Net weights than now."""
+def check_units(folder: Path, tasks: list[str]) -> None:
+    """Refuse to continue a study whose finished units of a task came from other CAM-Net weights, or ran for
+    another evaluation length, than the task has now."""
     for task in tasks:
-        now = generator_of(task_setup(task)[0])
+        config, eval_steps, _ = task_setup(task)
+        now = generator_of(config)
         for path in sorted((folder / "units" / task).glob("*.json")):
-            then = json.loads(path.read_text()).get("generator")
-            if then != now:
-                raise UsageError(f"{path} was run with CAM-Net weights {then}, {task} now has {now}: continue in "
-                                 "another --out, or delete that task's units to run it again")
+            unit = json.loads(path.read_text())
+            if unit.get("generator") != now:
+                raise UsageError(f"{path} was run with CAM-Net weights {unit.get('generator')}, {task} now has "
+                                 f"{now}: continue in another --out, or delete that task's units to run it again")
+            if unit.get("eval_steps") != eval_steps:
+                raise UsageError(f"{path} ran {unit.get('eval_steps')} updates, {task} now runs {eval_steps}: "
+                                 "continue in another --out, or delete that task's units to run it again")
 
 
 def unit_path(folder: Path, task: str, kind: str, seed: int) -> Path:
@@ -380,11 +385,11 @@ def format_report(report: dict[str, Any], header: str) -> str:
                     lines.append(f"| {judge} | {pair.replace('>', ' then ')} | {r['halving']:.3f} | {r['first']:.3f} | "
                                  f"{r['last']:.3f} |")
         if g.get("ways"):
+            special = {way_name({"judge": SEARCH_BEFORE[0], "rungs": SEARCH_BEFORE[1]})}
+            if report["chosen"]:
+                special.add(way_name(report["chosen"]))
             marked = {way_name(w): w for w in g["ways"][:6]}
-            for special in (SEARCH_BEFORE, report["chosen"] and (report["chosen"]["judge"], report["chosen"]["rungs"])):
-                for w in g["ways"] if special else ():
-                    if (w["judge"], tuple(w["rungs"])) == (special[0], tuple(special[1])):
-                        marked[way_name(w)] = w
+            marked.update({way_name(w): w for w in g["ways"] if way_name(w) in special})
             lines += ["", "Label-free ways the search can judge its candidates (one length, or two rungs): mean regret "
                       "over the tasks, CPU seconds per candidate; the six lowest, the search before this study "
                       f"({way_name({'judge': SEARCH_BEFORE[0], 'rungs': SEARCH_BEFORE[1]})}) and the development "
@@ -474,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     for task in tasks:  # checks every name before any run
         config, _, _ = task_setup(task)
         jobs += [(task, kind, seed, str(args.out)) for seed in range(args.seeds) for kind in corruptors_of(config)]
-    check_generators(args.out, tasks)
+    check_units(args.out, tasks)
     todo = [j for j in jobs if not unit_path(args.out, j[0], j[1], j[2]).exists()]
     print(f"{len(jobs)} runs, {len(jobs) - len(todo)} already done in {args.out}; running {len(todo)} on "
           f"{args.workers} worker(s)", flush=True)

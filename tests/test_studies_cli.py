@@ -130,9 +130,9 @@ def test_the_fidelity_study_refuses_bad_inputs_before_any_work(tmp_path, capsys,
     assert not list(tmp_path.iterdir())
 
 
-def test_the_fidelity_study_refuses_to_mix_units_of_another_generator(tmp_path, capsys):
-    """A unit is keyed by the CAM-Net weights too: a study continued after the shipped weights changed stops in one
-    line before any run, and leaves the units as they were."""
+def test_the_fidelity_study_refuses_to_mix_units_of_another_generator_or_length(tmp_path, capsys):
+    """A unit is keyed by the CAM-Net weights and the evaluation length too: a study continued after either changed
+    stops in one line before any run, and leaves the units as they were."""
     current = fidelity.generator_of(fidelity.task_setup("shortcut_random")[0])
     assert current and len(current) == 16
     path = fidelity.unit_path(tmp_path, "shortcut_random", "keep_all", 0)
@@ -142,6 +142,9 @@ def test_the_fidelity_study_refuses_to_mix_units_of_another_generator(tmp_path, 
                    capsys.readouterr().err, "run with CAM-Net weights 0000000000000000, shortcut_random now has")
     assert [p.name for p in path.parent.iterdir()] == ["keep_all_s0.json"]
     assert json.loads(path.read_text()) == {"generator": "0" * 16}
+    path.write_text(json.dumps({"generator": current, "eval_steps": 250}))  # the right weights, another length
+    check_one_line(exit_code(fidelity.main, ["--tasks", "shortcut_random", "--out", str(tmp_path)]),
+                   capsys.readouterr().err, "ran 250 updates, shortcut_random now runs 500")
 
 
 def fidelity_units(folder: Path, task: str, quality: dict[str, float], judges: dict, noise: float = 0.004,
