@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -449,14 +450,20 @@ def settings_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") ->
 # ------------------------------------------------------------------------------------------ validation
 
 def resolve_task(name: str) -> dict[str, Any]:
+    """The EnvConfig overrides of task ``name``: a named one (:data:`TASKS`), a generated one (``genNN``, task NN of
+    :func:`~corruption_env.task_generator.generate_task`, or its full name) or a registered dataset as it is."""
     if name in TASKS:
         return dict(TASKS[name])
     from corruption_env.data import available_datasets
+    from corruption_env.task_generator import generate_task
 
+    generated = re.fullmatch(r"gen(\d+)(_.+)?", name)
+    if generated and (not generated[2] or generate_task(int(generated[1])).name == name):
+        return generate_task(int(generated[1])).overrides()
     if name in available_datasets():
         return {"dataset": name}
-    raise SweepError(f"unknown task {name!r}; available: {', '.join(TASKS)} or a dataset "
-                     f"({', '.join(available_datasets())})")
+    raise SweepError(f"unknown task {name!r}; available: {', '.join(TASKS)}, a generated one (genNN or its full "
+                     f"name, e.g. gen00 or {generate_task(0).name}) or a dataset ({', '.join(available_datasets())})")
 
 
 def check_sweep(sweep: Sweep) -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import re
 import sys
 import time
 from pathlib import Path
@@ -48,16 +47,13 @@ NAMED = ("shortcut_fixed", "shortcut_random", "distractor_fixed", "distractor_ra
 def task_overrides(name: str) -> dict[str, Any]:
     """The EnvConfig overrides of a named task (the benchmark's) or of a generated one (``genNN``, or its full name);
     a UsageError for any other name says which there are."""
-    from benchmarking.sweep import TASKS
-    from corruption_env.task_generator import generate_task
+    from benchmarking.sweep import TASKS, resolve_task
 
-    if name in TASKS:
-        return dict(TASKS[name])
-    generated = re.fullmatch(r"gen(\d+)(_.+)?", name)
-    if generated is None or (generated[2] and generate_task(int(generated[1])).name != name):
-        raise UsageError(f"unknown task {name!r}: use a named one ({', '.join(TASKS)}) or a generated one, genNN or "
-                         f"its full name (e.g. gen00 or {generate_task(0).name})")
-    return generate_task(int(generated[1])).overrides()
+    overrides = resolve_task(name)
+    if name not in TASKS and overrides == {"dataset": name}:
+        raise UsageError(f"task {name!r} is a dataset without a known answer: use a named task ({', '.join(TASKS)}) "
+                         f"or a generated one (genNN)")
+    return overrides
 
 
 def planted_scores(env: Any, rng: np.random.Generator, kind: str) -> np.ndarray:

@@ -153,6 +153,7 @@ def test_a_failed_run_is_recorded_the_sweep_goes_on_and_the_exit_status_says_so(
     (["--workers", "0"], "--workers: must be > 0"),
     (["--seeds", "0"], "--seeds: must be > 0"),
     (["--tasks", "nope"], "unknown task 'nope'"),
+    (["--tasks", "gen01_not_its_name"], "unknown task 'gen01_not_its_name'"),
     (["--env-kwargs", "batch_size:1"], "batch_size must be >= 2"),
     (["--env-kwargs", "dataset_kwargs:{'trian_size': 3}"], "has no option(s) trian_size"),
     (["--gpus-per-trial", "0.5"], "--gpus-per-trial is for --engine ray"),
@@ -324,6 +325,19 @@ def test_the_reaper_kills_an_orphan_started_after_its_last_look():
                             timeout=60, cwd=ROOT)
     orphan = int(driver.stdout.split()[-1])
     assert not _still_running([orphan], timeout=10)
+
+
+def test_generated_tasks_are_benchmark_tasks_by_name_with_their_oracle():
+    from benchmarking.cli import build_parser, make_sweep
+    from benchmarking.sweep import check_sweep
+    from corruption_env.task_generator import generate_task
+
+    argv = ["--preset", "known_answer", "--tasks", f"gen01,{generate_task(2).name}"]
+    sweep, _ = make_sweep(build_parser().parse_args(argv), argv)
+    check_sweep(sweep)
+    assert {s.task for s in sweep.specs() if s.name == "oracle"} == {"gen01", generate_task(2).name}
+    planted = sweep.env_config("gen01").dataset_kwargs
+    assert planted == {**generate_task(1).overrides()["dataset_kwargs"], **planted} and "planted_places" in planted
 
 
 def test_presets_share_fixed_rows_and_the_oracle_runs_only_on_known_answer_tasks():

@@ -36,7 +36,8 @@ def exit_code(main, argv) -> int:
 
 
 @pytest.mark.parametrize("args,pattern", [
-    (["--only", "nope"], "unknown task 'nope': use a named one .* or a generated one, genNN"),
+    (["--only", "nope"], r"unknown task 'nope'; available: .* a generated one \(genNN"),
+    (["--only", "cifar10"], "task 'cifar10' is a dataset without a known answer"),
     (["--only", "gen00_not_its_name"], "unknown task 'gen00_not_its_name'"),
     (["--workers", "0"], "--workers: must be > 0"),
     (["--run-updates", "0"], "--run-updates 0: must be >= 2"),
