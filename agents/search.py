@@ -39,6 +39,8 @@ from corruption_env import EnvConfig
 from corruption_env.statistics import STATISTICS, periodic_statistics
 
 ENGINES = ("ray", "local")
+# the search's defaults before the fidelity study chose its judge and rungs: what its earlier results ran with
+DEFAULTS_BEFORE_FIDELITY = {"judge": "rankme", "run_updates": 50, "rungs": 1}
 # what the optimiser is told of a candidate judged by successive halving: RUNG_SPAN x the rung it reached + its judge
 # there, so that reaching a later rung ranks above any judge at an earlier one (judges at different lengths are not
 # on one scale), and judges at one rung keep their order and gaps (every judge here is far below it in size)
@@ -73,11 +75,14 @@ class WholeRunSearch(WholeRunAgent):
         ``run_batch`` images per batch. Its action mode must take scores (``shared_scores`` or ``scores``).
     :param seed: seed of the search (the optimiser's samples) and of the run seed every candidate is judged on.
     :param corruptor, judge: see :class:`~agents.whole_run_agent.WholeRunAgent`.
-    :param run_updates: SimCLR updates per candidate run.
-    :param run_batch: images per batch in candidate runs. The defaults (50 updates of 64 images, ~8 CPU seconds
-        a run with bf16) are the cheapest setting measured at which the judge ranked the known answer above every
-        random map and random masks in 3 of 3 seeds on both fixed tasks, and rose with the number of planted cells
-        dropped on both (``studies/judge_budget.py``, ``docs/results/whole_run/judge_budget.md``).
+    :param run_updates: SimCLR updates per candidate run (with ``rungs`` > 1: at the first rung).
+    :param run_batch: images per batch in candidate runs.
+    The defaults of the judge and its lengths (alpha-ReQ after 25 updates, the top half on to 50 on two run seeds:
+    ``judge="alpha_req", run_updates=25, rungs=2, reduction_factor=2``, ~25 CPU seconds a candidate on 2 cores)
+    are the fidelity study's choice on its development split, by a rule stated before its units ran: the lowest
+    mean regret of the pick in kNN at the evaluation length, then the cheapest within half of keep_all's seed sd
+    (regret 0.012 there; RankMe after 50 updates, the search's judge before it, 0.037:
+    ``studies/fidelity.py``, ``docs/results/fidelity/fidelity.md``).
     :param optimizer: the optimiser (``agents.optimisers``: ``cmaes``, ``sep_cmaes``, ``optuna_tpe``, or one you
         register).
     :param population: candidates per generation (before restarts enlarge it).
@@ -106,10 +111,10 @@ class WholeRunSearch(WholeRunAgent):
 
     algo = "cmaes"
 
-    def __init__(self, env: Any, seed: int = 0, corruptor: str = "auto", judge: str = "rankme",
-                 run_updates: int = 50, run_batch: int = 64, optimizer: str = "cmaes", population: int = 16,
+    def __init__(self, env: Any, seed: int = 0, corruptor: str = "auto", judge: str = "alpha_req",
+                 run_updates: int = 25, run_batch: int = 64, optimizer: str = "cmaes", population: int = 16,
                  sigma0: float = 1.0, restart_factor: float = 2.0, patience: int = 3, lr_adapt: bool = False,
-                 rungs: int = 1, reduction_factor: int = 4, final_seeds: int | None = None,
+                 rungs: int = 2, reduction_factor: int = 2, final_seeds: int | None = None,
                  keep_all_candidate: bool = True, engine: str = "ray", workers: int | None = None,
                  storage: str | None = None, tensorboard_log: str | None = None, verbose: int = 1) -> None:
         super().__init__(env, seed, corruptor, judge, run_updates, run_batch, tensorboard_log, verbose)
@@ -364,6 +369,8 @@ class WholeRunSearch(WholeRunAgent):
         """Nothing to reseed: the search's own streams are part of its saved state (a resumed search continues)."""
 
     STATE = ("history", "pending", "asked", "best", "keep_all", "num_timesteps", "n_steps")
+    # what a search saved before an option existed ran with: one length (the defaults are now two rungs)
+    SAVED_WITHOUT = {"rungs": 1}
 
     def save(self, path: str | Path) -> None:
         state = {"options": self._options(), "optimizer": self.optimizer.state(),
@@ -383,7 +390,7 @@ class WholeRunSearch(WholeRunAgent):
     def load(cls, path: str | Path, env: Any = None, **kwargs: Any) -> "WholeRunSearch":
         with open(path, "rb") as f:
             state = pickle.load(f)
-        agent = cls(env, **{**renamed_options(state["options"]), **kwargs})
+        agent = cls(env, **{**cls.SAVED_WITHOUT, **renamed_options(state["options"]), **kwargs})
         if "generations_before" in state:  # saved before the optimiser seam
             agent.optimizer = CMAES.from_search_before_the_seam(state, agent.corruptor.dim, agent.corruptor.scale)
         else:

@@ -1,13 +1,16 @@
-"""Are the named answers still found in a richer corruptor space? The default search (CMA-ES, RankMe after 50
-updates, 48 candidate runs: the ``per_image`` preset's) over a parametric corruptor, on the random-placement
-shortcut and distractor, 3 seeds; per (task, seed) the best candidate's keep rate on the planted cells (<= 0.3:
-found) and on the other cells, its kept fraction and, for ``cell_scorer``, its keep level and temperature.
+"""Are the named answers still found in a richer corruptor space? The default search (CMA-ES with its default judge
+and rungs, a budget of ``SEARCH_BUDGET`` SimCLR updates: the ``per_image`` preset's) over a parametric corruptor, on
+the random-placement shortcut and distractor, 3 seeds; per (task, seed) the best candidate's keep rate on the planted
+cells (<= 0.3: found) and on the other cells, its kept fraction and, for ``cell_scorer``, its keep level and
+temperature.
 
     python studies/corruptor_space.py --out docs/results/corruptor_space              # cell_scorer (resumes)
     python studies/corruptor_space.py --report docs/results/corruptor_space           # its table again
 
 A corruptor that searches its own keep level (``cell_scorer``) runs without a keep budget; any other at the tasks'
-budget. Each (task, seed) search is written to ``OUT/units/`` as it finishes; a rerun skips the finished ones.
+budget. Each (task, seed) search is written to ``OUT/units/`` as it finishes, with the search's judge, rungs and
+budget; a rerun skips the finished ones, and stops in one line, before any run, where they were searched otherwise
+than the default search is now (units from before the defaults changed: give a new ``--out``).
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ def search_unit(task: str, corruptor: str, seed: int) -> dict[str, Any]:
     import torch
 
     from agents import make_agent
-    from benchmarking.sweep import RULE_RUNS
+    from benchmarking.sweep import SEARCH_BUDGET
     from corruption_env import CorruptionEnv, EnvConfig
 
     torch.set_num_threads(1)
@@ -42,10 +45,11 @@ def search_unit(task: str, corruptor: str, seed: int) -> dict[str, Any]:
         config = config.replace(keep_budget=None)
     search = make_agent("cmaes", CorruptionEnv(config), seed=seed, corruptor=corruptor, engine="local", verbose=0)
     start = time.process_time()
-    search.learn(RULE_RUNS * search.run_updates)
+    search.learn(SEARCH_BUDGET)
     best, names = search.best, search.corruptor.parameter_names()
     chosen = dict(zip(names, best["theta"]))
     return {"task": task, "corruptor": corruptor, "seed": seed, "runs": len(search.history),
+            "search": {"judge": search.judge, "rungs": search.rung_updates, "budget": SEARCH_BUDGET},
             "keep_planted": best["keep_planted"], "keep_other": best["keep_other"],
             "keep_fraction": best["keep_fraction"], "judge": best["judge"],
             "keeps_everything": search.keeps_everything, "keep_all_judge": search.keep_all["judge"],
@@ -58,13 +62,37 @@ def unit_path(folder: Path, task: str, corruptor: str, seed: int) -> Path:
     return folder / "units" / f"{task}_{corruptor}_s{seed}.json"
 
 
+def default_search() -> dict[str, Any]:
+    """The judge, rungs (updates) and budget :func:`search_unit` searches with: the search's defaults."""
+    import inspect
+
+    from agents.search import WholeRunSearch
+    from benchmarking.sweep import SEARCH_BUDGET
+
+    d = {k: p.default for k, p in inspect.signature(WholeRunSearch.__init__).parameters.items()}
+    return {"judge": d["judge"], "rungs": [d["run_updates"] * d["reduction_factor"] ** k for k in range(d["rungs"])],
+            "budget": SEARCH_BUDGET}
+
+
+def searched_with(unit: dict[str, Any]) -> dict[str, Any]:
+    """A unit's judge, rungs and budget; those written before units recorded them ran the defaults of then."""
+    from agents.search import DEFAULTS_BEFORE_FIDELITY as before
+
+    return unit.get("search", {"judge": before["judge"], "rungs": [before["run_updates"]], "budget": 48 * 50})
+
+
+def search_name(search: dict[str, Any]) -> str:
+    return f"{search['judge']} after {' then '.join(map(str, search['rungs']))} updates, {search['budget']} in all"
+
+
 def report(folder: Path) -> str:
     units = [json.loads(p.read_text()) for p in sorted((folder / "units").glob("*.json"))]
     if not units:
         raise UsageError(f"no units in {folder / 'units'}: run the study first")
     lines = ["# The named answers in a richer corruptor space", "",
-             f"`python studies/corruptor_space.py`: the default search (48 candidate runs of 50 updates, RankMe), "
-             f"found = the best candidate keeps <= {FOUND} of the planted cells.", "",
+             f"`python studies/corruptor_space.py`: the default search ("
+             f"{'; '.join(sorted({search_name(searched_with(u)) for u in units}))}), found = the best candidate keeps "
+             f"<= {FOUND} of the planted cells.", "",
              "| task | corruptor | seed | planted keep | other keep | kept | found | keep level | temperature | "
              "runs to keep <= 0.2 | CPU min |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for u in units:
@@ -106,6 +134,13 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError("--tasks is empty: name at least one task")
     for task in tasks:
         task_overrides(task)  # every name checked before any run
+    now = default_search()
+    for task in tasks:
+        for seed in range(args.seeds):
+            path = unit_path(args.out, task, args.corruptor, seed)
+            if path.exists() and searched_with(json.loads(path.read_text())) != now:
+                raise UsageError(f"{path} was searched with {search_name(searched_with(json.loads(path.read_text())))}"
+                                 f", the default search is now {search_name(now)}: give a new --out")
     for task in tasks:
         for seed in range(args.seeds):
             path = unit_path(args.out, task, args.corruptor, seed)

@@ -45,6 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from judge_audit import CORRUPTORS, JUDGES, make_act, split_of, task_overrides  # noqa: E402
 
+from agents.search import DEFAULTS_BEFORE_FIDELITY  # noqa: E402
 from corruption_env.cli_options import ArgumentParser, UsageError, positive, usage_errors  # noqa: E402
 from corruption_env.files import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -304,7 +305,7 @@ def fidelity_report(folder: Path) -> dict[str, Any]:
     return {"tasks": tasks, "groups": groups, "chosen": chosen}
 
 
-SEARCH_BEFORE = ("rankme", (50,))  # the search's judge and run length before this study
+SEARCH_BEFORE = (DEFAULTS_BEFORE_FIDELITY["judge"], (DEFAULTS_BEFORE_FIDELITY["run_updates"],))  # before this study
 
 
 def ways_to_judge(group: dict[str, Any]) -> list[dict[str, Any]]:

@@ -338,6 +338,13 @@ def test_generated_tasks_are_benchmark_tasks_by_name_with_their_oracle():
     assert {s.task for s in sweep.specs() if s.name == "oracle"} == {"gen01", generate_task(2).name}
     planted = sweep.env_config("gen01").dataset_kwargs
     assert planted == {**generate_task(1).overrides()["dataset_kwargs"], **planted} and "planted_places" in planted
+    # the search's defaults were chosen on the development split: its preset checks them on the held-out one
+    argv = ["--preset", "search"]
+    sweep, _ = make_sweep(build_parser().parse_args(argv), argv)
+    check_sweep(sweep)
+    generated = [t for t in sweep.tasks if t.startswith("gen")]
+    assert generated and all(generate_task(int(t[3:])).split == "heldout" for t in generated)
+    assert {s.task for s in sweep.specs() if s.name == "oracle"} == set(sweep.tasks)
 
 
 def test_presets_share_fixed_rows_and_the_oracle_runs_only_on_known_answer_tasks():
@@ -416,7 +423,10 @@ def test_a_preset_narrowed_by_tasks_or_algos_runs_and_says_what_it_dropped(narro
     check_sweep(sweep)  # what exited with "--hyperparams sets options of 'ppo' ..." before
     err = "\n".join(notes)
     assert f"the preset's options for {dropped} are dropped" in err and len(notes) <= 3, err
-    assert dropped not in sweep.hyperparams and sweep.hyperparams["cmaes"] == {"engine": "local", "verbose": 0}
+    from agents.search import DEFAULTS_BEFORE_FIDELITY
+
+    assert dropped not in sweep.hyperparams and sweep.hyperparams["cmaes"] == {**DEFAULTS_BEFORE_FIDELITY,
+                                                                               "engine": "local", "verbose": 0}
     agents = {(s.task, s.name) for s in sweep.specs() if s.kind == "agent"}
     assert agents and {name for _, name in agents} == {"cmaes"}
     if "shapes" in narrowing:  # the search sets the score actions and budget it needs on plain shapes, and says so

@@ -132,9 +132,9 @@ def test_the_search_runs_on_ray_from_the_command_line_with_the_in_process_result
     from test_search import SEARCH, TINY_ARGS
     from test_whole_run import TINY
 
-    runs = tmp_path / "runs"
+    runs = tmp_path / "runs"  # one length: ASHA with 2 trials at once decides in the order they report
     assert train_agent.main(["--algo", "cmaes", "--env-kwargs", *TINY_ARGS, "--log-dir", str(runs), "--eval-steps", "0",
-                             "--total-timesteps", "12", "--hyperparams", "population:4", "run_updates:3",
+                             "--total-timesteps", "12", "--hyperparams", "population:4", "run_updates:3", "rungs:1",
                              "run_batch:4", "workers:2", "verbose:0"]) == 0
     run = next(runs.iterdir())
     search = WholeRunSearch.load(run / "agent.zip", env=CorruptionEnv(TINY), engine="local")

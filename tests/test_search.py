@@ -16,7 +16,8 @@ from test_cli_errors import check_one_line
 from record_search_golden import landscape as barcode_landscape
 from test_whole_run import TINY
 
-SEARCH = dict(run_updates=3, run_batch=4, population=4, engine="local", verbose=0)
+# one length (successive halving, the default, is tests/test_halving.py's)
+SEARCH = dict(run_updates=3, run_batch=4, population=4, rungs=1, engine="local", verbose=0)
 TINY_ARGS = ["image_size:16", "batch_size:4", "decorruptor:'bicubic'", "heldout_size:32",
              "dataset_kwargs:{'train_size': 256, 'test_size': 64, 'shortcut': 'fixed', 'shortcut_bits': 4}",
              "action_mode:'shared_scores'", "keep_budget:0.75"]
@@ -114,13 +115,19 @@ def test_train_agent_runs_and_resumes_the_search_and_refuses_bad_options(tmp_pat
     code = train_agent.main([*common, "--hyperparams", "population:1", "engine:'local'"])
     check_one_line(code, capsys.readouterr().err, "population must be an integer >= 4")
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+    # the defaults (successive halving), a generation at a time: 4 candidates of 3 updates, those that go on to 6
+    # judged on two seeds
     hyper = ["--hyperparams", "population:4", "run_updates:3", "run_batch:4", "engine:'local'", "verbose:0"]
     assert train_agent.main([*common, *hyper, "--total-timesteps", "12"]) == 0
     run = next((tmp_path / "runs").iterdir())
     assert run.name.startswith("cmaes_s0_")  # named without the reward it does not train on
-    assert train_agent.main(["--resume", str(run), "--total-timesteps", "24", "--eval-steps", "0"]) == 0
+    first = WholeRunSearch.load(run / "agent.zip", env=CorruptionEnv(TINY))
+    assert first.rungs == 2 and len(first.history) == 4 and 12 <= first.num_timesteps <= 4 * 12
+    assert train_agent.main(["--resume", str(run), "--total-timesteps", str(first.num_timesteps + 12),
+                             "--eval-steps", "0"]) == 0
     resumed = WholeRunSearch.load(run / "agent.zip", env=CorruptionEnv(TINY))
-    assert resumed.num_timesteps == 24 and len(resumed.history) == 8
+    assert resumed.history[:4] == first.history and len(resumed.history) > 4
+    assert resumed.num_timesteps >= first.num_timesteps + 12
     out = capsys.readouterr().out
     assert "known answer" in out
 
@@ -159,7 +166,7 @@ def test_the_search_answers_keep_everything_when_no_candidate_beats_it(monkeypat
                                                                                  "keep_all_judge": 2.0}
     assert [judges[f"theta/cell_{r}_{c}"] for r in range(4) for c in range(4)] == search.best["theta"]
     assert search.against_keep_all().startswith("no candidate beat keeping every cell in the search's own judge "
-                                                "(rankme: best candidate 1, keeping everything 2)")
+                                                f"({search.judge}: best candidate 1, keeping everything 2)")
     obs, _ = env.reset(seed=0)
     assert (search.predict(obs)[0] > 0).all()
     rows = evaluate_agent(search, "cmaes", TINY, steps=2, progress=False)

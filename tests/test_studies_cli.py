@@ -148,6 +148,22 @@ def test_the_fidelity_study_refuses_to_mix_units_of_another_generator_or_length(
                    capsys.readouterr().err, "ran 250 updates, shortcut_random now runs 500")
 
 
+def test_the_corruptor_space_study_refuses_to_continue_units_of_another_search(tmp_path, capsys):
+    """Its units are the default search's: units searched otherwise (those written before the defaults became the
+    fidelity study's choice record no search: RankMe after 50 updates) stop a continued study in one line, untouched."""
+    path = corruptor_space.unit_path(tmp_path, "shortcut_random", "cell_scorer", 0)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"task": "shortcut_random"}))
+    now = corruptor_space.search_name(corruptor_space.default_search())
+    assert now.startswith("alpha_req after 25 then 50 updates")
+    check_one_line(exit_code(corruptor_space.main, ["--tasks", "shortcut_random", "--seeds", "1", "--out",
+                                                    str(tmp_path)]),
+                   capsys.readouterr().err, f"was searched with rankme after 50 updates, 2400 in all, the default "
+                                            f"search is now {now}: give a new --out")
+    assert [p.name for p in path.parent.iterdir()] == [path.name] and json.loads(path.read_text()) == {
+        "task": "shortcut_random"}
+
+
 def fidelity_units(folder: Path, task: str, quality: dict[str, float], judges: dict, noise: float = 0.004,
                    at_50: dict | None = None) -> None:
     """Units of a fake study: each corruptor's kNN is its ``quality`` plus seed noise; ``judges`` maps a judge to
