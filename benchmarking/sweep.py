@@ -192,7 +192,8 @@ PRESETS: dict[str, Preset] = {
                         algo_train_steps={"cmaes": SEARCH_RUNS * 50, "run_ppo": RL_RUNS * 50},
                         track_rewards=PRESET_TRACKED, references=("untrained",)),
     # per image: the position-free rule (4 weights read from each cell's own pixels) searched by whole runs (RankMe
-    # after 50 updates, pinned as for whole_run) on both random-placement tasks, 3 seeds, beside (one seed each, the same budget of runs) the shared-map search on the
+    # after 50 updates, pinned as for whole_run) on both random-placement tasks, 3 seeds, beside (one seed each, the
+    # same budget of runs) the shared-map search on the
     # same data (the _shared tasks: one map cannot follow the pattern; their baselines are the per-image tasks')
     # and PPO with the cell scorer and reference_learner_rise on the distractor (on the shortcut its 3 seeds are
     # in docs/results/per_image)
@@ -221,7 +222,8 @@ PRESETS: dict[str, Preset] = {
                                    tasks=FASHION_TASKS, workers=2, track_rewards=(), references=("untrained",),
                                    hyperparams={"cmaes": {"engine": "local", "verbose": 0}}),
     # the plain real-image table: the label-free search (its defaults: the 4-weight cell rule, alpha-ReQ after 25
-    # then 50 updates, SEARCH_BUDGET updates in all; docs/results/fashion_mnist/plain ran RankMe after 50) beside the same search judged by kNN with labels on the held-out split (the label-judged
+    # then 50 updates, SEARCH_BUDGET updates in all; docs/results/fashion_mnist/plain ran RankMe after 50) beside
+    # the same search judged by kNN with labels on the held-out split (the label-judged
     # ceiling: what the corruptor family can do at best), keep_all, random masks and CowMask at the budget,
     # simclr_aug and the untrained encoder
     "fashion_mnist": Preset("the label-free search on Fashion-MNIST beside its label-judged ceiling, keep_all, random "
