@@ -56,6 +56,11 @@ def run_seed(seed: int, i: int = 0) -> int:
     return int(np.random.SeedSequence([seed, 7, *([i] if i else [])]).generate_state(1)[0] % 2**31)
 
 
+def rung_lengths(run_updates: int, reduction_factor: int, rungs: int) -> list[int]:
+    """The run lengths (updates) a candidate is judged at: ``run_updates`` x ``reduction_factor`` ** k per rung k."""
+    return [run_updates * reduction_factor ** k for k in range(rungs)]
+
+
 def make_optimiser(name: str, dim: int, scale: float, population: int, seed: int,
                    options: dict[str, Any]) -> Optimiser:
     """Optimiser ``name`` with the search's optimiser options it takes; an option it does not take, set to other
@@ -141,7 +146,7 @@ class WholeRunSearch(WholeRunAgent):
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         self.rungs, self.reduction_factor = rungs, reduction_factor
         self.final_seeds = final_seeds if final_seeds is not None else (1 if rungs == 1 else 2)
-        self.rung_updates = [run_updates * reduction_factor ** k for k in range(rungs)]
+        self.rung_updates = rung_lengths(run_updates, reduction_factor, rungs)
         self.settings = {"run": self.run_config.replace(num_threads=1).to_dict(), "updates": run_updates,
                          "judge": judge, "corruptor": self.resolved_corruptor, "seed": run_seed(seed), "threads": 1}
         if self.halving:  # one run of the last rung's length per candidate, judged at each rung

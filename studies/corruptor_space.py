@@ -66,11 +66,11 @@ def default_search() -> dict[str, Any]:
     """The judge, rungs (updates) and budget :func:`search_unit` searches with: the search's defaults."""
     import inspect
 
-    from agents.search import WholeRunSearch
+    from agents.search import WholeRunSearch, rung_lengths
     from benchmarking.sweep import SEARCH_BUDGET
 
     d = {k: p.default for k, p in inspect.signature(WholeRunSearch.__init__).parameters.items()}
-    return {"judge": d["judge"], "rungs": [d["run_updates"] * d["reduction_factor"] ** k for k in range(d["rungs"])],
+    return {"judge": d["judge"], "rungs": rung_lengths(d["run_updates"], d["reduction_factor"], d["rungs"]),
             "budget": SEARCH_BUDGET}
 
 
