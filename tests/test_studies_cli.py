@@ -21,6 +21,7 @@ import cpu_levers  # noqa: E402
 import corruptor_space  # noqa: E402
 import fidelity  # noqa: E402
 import judge_audit  # noqa: E402
+import main_command  # noqa: E402
 import search_engines  # noqa: E402
 import search_vs_judge  # noqa: E402
 
@@ -262,13 +263,60 @@ def test_the_search_s_judge_and_rungs_are_chosen_on_the_development_split_by_the
     assert "- gen00: " in text and "lidar 50 then 200 (" in text
 
 
-@pytest.mark.parametrize("study", [corruptor_space, cpu_levers, fidelity, judge_audit, search_engines, search_vs_judge],
+@pytest.mark.parametrize("study", [corruptor_space, cpu_levers, fidelity, judge_audit, main_command, search_engines,
+                                   search_vs_judge],
                          ids=lambda m: m.__name__)
 def test_every_option_says_what_it_does_and_its_default(study):
     parser = study.build_parser()
     missing = [a.option_strings[0] for a in parser._actions
                if a.option_strings and a.option_strings[0] != "-h" and "default" not in (a.help or "")]
     assert not missing
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--setting", "nf16"], "--setting expects NAME=KEY:VALUE"),
+    (["--setting", "nf16=camnet_checkpoint:'{tmp}/none.pt'"], "--setting nf16: no CAM-Net checkpoint at"),
+    (["--setting", "x=batch_size"], "--setting expects key:value pairs"),
+    (["--seeds", "0,a"], "--seeds expects comma-separated integers"),
+    (["--kernels", "native,avx9"], "--kernels: unknown avx9; choose from native, avx2"),
+    (["--report", "{tmp}/missing"], "no units in"),
+])
+def test_the_main_command_study_refuses_bad_inputs_before_any_work(tmp_path, capsys, args, pattern):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    check_one_line(exit_code(main_command.main, [*args, "--out", str(tmp_path / "out")]), capsys.readouterr().err,
+                   pattern)
+    assert not list(tmp_path.iterdir())
+
+
+def main_command_unit(setting: str, seed: int, wall: float, knn: float) -> dict:
+    return {"kernels": "native", "setting": setting, "env_kwargs": [] if setting == "default" else ["batch_size:32"],
+            "seed": seed, "algo": "ppo", "train_args": [], "cpu": "a CPU", "wall_s": wall, "cpu_s": 2 * wall,
+            "peak_rss_mb": 1000, "train_s": 1.0, "eval_s": 1.0, "precision_line": "precision: fp32 (asked for)",
+            "rows": {"keep_all": {"knn": knn, "linear": knn, "seconds": 1.0}}}
+
+
+def test_the_main_command_report_pairs_runs_by_seed_and_refuses_mixed_units(tmp_path, capsys):
+    """The report's ratio is the median of per-seed ratios and each row's difference is paired by seed; a continued
+    study whose units ran a setting with other env kwargs (or other train args) stops in one line, nothing touched."""
+    units = tmp_path / "units"
+    units.mkdir()
+    for seed, (wall_a, wall_b, knn_a, knn_b) in enumerate([(100, 50, 0.60, 0.61), (200, 120, 0.70, 0.69),
+                                                           (300, 150, 0.80, 0.83)]):
+        for setting, wall, knn in (("default", wall_a, knn_a), ("half", wall_b, knn_b)):
+            (units / f"native_{setting}_s{seed}.json").write_text(json.dumps(main_command_unit(setting, seed, wall,
+                                                                                               knn)))
+    text = main_command.report(tmp_path)
+    half = next(line for line in text.splitlines() if line.startswith("| half |"))
+    assert "| 0.50 | 0.50 |" in half  # per-seed ratios 0.5, 0.6, 0.5: median 0.50 (the ratio of medians is 0.6)
+    keep_all = next(line for line in text.splitlines() if line.startswith("| keep_all |"))
+    assert keep_all.endswith("| +0.010 ± 0.020 |")  # differences +0.01, -0.01, +0.03
+    before = sorted(p.read_text() for p in units.iterdir())
+    code = exit_code(main_command.main, ["--setting", "default=", "--setting", "half=batch_size:16",
+                                         "--out", str(tmp_path)])
+    check_one_line(code, capsys.readouterr().err, "ran setting 'half' with \\['batch_size:32'\\]")
+    code = exit_code(main_command.main, ["--train-args", "--total-timesteps 8", "--out", str(tmp_path)])
+    check_one_line(code, capsys.readouterr().err, "ran --algo ppo --train-args \\[\\], not")
+    assert sorted(p.read_text() for p in units.iterdir()) == before
 
 
 def test_a_real_process_prints_one_line(tmp_path):
