@@ -187,7 +187,9 @@ class MaskNetwork(nn.Module):
             for out in channels[-2:]:
                 layers += [nn.Linear(width, out), nn.ReLU()]
                 width = out
-        self.cnn = nn.Sequential(*layers)
+        # channels_last: oneDNN's convolutions; in NCHW the backward falls back to slower kernels (PPO's update through
+        # the image scorer 0.63x the time at one thread, the same gradients to float tolerance: studies/policy_speed.py)
+        self.cnn = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         self.learner_embed = nn.Linear(self.learner_dim, width)
         self.logit_head = nn.Conv2d(width, 1, 1)
         nn.init.zeros_(self.logit_head.weight)  # start from the same keep probability everywhere
@@ -215,7 +217,7 @@ class MaskNetwork(nn.Module):
         """Per-cell features (N, B, width, g, g) and the learner vector (N, k)."""
         images, learner = self._split(features)
         if self.scorer == "image":
-            cells = F.adaptive_avg_pool2d(self.cnn(images), self.grid)
+            cells = F.adaptive_avg_pool2d(self.cnn(images.contiguous(memory_format=torch.channels_last)), self.grid)
         else:
             cells = self._score_cells(images)
         return cells.unflatten(0, (features.shape[0], self.batch)), learner

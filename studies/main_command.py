@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,32 +43,56 @@ ROOT = Path(__file__).resolve().parents[1]
 KERNELS = {"native": {}, "avx2": AVX2}
 
 
-def parse_setting(text: str) -> tuple[str, list[str]]:
-    """``name=key:value key:value`` -> (name, the ``--env-kwargs`` items); an empty right side is the default."""
-    name, sep, kwargs = text.partition("=")
-    if not sep or not name or not name.replace("_", "").replace("-", "").isalnum():
-        raise UsageError(f"--setting expects NAME=KEY:VALUE ... (e.g. default= or nf16=camnet_checkpoint:'PATH'), "
-                         f"got {text!r}")
+@dataclass(frozen=True)
+class Setting:
+    """What one column of the comparison runs: the main command of ``checkout`` (a clone of the project: the code
+    before a change, say) with ``env_kwargs``."""
+
+    name: str
+    env_kwargs: list[str]
+    checkout: Path = ROOT
+
+    @property
+    def commit(self) -> str:
+        """The checkout's commit, with ``+changes`` when its tracked files differ from it."""
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=self.checkout, capture_output=True,
+                              text=True).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=self.checkout,
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+changes" if dirty else "")
+
+
+def parse_setting(text: str) -> Setting:
+    """``name[@checkout]=key:value key:value`` -> a :class:`Setting`; an empty right side is the default."""
+    head, sep, kwargs = text.partition("=")
+    name, at, checkout = head.partition("@")
+    if not sep or not name or not name.replace("_", "").replace("-", "").isalnum() or (at and not checkout):
+        raise UsageError(f"--setting expects NAME[@CHECKOUT]=KEY:VALUE ... (e.g. default=, before@/tmp/main_before= "
+                         f"or nf16=camnet_checkpoint:'PATH'), got {text!r}")
+    root = Path(checkout).resolve() if at else ROOT
+    if not (root / "train_agent.py").is_file():
+        raise UsageError(f"--setting {name}: {root} is not a checkout of this project (no train_agent.py)")
     items = shlex.split(kwargs)
     try:
         overrides = parse_key_values(items, "--setting")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     checkpoint = overrides.get("camnet_checkpoint")
-    if checkpoint is not None and not (ROOT / str(checkpoint)).is_file() and not Path(str(checkpoint)).is_file():
+    if checkpoint is not None and not (root / str(checkpoint)).is_file() and not Path(str(checkpoint)).is_file():
         raise UsageError(f"--setting {name}: no CAM-Net checkpoint at {checkpoint}")
-    return name, items
+    return Setting(name, items, root)
 
 
-def run_unit(items: list[str], kernels: str, seed: int, algo: str, train_args: list[str]) -> dict[str, Any]:
+def run_unit(setting: Setting, kernels: str, seed: int, algo: str, train_args: list[str]) -> dict[str, Any]:
     """One fresh process of the main command; its time, CPU, peak memory and evaluation rows."""
+    items, root = setting.env_kwargs, setting.checkout
     with tempfile.TemporaryDirectory(prefix="main_command_") as log_dir:
-        command = [sys.executable, str(ROOT / "train_agent.py"), "--algo", algo, "--seed", str(seed),
+        command = [sys.executable, str(root / "train_agent.py"), "--algo", algo, "--seed", str(seed),
                    "--eval-cache", "none", "--log-dir", log_dir, *train_args] + (["--env-kwargs", *items] if items else [])
-        env = {**os.environ, **KERNELS[kernels]}
+        env = {**os.environ, **KERNELS[kernels], "PYTHONPATH": str(root)}
         start = time.perf_counter()
         with open(Path(log_dir) / "stdout.txt", "w") as out:
-            child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+            child = subprocess.Popen(command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
             _, status, usage = os.wait4(child.pid, 0)
         wall = time.perf_counter() - start
         printed = (Path(log_dir) / "stdout.txt").read_text()
@@ -98,14 +123,15 @@ def cpu_model() -> str:
     return f"{name.group(1).strip() if name else platform.machine()} ({', '.join(units)}; {os.cpu_count()} cores)"
 
 
-def run(args: Any, settings: dict[str, list[str]]) -> None:
+def run(args: Any, settings: dict[str, Setting]) -> None:
     plan = [(k, name, seed) for k in args.kernels for seed in args.seeds for name in settings]
     todo = [p for p in plan if not unit_path(args.out, *p).exists()]
     print(f"{len(plan)} runs of the main command, {len(plan) - len(todo)} already done in {args.out}; "
           f"CPU: {cpu_model()}", flush=True)
     for i, (kernels, name, seed) in enumerate(todo, 1):
-        unit = {"kernels": kernels, "setting": name, "env_kwargs": settings[name], "seed": seed, "algo": args.algo,
-                "train_args": args.train_args, "cpu": cpu_model(),
+        unit = {"kernels": kernels, "setting": name, "env_kwargs": settings[name].env_kwargs,
+                "commit": settings[name].commit, "seed": seed, "algo": args.algo, "train_args": args.train_args,
+                "cpu": cpu_model(),
                 **run_unit(settings[name], kernels, seed, args.algo, args.train_args)}
         atomic_write_json(unit_path(args.out, kernels, name, seed), unit)
         print(f"[{i}/{len(todo)}] {kernels} {name} seed {seed}: {unit['wall_s']:.0f} s wall, {unit['cpu_s']:.0f} s "
@@ -124,8 +150,8 @@ def report(out: Path) -> str:
     for kernels in dict.fromkeys(u["kernels"] for u in units):
         of = {(u["setting"], u["seed"]): u for u in units if u["kernels"] == kernels}
         base = settings[0]
-        lines += [f"## Kernels: {kernels}", "", "| setting | env kwargs | runs | wall (median, min-max) | CPU s | "
-                  f"peak RSS MB | wall / {base}'s (paired) | CPU / {base}'s |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"## Kernels: {kernels}", "", "| setting | code | env kwargs | runs | wall (median, min-max) | CPU s | "
+                  f"peak RSS MB | wall / {base}'s (paired) | CPU / {base}'s |", "|---|---|---|---|---|---|---|---|---|"]
         for name in settings:
             mine = [of[k] for k in of if k[0] == name]
             if not mine:
@@ -133,7 +159,8 @@ def report(out: Path) -> str:
             walls = [u["wall_s"] for u in mine]
             paired = [(of[(name, u["seed"])], of[(base, u["seed"])]) for u in mine if (base, u["seed"]) in of]
             ratio = lambda key: (f"{np.median([a[key] / b[key] for a, b in paired]):.2f}" if paired else "-")  # noqa: E731
-            lines.append(f"| {name} | `{' '.join(mine[0]['env_kwargs']) or '(none)'}` | {len(mine)} | "
+            lines.append(f"| {name} | {mine[0].get('commit', '?')} | `{' '.join(mine[0]['env_kwargs']) or '(none)'}` | "
+                         f"{len(mine)} | "
                          f"{np.median(walls):.0f} s ({min(walls):.0f}-{max(walls):.0f}) | "
                          f"{np.median([u['cpu_s'] for u in mine]):.0f} | {max(u['peak_rss_mb'] for u in mine)} | "
                          f"{ratio('wall_s')} | {ratio('cpu_s')} |")
@@ -185,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report is not None:
         print(report(args.report))
         return 0
-    settings = dict(parse_setting(s) for s in (args.setting or ["default="]))
+    settings = {s.name: s for s in map(parse_setting, args.setting or ["default="])}
     try:
         args.seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
@@ -199,9 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         if unit["train_args"] != args.train_args or unit["algo"] != args.algo:
             raise UsageError(f"{path} ran --algo {unit['algo']} --train-args {unit['train_args']}, not --algo "
                              f"{args.algo} --train-args {args.train_args}: use another --out")
-        if unit["setting"] in settings and unit["env_kwargs"] != settings[unit["setting"]]:
-            raise UsageError(f"{path} ran setting {unit['setting']!r} with {unit['env_kwargs']}, not "
-                             f"{settings[unit['setting']]}: name the setting differently or use another --out")
+        mine = settings.get(unit["setting"])
+        if mine is not None and (unit["env_kwargs"], unit.get("commit")) != (mine.env_kwargs, mine.commit):
+            raise UsageError(f"{path} ran setting {unit['setting']!r} with {unit['env_kwargs']} at {unit.get('commit')}, "
+                             f"not {mine.env_kwargs} at {mine.commit}: name the setting differently or use another --out")
     run(args, settings)
     print(report(args.out))
     return 0

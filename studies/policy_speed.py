@@ -1,6 +1,7 @@
-"""How much the position-free cell scorer costs against the image scorer: forward + backward of the mask
-network on a PPO minibatch of observations at the default env size (B = 64 images of 16 x 16, g = 4),
-both measured side by side in one process (interleaved repeats, medians), printed as a ratio.
+"""What a PPO minibatch costs the mask network: forward + backward on a minibatch of observations at the default env
+size (B = 64 images of 16 x 16, g = 4) for the image scorer as built (its convolutions in channels_last), the same
+network with its convolutions in NCHW (the layout before 2026-12-07), and the position-free cell scorer, measured
+side by side in one process (interleaved repeats, medians), printed as ratios.
 
     python studies/policy_speed.py [--minibatch 64] [--repeats 7] [--threads 2]
 """
@@ -29,6 +30,15 @@ def main() -> None:
     batch = {k: torch.as_tensor(v)[None].expand(args.minibatch, *v.shape) for k, v in obs.items()}
     features = extractor(batch)
     nets = {s: MaskNetwork(env.observation_space, env.action_space, scorer=s) for s in ("image", "cell")}
+    nets["image, NCHW"] = nchw = MaskNetwork(env.observation_space, env.action_space, scorer="image")
+    nchw.cnn.to(memory_format=torch.contiguous_format)
+
+    def cells_nchw(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # MaskNetwork._cells, in NCHW
+        images, learner = nchw._split(features)
+        cells = torch.nn.functional.adaptive_avg_pool2d(nchw.cnn(images.contiguous()), nchw.grid)
+        return cells.unflatten(0, (features.shape[0], nchw.batch)), learner
+
+    nchw._cells = cells_nchw  # type: ignore[method-assign]
     times: dict[str, list[float]] = {s: [] for s in nets}
     for _ in range(args.repeats):
         for scorer, net in nets.items():
@@ -38,8 +48,9 @@ def main() -> None:
             times[scorer].append(time.perf_counter() - start)
     median = {s: statistics.median(t) for s, t in times.items()}
     for scorer, seconds in median.items():
-        print(f"{scorer:>5} scorer: {seconds * 1000:8.1f} ms per minibatch of {args.minibatch} observations")
-    print(f"cell / image = {median['cell'] / median['image']:.2f}")
+        print(f"{scorer:>11} scorer: {seconds * 1000:8.1f} ms per minibatch of {args.minibatch} observations")
+    print(f"cell / image = {median['cell'] / median['image']:.2f}; image as built / image in NCHW = "
+          f"{median['image'] / median['image, NCHW']:.2f}")
 
 
 if __name__ == "__main__":

@@ -274,7 +274,9 @@ def test_every_option_says_what_it_does_and_its_default(study):
 
 
 @pytest.mark.parametrize("args,pattern", [
-    (["--setting", "nf16"], "--setting expects NAME=KEY:VALUE"),
+    (["--setting", "nf16"], "--setting expects NAME\\[@CHECKOUT\\]=KEY:VALUE"),
+    (["--setting", "before@="], "--setting expects NAME\\[@CHECKOUT\\]=KEY:VALUE"),
+    (["--setting", "before@{tmp}="], "--setting before: .* is not a checkout of this project"),
     (["--setting", "nf16=camnet_checkpoint:'{tmp}/none.pt'"], "--setting nf16: no CAM-Net checkpoint at"),
     (["--setting", "x=batch_size"], "--setting expects key:value pairs"),
     (["--seeds", "0,a"], "--seeds expects comma-separated integers"),
@@ -290,6 +292,7 @@ def test_the_main_command_study_refuses_bad_inputs_before_any_work(tmp_path, cap
 
 def main_command_unit(setting: str, seed: int, wall: float, knn: float) -> dict:
     return {"kernels": "native", "setting": setting, "env_kwargs": [] if setting == "default" else ["batch_size:32"],
+            "commit": main_command.Setting(setting, []).commit,
             "seed": seed, "algo": "ppo", "train_args": [], "cpu": "a CPU", "wall_s": wall, "cpu_s": 2 * wall,
             "peak_rss_mb": 1000, "train_s": 1.0, "eval_s": 1.0, "precision_line": "precision: fp32 (asked for)",
             "rows": {"keep_all": {"knn": knn, "linear": knn, "seconds": 1.0}}}
