@@ -22,6 +22,7 @@ import corruptor_space  # noqa: E402
 import fidelity  # noqa: E402
 import judge_audit  # noqa: E402
 import main_command  # noqa: E402
+import search_check  # noqa: E402
 import search_engines  # noqa: E402
 import search_vs_judge  # noqa: E402
 
@@ -263,8 +264,8 @@ def test_the_search_s_judge_and_rungs_are_chosen_on_the_development_split_by_the
     assert "- gen00: " in text and "lidar 50 then 200 (" in text
 
 
-@pytest.mark.parametrize("study", [corruptor_space, cpu_levers, fidelity, judge_audit, main_command, search_engines,
-                                   search_vs_judge],
+@pytest.mark.parametrize("study", [corruptor_space, cpu_levers, fidelity, judge_audit, main_command, search_check,
+                                   search_engines, search_vs_judge],
                          ids=lambda m: m.__name__)
 def test_every_option_says_what_it_does_and_its_default(study):
     parser = study.build_parser()
@@ -320,6 +321,39 @@ def test_the_main_command_report_pairs_runs_by_seed_and_refuses_mixed_units(tmp_
     code = exit_code(main_command.main, ["--train-args", "--total-timesteps 8", "--out", str(tmp_path)])
     check_one_line(code, capsys.readouterr().err, "ran --algo ppo --train-args \\[\\], not")
     assert sorted(p.read_text() for p in units.iterdir()) == before
+
+
+def write_runs(folder: Path, rows: list[tuple[str, str, int, float, str]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["task,name,seed,status,knn,keep_planted"] + [f"{t},{n},{s},ok,{k},{p}" for t, n, s, k, p in rows]
+    (folder / "runs.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_the_search_check_tells_answer_tasks_and_counts_seeds_against_keep_all(tmp_path, capsys):
+    """An answer task is one whose oracle margin over keep_all exceeds its seed sd; planted keep is counted on answer
+    tasks only; kNN within one keep_all sd counts apart from kNN at least keep_all's. The same run in two folders is
+    refused in one line."""
+    rows = []
+    for seed, (keep_all, oracle, search, planted) in enumerate([(0.60, 0.66, 0.65, 0.1), (0.62, 0.67, 0.615, 0.4),
+                                                                 (0.61, 0.65, 0.64, 0.2)]):
+        rows += [("answer", "keep_all", seed, keep_all, ""), ("answer", "oracle", seed, oracle, "0.0"),
+                 ("answer", "cmaes", seed, search, str(planted))]
+    for seed, (keep_all, oracle, search) in enumerate([(0.70, 0.75, 0.60), (0.72, 0.68, 0.72), (0.71, 0.70, 0.705)]):
+        rows += [("noise", "keep_all", seed, keep_all, ""), ("noise", "oracle", seed, oracle, "0.0"),
+                 ("noise", "cmaes", seed, search, "0.9")]
+    folder = write_runs(tmp_path / "bench", rows)
+    text = search_check.report(search_check.read_runs([folder]), "cmaes", 0.3)
+    assert "| answer | +0.050 (0.010) | yes | 0.010 |" in text
+    assert "| noise | +0.000 (0.046) | no | 0.010 |" in text
+    assert "planted keep <= 0.3: 2 of 3 (task, seed) pairs" in text  # the noise task's 0.9 is not counted
+    assert "kNN >= keep_all's − one seed sd: 5 of 6" in text  # answer s1 (-0.005) is within, noise s0 (-0.10) not
+    assert "kNN >= keep_all's: 3 of 6" in text
+    write_runs(tmp_path / "again", rows[:3])
+    check_one_line(exit_code(search_check.main, [str(folder), str(tmp_path / "again")]), capsys.readouterr().err,
+                   "answer keep_all seed 0 is in both")
+    check_one_line(exit_code(search_check.main, [str(tmp_path / "none")]), capsys.readouterr().err,
+                   "holds no runs.csv")
 
 
 def test_a_real_process_prints_one_line(tmp_path):
