@@ -130,7 +130,7 @@ def run(args: Any, settings: dict[str, Setting]) -> None:
           f"CPU: {cpu_model()}", flush=True)
     for i, (kernels, name, seed) in enumerate(todo, 1):
         unit = {"kernels": kernels, "setting": name, "env_kwargs": settings[name].env_kwargs,
-                "commit": settings[name].commit, "seed": seed, "algo": args.algo, "train_args": args.train_args,
+                "commit": settings[name].commit, "order": list(settings).index(name), "seed": seed, "algo": args.algo, "train_args": args.train_args,
                 "cpu": cpu_model(),
                 **run_unit(settings[name], kernels, seed, args.algo, args.train_args)}
         atomic_write_json(unit_path(args.out, kernels, name, seed), unit)
@@ -142,7 +142,8 @@ def report(out: Path) -> str:
     units = [json.loads(p.read_text()) for p in sorted((out / "units").glob("*.json"))]
     if not units:
         raise UsageError(f"no units in {out / 'units'}: run the study first")
-    settings = list(dict.fromkeys(u["setting"] for u in sorted(units, key=lambda u: u["setting"] != "default")))
+    # the first setting given (``order``) is the one the others are compared with
+    settings = list(dict.fromkeys(u["setting"] for u in sorted(units, key=lambda u: u.get("order", 0))))
     lines = [f"# The main command, timed whole ({len(units)} runs)", "",
              "`python studies/main_command.py --report " + str(out) + "`; each run a fresh process of "
              "`" + " ".join(["python train_agent.py --algo", units[0]["algo"], "--eval-cache none",
@@ -191,8 +192,9 @@ def report(out: Path) -> str:
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="studies/main_command.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--setting", action="append", metavar="NAME=KEY:VALUE ...",
-                        help="a setting: its name and its --env-kwargs (NAME= for the defaults); the first is the "
-                             "one the others are compared with (default: default=)")
+                        help="a setting: its name, optionally @ a checkout of the project to run (default: this one), and "
+                             "its --env-kwargs (NAME= for the defaults); the first is the one the others are compared "
+                             "with (default: default=)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: %(default)s)")
     parser.add_argument("--kernels", default="native", help="comma-separated: native, avx2 (default: %(default)s)")
     parser.add_argument("--algo", default="ppo", help="the agent (default: %(default)s)")

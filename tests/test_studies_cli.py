@@ -293,7 +293,7 @@ def test_the_main_command_study_refuses_bad_inputs_before_any_work(tmp_path, cap
 
 def main_command_unit(setting: str, seed: int, wall: float, knn: float) -> dict:
     return {"kernels": "native", "setting": setting, "env_kwargs": [] if setting == "default" else ["batch_size:32"],
-            "commit": main_command.Setting(setting, []).commit,
+            "commit": main_command.Setting(setting, []).commit, "order": 0 if setting == "default" else 1,
             "seed": seed, "algo": "ppo", "train_args": [], "cpu": "a CPU", "wall_s": wall, "cpu_s": 2 * wall,
             "peak_rss_mb": 1000, "train_s": 1.0, "eval_s": 1.0, "precision_line": "precision: fp32 (asked for)",
             "rows": {"keep_all": {"knn": knn, "linear": knn, "seconds": 1.0}}}
@@ -306,7 +306,7 @@ def test_the_main_command_report_pairs_runs_by_seed_and_refuses_mixed_units(tmp_
     units.mkdir()
     for seed, (wall_a, wall_b, knn_a, knn_b) in enumerate([(100, 50, 0.60, 0.61), (200, 120, 0.70, 0.69),
                                                            (300, 150, 0.80, 0.83)]):
-        for setting, wall, knn in (("default", wall_a, knn_a), ("half", wall_b, knn_b)):
+        for setting, wall, knn in (("default", wall_a, knn_a), ("half", wall_b, knn_b)):  # "default" sorts first
             (units / f"native_{setting}_s{seed}.json").write_text(json.dumps(main_command_unit(setting, seed, wall,
                                                                                                knn)))
     text = main_command.report(tmp_path)
