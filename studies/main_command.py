@@ -148,7 +148,7 @@ def report(out: Path) -> str:
              "`python studies/main_command.py --report " + str(out) + "`; each run a fresh process of "
              "`" + " ".join(["python train_agent.py --algo", units[0]["algo"], "--eval-cache none",
                              *units[0]["train_args"]]) + "`.", ""]
-    for kernels in dict.fromkeys(u["kernels"] for u in units):
+    for kernels in sorted({u["kernels"] for u in units}, key=list(KERNELS).index):
         of = {(u["setting"], u["seed"]): u for u in units if u["kernels"] == kernels}
         base = settings[0]
         lines += [f"## Kernels: {kernels}", "", "| setting | code | env kwargs | runs | wall (median, min-max) | CPU s | "
