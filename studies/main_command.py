@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import re
 import shlex
 import subprocess
 import sys
@@ -35,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_levers import AVX2  # noqa: E402
+from setup_curves import cpu_name  # noqa: E402
 
 from corruption_env.cli_options import ArgumentParser, UsageError, parse_key_values, usage_errors  # noqa: E402
 from corruption_env.files import atomic_write_json, atomic_write_text  # noqa: E402
@@ -111,27 +110,15 @@ def unit_path(out: Path, kernels: str, setting: str, seed: int) -> Path:
     return out / "units" / f"{kernels}_{setting}_s{seed}.json"
 
 
-def cpu_model() -> str:
-    """The CPU's model name and its bf16 units (/proc/cpuinfo), for the report: every figure says its CPU."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.machine()
-    name = re.search(r"model name\s*:\s*(.*)", text)
-    flags = set(re.search(r"flags\s*:\s*(.*)", text).group(1).split()) if "flags" in text else set()
-    units = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{name.group(1).strip() if name else platform.machine()} ({', '.join(units)}; {os.cpu_count()} cores)"
-
-
 def run(args: Any, settings: dict[str, Setting]) -> None:
     plan = [(k, name, seed) for k in args.kernels for seed in args.seeds for name in settings]
     todo = [p for p in plan if not unit_path(args.out, *p).exists()]
     print(f"{len(plan)} runs of the main command, {len(plan) - len(todo)} already done in {args.out}; "
-          f"CPU: {cpu_model()}", flush=True)
+          f"CPU: {cpu_name()}, {os.cpu_count()} cores", flush=True)
     for i, (kernels, name, seed) in enumerate(todo, 1):
         unit = {"kernels": kernels, "setting": name, "env_kwargs": settings[name].env_kwargs,
                 "commit": settings[name].commit, "order": list(settings).index(name), "seed": seed, "algo": args.algo, "train_args": args.train_args,
-                "cpu": cpu_model(),
+                "cpu": f"{cpu_name()}, {os.cpu_count()} cores",
                 **run_unit(settings[name], kernels, seed, args.algo, args.train_args)}
         atomic_write_json(unit_path(args.out, kernels, name, seed), unit)
         print(f"[{i}/{len(todo)}] {kernels} {name} seed {seed}: {unit['wall_s']:.0f} s wall, {unit['cpu_s']:.0f} s "
