@@ -18,6 +18,7 @@ import torch
 
 import train_agent
 from corruption_env.camnet import pretrain
+from corruption_env.camnet.checkpoint import shipped_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_ENV = ["image_size:16", "batch_size:4", "episode_length:10", "decorruptor:'bicubic'",
@@ -165,6 +166,11 @@ def pretrain_cases(tmp: Path) -> list[tuple[list[str], str]]:
         ([*out, "--dataset", "imagefolder", "--data-root", str(tmp / "nope")], "nope does not exist"),
         ([*out, "--dataset", "nosuch"], "unknown dataset 'nosuch'"),
         ([*out, "--device", "foo"], "--device: unknown device 'foo'"),
+        ([*out, "--distill-from", str(tmp / "junk.pt")], "--distill-from: .*junk.pt could not be read"),
+        ([*out, "--distill-from", str(shipped_checkpoint("shapes", "sr_colorize", 2)), "--task", "sr"],
+         "--distill-from: .*task='sr_colorize' \\(wanted 'sr'\\)"),
+        ([*out, "--distill-from", str(shipped_checkpoint("shapes", "sr_colorize", 2)), "--z-dim", "4"],
+         "the student's codes must be the teacher's, but --z-dim 4 \\(teacher 32\\)"),
     ]
 
 

@@ -15,6 +15,15 @@ resumed run reproduces an uninterrupted one.
 writes PATH.pt (the weights), PATH.json (the model card: config, steps, wall time, held-out
 nearest-of-S distance against bicubic, diversity over kept and dropped cells), PATH.png (a sample
 grid) and, while training, PATH.ckpt (resumable state; Ctrl-C saves it).
+
+Distillation (``--distill-from TEACHER.pt``, e.g. a narrower net from the shipped one): the same loop, but each
+pool's codes are drawn at random instead of selected and each level's target is the teacher's output for the same
+corrupted input and code, so the student learns the teacher's map from code to view (the distribution of views the
+environment samples), not only its best restorations. The card then also reports the student's held-out distance to
+the teacher, code by code.
+
+    python -m corruption_env.camnet.pretrain --dataset shapes --task sr_colorize --nf 16 \
+        --distill-from corruption_env/camnet/weights/shapes_sr_colorize_x2.pt --out PATH.pt
 """
 from __future__ import annotations
 
@@ -36,7 +45,7 @@ import torch.nn.functional as F
 import torchvision
 from tqdm import tqdm
 
-from corruption_env.camnet.checkpoint import read_camnet, save_camnet
+from corruption_env.camnet.checkpoint import load_camnet, read_camnet, save_camnet
 from corruption_env.camnet.model import CAMNet, CAMNetConfig, count_parameters, level_targets
 from corruption_env.cli_options import ArgumentParser, UsageError, usage_errors
 from corruption_env.config import check_device
@@ -67,6 +76,8 @@ class PretrainConfig:
     :param precision: ``auto`` (bf16 autocast where the hardware has native bf16, else fp32), ``bf16``
         or ``fp32``; covers the forward passes of code selection, training and evaluation (weights,
         optimizer state and distances stay fp32; see ``corruption_env.precision``).
+    :param distill_from: weights of a trained CAM-Net (same task, scale, image size and code layout) to distill:
+        random codes, the teacher's outputs as targets, instead of conditional IMLE on the images.
     """
 
     dataset: str = "shapes"
@@ -82,6 +93,7 @@ class PretrainConfig:
     checkpoint_every_s: float = 120.0
     eval_images: int = 512
     precision: str = "auto"
+    distill_from: str | None = None
 
 
 def corrupt(model: CAMNet, target: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,6 +123,15 @@ def select_codes(model: CAMNet, x_c: torch.Tensor, pixel_mask: torch.Tensor, tar
     return torch.cat(chosen_all)
 
 
+@torch.no_grad()
+def teacher_targets(teacher: CAMNet, x_c: torch.Tensor, pixel_mask: torch.Tensor, codes: torch.Tensor,
+                    chunk: int = 128) -> list[torch.Tensor]:
+    """The teacher's output at every level for these inputs and codes (fp32): the distillation targets."""
+    parts = [teacher.forward_levels(x_c[i:i + chunk], pixel_mask[i:i + chunk], codes[i:i + chunk])
+             for i in range(0, x_c.shape[0], chunk)]
+    return [torch.cat([p[level] for p in parts]).float() for level in range(len(teacher.specs))]
+
+
 def imle_loss(model: CAMNet, x_c: torch.Tensor, pixel_mask: torch.Tensor, codes: torch.Tensor,
               targets: list[torch.Tensor]) -> torch.Tensor:
     """Sum over levels of the MSE between each level's output (with the chosen codes) and its target."""
@@ -118,9 +139,10 @@ def imle_loss(model: CAMNet, x_c: torch.Tensor, pixel_mask: torch.Tensor, codes:
     return sum(F.mse_loss(o.float(), t) for o, t in zip(outs, targets))
 
 
-def _pool(data: ImageDataset, model: CAMNet, cfg: PretrainConfig, index: int
+def _pool(data: ImageDataset, model: CAMNet, cfg: PretrainConfig, index: int, teacher: CAMNet | None = None
           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor], torch.Tensor]:
-    """Pool ``index``: images (randomly flipped), masks, corrupted inputs, level targets, codes."""
+    """Pool ``index``: images (randomly flipped), masks, corrupted inputs, level targets, codes (nearest-of-S
+    codes and the images' levels; with a ``teacher``, random codes and the teacher's outputs for them)."""
     rng = np.random.default_rng([cfg.seed, index])
     gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
     target = to_unit(data.images[rng.choice(len(data), cfg.pool_size, replace=len(data) < cfg.pool_size)])
@@ -128,9 +150,13 @@ def _pool(data: ImageDataset, model: CAMNet, cfg: PretrainConfig, index: int
     target = torch.where(flip[:, None, None, None], target.flip(-1), target)
     mask = random_training_masks(cfg.pool_size, cfg.mask_grid, gen)
     x_c, pixel_mask = corrupt(model, target, mask)
-    targets = level_targets(model, target)
     with autocast(resolve_precision(cfg.precision, x_c.device), x_c.device):
-        codes = select_codes(model, x_c, pixel_mask, targets, cfg.samples, gen)
+        if teacher is None:
+            targets = level_targets(model, target)
+            codes = select_codes(model, x_c, pixel_mask, targets, cfg.samples, gen)
+        else:
+            codes = torch.randn(cfg.pool_size, model.code_dim, generator=gen)
+            targets = teacher_targets(teacher, x_c, pixel_mask, codes)
     order = torch.from_numpy(np.concatenate([rng.permutation(cfg.pool_size) for _ in range(cfg.epochs_per_pool)]))
     return x_c, pixel_mask, codes, targets, order
 
@@ -164,8 +190,9 @@ def resume_state(ckpt_path: Path, camnet_cfg: CAMNetConfig, cfg: PretrainConfig)
     return state
 
 
-def train(model: CAMNet, cfg: PretrainConfig, out: Path, quiet: bool = False) -> dict:
-    """Train ``model`` in place, resuming from ``out``.ckpt if present; return the run's bookkeeping."""
+def train(model: CAMNet, cfg: PretrainConfig, out: Path, quiet: bool = False, teacher: CAMNet | None = None) -> dict:
+    """Train ``model`` in place (by conditional IMLE, or distilling ``teacher``), resuming from ``out``.ckpt if
+    present; return the run's bookkeeping."""
     data = load_dataset(cfg.dataset, root=cfg.data_root, image_size=model.cfg.image_size, split="train", channels=3)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99))
     ckpt_path = out.with_suffix(".ckpt")
@@ -187,12 +214,13 @@ def train(model: CAMNet, cfg: PretrainConfig, out: Path, quiet: bool = False) ->
     steps_per_pool = cfg.pool_size * cfg.epochs_per_pool // cfg.batch_size
     precision = resolve_precision(cfg.precision, next(model.parameters()).device)
     t0, last_save = time.time(), time.time()
-    bar = tqdm(total=cfg.steps, initial=step, desc="cIMLE", unit="step", disable=quiet, dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=step, desc="cIMLE" if teacher is None else "distil", unit="step",
+               disable=quiet, dynamic_ncols=True)
     loss_ema = None
     try:
         while step < cfg.steps:
             pool_index, offset = divmod(step, steps_per_pool)
-            x_c, pixel_mask, codes, targets, order = _pool(data, model, cfg, pool_index)
+            x_c, pixel_mask, codes, targets, order = _pool(data, model, cfg, pool_index, teacher)
             for k in range(offset, steps_per_pool):
                 if step >= cfg.steps:
                     break
@@ -238,7 +266,8 @@ def _pairwise_diversity(views: torch.Tensor, region: torch.Tensor) -> float:
 
 @torch.no_grad()
 def evaluate_camnet(model: CAMNet, data: ImageDataset, n_images: int = 512, samples: int = 24,
-                    diversity_codes: int = 6, mask_grid: int = 4, seed: int = 1234, precision: str = "fp32") -> dict:
+                    diversity_codes: int = 6, mask_grid: int = 4, seed: int = 1234, precision: str = "fp32",
+                    teacher: CAMNet | None = None) -> dict:
     """Held-out numbers for the model card, for keep-all and for randomly masked inputs.
 
     ``nearest_of_s_mse``: per-pixel MSE (RGB in [0, 1]) of the best of ``samples`` outputs;
@@ -246,7 +275,9 @@ def evaluate_camnet(model: CAMNet, data: ImageDataset, n_images: int = 512, samp
     average over codes. ``diversity_kept`` / ``diversity_dropped``: mean pairwise absolute
     difference between outputs for different codes over pixels whose cell was kept / dropped.
     For colorization tasks, ``colour_diversity_*`` is the same in Lab's ab plane (Lab units).
-    ``precision`` is that of the model's forward passes (``bf16``, ``fp32`` or ``auto``).
+    ``precision`` is that of the model's forward passes (``bf16``, ``fp32`` or ``auto``). With a ``teacher``,
+    ``teacher_mse``: the per-pixel MSE between the model's and the teacher's output for the same input and code,
+    averaged over codes (how closely a distilled net reproduces the views it replaces).
     """
     precision = resolve_precision(precision, next(model.parameters()).device)
     model.eval()
@@ -260,11 +291,15 @@ def evaluate_camnet(model: CAMNet, data: ImageDataset, n_images: int = 512, samp
         x_c, pixel_mask = corrupt(model, target, mask)
         hi_mask = F.interpolate(pixel_mask, size=target.shape[-2:], mode="nearest")
         best = torch.full((n_images,), float("inf"))
-        mean_mse = torch.zeros(n_images)
+        mean_mse, teacher_mse = torch.zeros(n_images), 0.0
         views = []
         for s in range(samples):
+            code = model.sample_code(n_images, gen)
             with autocast(precision, x_c.device):
-                out = model(x_c, pixel_mask, model.sample_code(n_images, gen)).float().clamp(0, 1)
+                out = model(x_c, pixel_mask, code).float().clamp(0, 1)
+                if teacher is not None:
+                    teacher_out = teacher(x_c, pixel_mask, code).float().clamp(0, 1)
+                    teacher_mse += float((out - teacher_out).pow(2).mean()) / samples
             mse = (out - target).pow(2).flatten(1).mean(1)
             best, mean_mse = torch.minimum(best, mse), mean_mse + mse / samples
             if s < diversity_codes:
@@ -274,6 +309,8 @@ def evaluate_camnet(model: CAMNet, data: ImageDataset, n_images: int = 512, samp
                "bicubic_mse": float((bicubic_restoration(x_c, model.cfg.scale) - target).pow(2).mean()),
                "kept_fraction": float(mask.mean()),
                "diversity_kept": _pairwise_diversity(views_t, hi_mask)}
+        if teacher is not None:
+            row["teacher_mse"] = teacher_mse
         if name == "masked":
             row["diversity_dropped"] = _pairwise_diversity(views_t, 1 - hi_mask)
         if model.cfg.task in ("colorize", "sr_colorize"):
@@ -369,6 +406,24 @@ def check_args(args: argparse.Namespace, camnet_cfg: CAMNetConfig, cfg: Pretrain
         raise UsageError(str(exc)) from None
 
 
+def load_teacher(camnet_cfg: CAMNetConfig, cfg: PretrainConfig) -> CAMNet | None:
+    """The frozen CAM-Net named by ``--distill-from`` (None without one), refused unless the student can
+    take its codes and inputs: same task, scale, image size, ``z_dim`` and ``code_nc``."""
+    if cfg.distill_from is None:
+        return None
+    try:
+        teacher = load_camnet(cfg.distill_from, expect_task=camnet_cfg.task, expect_scale=camnet_cfg.scale,
+                              expect_image_size=camnet_cfg.image_size)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"--distill-from: {exc}") from None
+    differ = [f"--{k.replace('_', '-')} {getattr(camnet_cfg, k)} (teacher {getattr(teacher.cfg, k)})"
+              for k in ("z_dim", "code_nc") if getattr(camnet_cfg, k) != getattr(teacher.cfg, k)]
+    if differ:
+        raise UsageError(f"--distill-from {cfg.distill_from}: the student's codes must be the teacher's, but "
+                         f"{', '.join(differ)}; pass the teacher's values")
+    return teacher
+
+
 @usage_errors
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -386,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--eval-only: {exc}") from None
         camnet_cfg = model.cfg
     check_args(args, camnet_cfg, cfg)
+    teacher = load_teacher(camnet_cfg, cfg)
     print(describe_precision(cfg.precision, args.device, change_hint="--precision fp32"), file=sys.stderr)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -396,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(cfg.seed)
         model = CAMNet(camnet_cfg).to(args.device)
         try:
-            run = train(model, cfg, out)
+            run = train(model, cfg, out, teacher=teacher)
         except KeyboardInterrupt:
             return 130
     model.eval()
@@ -412,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         "training": run, "torch": torch.__version__, "threads": torch.get_num_threads(),
         "precision": resolve_precision(cfg.precision, args.device),
         "heldout": evaluate_camnet(model, test, n_images=cfg.eval_images, samples=cfg.samples, mask_grid=cfg.mask_grid,
-                                   precision=cfg.precision),
+                                   precision=cfg.precision, teacher=teacher),
     }
     atomic_write_json(card_path, card)
     sample_grid(model, test, out.with_suffix(".png"), mask_grid=cfg.mask_grid)
