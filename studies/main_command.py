@@ -113,12 +113,13 @@ def unit_path(out: Path, kernels: str, setting: str, seed: int) -> Path:
 def run(args: Any, settings: dict[str, Setting]) -> None:
     plan = [(k, name, seed) for k in args.kernels for seed in args.seeds for name in settings]
     todo = [p for p in plan if not unit_path(args.out, *p).exists()]
-    print(f"{len(plan)} runs of the main command, {len(plan) - len(todo)} already done in {args.out}; "
-          f"CPU: {cpu_name()}, {os.cpu_count()} cores", flush=True)
+    cpu = f"{cpu_name()}, {os.cpu_count()} cores"
+    print(f"{len(plan)} runs of the main command, {len(plan) - len(todo)} already done in {args.out}; CPU: {cpu}",
+          flush=True)
     for i, (kernels, name, seed) in enumerate(todo, 1):
         unit = {"kernels": kernels, "setting": name, "env_kwargs": settings[name].env_kwargs,
                 "commit": settings[name].commit, "order": list(settings).index(name), "seed": seed, "algo": args.algo, "train_args": args.train_args,
-                "cpu": f"{cpu_name()}, {os.cpu_count()} cores",
+                "cpu": cpu,
                 **run_unit(settings[name], kernels, seed, args.algo, args.train_args)}
         atomic_write_json(unit_path(args.out, kernels, name, seed), unit)
         print(f"[{i}/{len(todo)}] {kernels} {name} seed {seed}: {unit['wall_s']:.0f} s wall, {unit['cpu_s']:.0f} s "

@@ -126,7 +126,8 @@ def select_codes(model: CAMNet, x_c: torch.Tensor, pixel_mask: torch.Tensor, tar
 @torch.no_grad()
 def teacher_targets(teacher: CAMNet, x_c: torch.Tensor, pixel_mask: torch.Tensor, codes: torch.Tensor,
                     chunk: int = 128) -> list[torch.Tensor]:
-    """The teacher's output at every level for these inputs and codes (fp32): the distillation targets."""
+    """The teacher's output at every level for these inputs and codes, as fp32 (computed at the caller's autocast
+    precision): the distillation targets."""
     parts = [teacher.forward_levels(x_c[i:i + chunk], pixel_mask[i:i + chunk], codes[i:i + chunk])
              for i in range(0, x_c.shape[0], chunk)]
     return [torch.cat([p[level] for p in parts]).float() for level in range(len(teacher.specs))]
@@ -150,12 +151,14 @@ def _pool(data: ImageDataset, model: CAMNet, cfg: PretrainConfig, index: int, te
     target = torch.where(flip[:, None, None, None], target.flip(-1), target)
     mask = random_training_masks(cfg.pool_size, cfg.mask_grid, gen)
     x_c, pixel_mask = corrupt(model, target, mask)
+    if teacher is None:
+        targets = level_targets(model, target)  # outside autocast: the targets stay exact fp32
+    else:
+        codes = torch.randn(cfg.pool_size, model.code_dim, generator=gen)
     with autocast(resolve_precision(cfg.precision, x_c.device), x_c.device):
         if teacher is None:
-            targets = level_targets(model, target)
             codes = select_codes(model, x_c, pixel_mask, targets, cfg.samples, gen)
         else:
-            codes = torch.randn(cfg.pool_size, model.code_dim, generator=gen)
             targets = teacher_targets(teacher, x_c, pixel_mask, codes)
     order = torch.from_numpy(np.concatenate([rng.permutation(cfg.pool_size) for _ in range(cfg.epochs_per_pool)]))
     return x_c, pixel_mask, codes, targets, order
