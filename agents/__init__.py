@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
 import numbers
 import pkgutil
 from dataclasses import dataclass
@@ -115,6 +116,7 @@ def agent_spec(name: str) -> AgentSpec:
 
 
 SET_BY_CALLER = frozenset({"env", "policy", "seed"})  # what make_agent's callers pass themselves, not user options
+NOT_A_RESULT = frozenset({"verbose", "tensorboard_log"})  # options that change what is printed or logged, not learned
 
 
 def agent_options(cls: type) -> dict[str, inspect.Parameter] | None:
@@ -180,6 +182,25 @@ def option_problems(cls: type, kwargs: dict[str, Any], callers_own: frozenset[st
     return OptionProblems(unknown, bad, valid)
 
 
+def agent_defaults(name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The values agent ``name`` takes for the options not ``given`` (this project's defaults, ``project_default``):
+    with the given ones, all that its options make of a run, so that a benchmark row is keyed by them and a changed
+    default is a changed run. Options that do not change what it learns (its seed is the row's own, ``verbose``,
+    ``tensorboard_log``) and values with no JSON form are left out."""
+    cls = agent_spec(name).agent_class
+    out = {}
+    for option, parameter in (agent_options(cls) or {}).items():
+        if option in given or option in SET_BY_CALLER | NOT_A_RESULT or parameter.default is parameter.empty:
+            continue
+        value = project_default(cls, option, parameter.default)
+        try:
+            json.dumps(value)
+        except TypeError:
+            continue
+        out[option] = value
+    return out
+
+
 def check_options(name: str, cls: type, kwargs: dict[str, Any]) -> None:
     """Raise a ValueError for an option ``cls`` does not have (with the close matches), or for a value of the
     wrong kind, before anything is built."""
@@ -217,5 +238,5 @@ def load_agent(name: str, path: str, env: Any = None, **kwargs: Any) -> BaseAlgo
     return agent_spec(name).agent_class.load(path, env=env, **kwargs)
 
 
-__all__ = ["AGENTS", "AgentSpec", "agent_options", "trains_on_reward", "agent_spec", "option_problems", "available_agents", "check_options",
+__all__ = ["AGENTS", "AgentSpec", "agent_defaults", "agent_options", "trains_on_reward", "agent_spec", "option_problems", "available_agents", "check_options",
            "build_error", "import_class", "load_agent", "make_agent", "register_agent"]

@@ -11,6 +11,10 @@ label-free augmentation search as SelfAugment (Reed et al. 2021) does it: a self
 whole training runs, a search proposes. With ``rungs`` > 1 a candidate is judged by successive halving (ASHA, Li et
 al. 2020): its run is read at geometric lengths and stopped at a rung where it falls below the top share of those
 judged there before it; only candidates that reach the last rung, judged on several run seeds, can be the pick.
+The pick is then **confirmed** at a length that predicts the outcome: it and keeping every cell are judged by runs of
+``confirm_updates`` on ``confirm_seeds`` run seeds the search did not use, paired, and the search keeps every cell
+unless the pick wins there (the best of many short-run judges beats keeping everything by selection alone, and
+short runs' judges favour masking where the long run does not: ``studies/confirmation.py``).
 
 The search's state (the optimiser's, every candidate's result, the best so far) is part of the agent: it is
 saved by ``save`` and by ``train_agent.py``'s checkpoints at generation boundaries, and the results of a
@@ -33,14 +37,15 @@ import numpy as np
 
 from agents.callbacks import ANSWER_KEEP
 from agents.optimisers import CMAES, OPTIMISERS, Optimiser
-from agents.whole_run_agent import (WholeRunAgent, judge_candidates, judge_keep_all, judge_through_rungs,
-                                   renamed_options)
+from agents.whole_run_agent import (WholeRunAgent, judge_candidates, judge_confirmation, judge_keep_all,
+                                   judge_through_rungs, renamed_options)
 from corruption_env import EnvConfig
 from corruption_env.statistics import STATISTICS, periodic_statistics
+from corruption_env.whole_run import check_judge
 
 ENGINES = ("ray", "local")
 # the search's defaults before the fidelity study chose its judge and rungs: what its earlier results ran with
-DEFAULTS_BEFORE_FIDELITY = {"judge": "rankme", "run_updates": 50, "rungs": 1}
+DEFAULTS_BEFORE_FIDELITY = {"judge": "rankme", "run_updates": 50, "rungs": 1, "confirm_updates": 0}
 # what the optimiser is told of a candidate judged by successive halving: RUNG_SPAN x the rung it reached + its judge
 # there, so that reaching a later rung ranks above any judge at an earlier one (judges at different lengths are not
 # on one scale), and judges at one rung keep their order and gaps (every judge here is far below it in size)
@@ -54,6 +59,11 @@ def run_seed(seed: int, i: int = 0) -> int:
     seeds of the last rung): derived, so that it is not the evaluation's own seed (the corruptor found is judged by
     kNN on batches it was not chosen on)."""
     return int(np.random.SeedSequence([seed, 7, *([i] if i else [])]).generate_state(1)[0] % 2**31)
+
+
+def confirm_seed(seed: int, i: int) -> int:
+    """The ``i``-th run seed of the confirmation of a search with agent seed ``seed``: none of the search's own."""
+    return int(np.random.SeedSequence([seed, 11, i]).generate_state(1)[0] % 2**31)
 
 
 def rung_lengths(run_updates: int, reduction_factor: int, rungs: int) -> list[int]:
@@ -106,6 +116,14 @@ class WholeRunSearch(WholeRunAgent):
     :param keep_all_candidate: also judge keeping every cell (one more run, without the keep budget, on the same run
         seed); when no candidate's judge beats it, the search's answer is to keep everything
         (:attr:`keeps_everything`), and its corruptor is evaluated without the budget.
+    :param confirm_updates: the confirmation rung's length (0: none): once the budget is spent, the pick and keeping
+        every cell are each judged by a run of this many updates on every confirmation seed, and the search keeps
+        every cell (:attr:`keeps_everything`) unless the pick's mean paired judge there is above keeping
+        everything's. Its runs come on top of the budget (their CPU is in ``search_cpu_minutes``). The defaults
+        (500 updates, RankMe, 2 seeds) are the confirmation study's choice on the fidelity study's development split
+        (``studies/confirmation.py``: the fewest picks worse than keeping everything, then the most answers kept).
+    :param confirm_judge: the confirmation's judge (a periodic statistic, higher is better).
+    :param confirm_seeds: run seeds of the confirmation (none of them a seed the search used).
     :param engine: ``ray`` (each candidate a Ray Tune trial; ``pip install -e ".[ray]"``) or ``local`` (in this
         process, one after the other).
     :param workers: Ray Tune trials at once (default: this machine's CPUs).
@@ -120,7 +138,8 @@ class WholeRunSearch(WholeRunAgent):
                  run_updates: int = 25, run_batch: int = 64, optimizer: str = "cmaes", population: int = 16,
                  sigma0: float = 1.0, restart_factor: float = 2.0, patience: int = 3, lr_adapt: bool = False,
                  rungs: int = 2, reduction_factor: int = 2, final_seeds: int | None = None,
-                 keep_all_candidate: bool = True, engine: str = "ray", workers: int | None = None,
+                 keep_all_candidate: bool = True, confirm_updates: int = 500, confirm_judge: str = "rankme",
+                 confirm_seeds: int = 2, engine: str = "ray", workers: int | None = None,
                  storage: str | None = None, tensorboard_log: str | None = None, verbose: int = 1) -> None:
         super().__init__(env, seed, corruptor, judge, run_updates, run_batch, tensorboard_log, verbose)
         if optimizer not in OPTIMISERS:
@@ -141,7 +160,8 @@ class WholeRunSearch(WholeRunAgent):
         self.keep_all_candidate = bool(keep_all_candidate)
         self.keep_all: dict[str, Any] | None = None  # keeping every cell, judged as a candidate (once: one run seed)
         for name, value, low in (("rungs", rungs, 1), ("reduction_factor", reduction_factor, 2),
-                                 ("final_seeds", 1 if final_seeds is None else final_seeds, 1)):
+                                 ("final_seeds", 1 if final_seeds is None else final_seeds, 1),
+                                 ("confirm_updates", confirm_updates, 0), ("confirm_seeds", confirm_seeds, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         self.rungs, self.reduction_factor = rungs, reduction_factor
@@ -152,6 +172,11 @@ class WholeRunSearch(WholeRunAgent):
         if self.halving:  # one run of the last rung's length per candidate, judged at each rung
             self.settings.update(updates=self.rung_updates[-1], rungs=self.rung_updates,
                                  final_seeds=[run_seed(seed, i) for i in range(self.final_seeds)])
+        check_judge(confirm_judge)
+        self.confirm_updates, self.confirm_judge, self.confirm_seeds = confirm_updates, confirm_judge, confirm_seeds
+        self.confirm_settings = {**{k: self.settings[k] for k in ("run", "corruptor", "threads")},
+                                 "updates": confirm_updates, "judge": confirm_judge}
+        self.confirmation: dict[str, Any] | None = None  # the pick confirmed: its theta and each seed's paired runs
         self.optimizer = make_optimiser(optimizer, self.corruptor.dim, self.corruptor.scale, population, seed,
                                         self.optimizer_options)
         self.n_steps = population * run_updates  # SB3's vocabulary for the CLIs: a "rollout" is one generation
@@ -195,6 +220,10 @@ class WholeRunSearch(WholeRunAgent):
         except KeyboardInterrupt:  # the generation is not done: its finished runs wait in pending, counted on resume
             self.num_timesteps, self.generation_open = self.generation_start, False
             raise
+        self.confirm()  # a Ctrl-C in it keeps the seeds done (saved with the search) and resumes at the next
+        if self.confirmation_margin() is not None:
+            self.logger.record("search/confirmation_margin", self.confirmation_margin())
+            self.logger.dump(self.num_timesteps)
         self.callbacks.on_training_end()
         if self.verbose and self.against_keep_all():
             print(self.against_keep_all(), flush=True)
@@ -236,6 +265,51 @@ class WholeRunSearch(WholeRunAgent):
                     if updates in r.get("judge_at", {})]
         cutoff = np.nanpercentile(recorded, (1 - 1 / self.reduction_factor) * 100) if recorded else None
         return cutoff is None or not result["judge"] < cutoff
+
+    @property
+    def confirms(self) -> bool:
+        """Whether the pick goes to the confirmation rung: there is one, and a pick that out-judged keeping every
+        cell in the search (else the answer is already to keep everything)."""
+        return (self.confirm_updates > 0 and self.keep_all is not None and self.best is not None
+                and np.isfinite(self.keep_all["judge"]) and self.best["judge"] > self.keep_all["judge"])
+
+    def confirm(self) -> None:
+        """The confirmation rung (see ``confirm_updates``): the pick and keeping every cell, paired on each
+        confirmation seed not yet run for this pick. Each seed's runs are kept as they finish."""
+        if not self.confirms:
+            return
+        if self.confirmation is None or self.confirmation["theta"] != self.best["theta"]:
+            self.confirmation = {"theta": self.best["theta"], "seeds": []}
+        for i in range(len(self.confirmation["seeds"]), self.confirm_seeds):
+            self.confirmation["seeds"].append(judge_confirmation(self.confirm_settings, np.asarray(self.best["theta"]),
+                                                                 confirm_seed(self.seed, i)))
+        if self.verbose:
+            print(self.confirmed_line(), flush=True)
+
+    @property
+    def confirmed(self) -> bool | None:
+        """Whether the pick won its confirmation (its mean judge above keeping every cell's, paired by seed; a
+        diverged run loses); None where it had none, or it is not finished."""
+        runs = (self.confirmation or {}).get("seeds", [])
+        if not self.confirms or not runs or self.confirmation["theta"] != self.best["theta"] \
+                or len(runs) < self.confirm_seeds:
+            return None
+        margin = float(np.mean([r["finalist"]["judge"] - r["keep_all"]["judge"] for r in runs]))
+        return bool(np.isfinite(margin) and margin > 0)
+
+    def confirmation_margin(self) -> float | None:
+        """The pick's mean judge minus keeping every cell's at the confirmation rung (None without one)."""
+        if self.confirmed is None:
+            return None
+        return float(np.mean([r["finalist"]["judge"] - r["keep_all"]["judge"] for r in self.confirmation["seeds"]]))
+
+    def confirmed_line(self) -> str:
+        margin = self.confirmation_margin()
+        if margin is None:
+            return "the pick had no confirmation"
+        return (f"confirmation ({self.confirm_judge} after {self.confirm_updates} updates, {self.confirm_seeds} fresh "
+                f"run seeds): the pick {'beats' if self.confirmed else 'does not beat'} keeping every cell by "
+                f"{margin:+.4g}" + ("" if self.confirmed else ": its answer is to keep every cell"))
 
     def reached_last_rung(self, row: dict[str, Any]) -> bool:
         """Whether a judged candidate reached the last rung (every candidate does without successive halving)."""
@@ -302,10 +376,12 @@ class WholeRunSearch(WholeRunAgent):
         keeps everything)."""
         if not self.history or self.history[0].get("keep_planted") is None:
             return {}
+        confirming = sum(r[k]["cpu_seconds"] for r in (self.confirmation or {}).get("seeds", [])
+                         for k in ("finalist", "keep_all"))
         if self.keeps_everything:
-            cpu = sum(row["cpu_seconds"] for row in self.history) + self.keep_all["cpu_seconds"]
+            cpu = sum(row["cpu_seconds"] for row in self.history) + self.keep_all["cpu_seconds"] + confirming
             return {**self.answer_fields(None, 1.0, len(self.history) + 1, cpu), "best_judge": self.keep_all["judge"]}
-        best, reached, cpu = -math.inf, None, 0.0
+        best, reached, cpu = -math.inf, None, confirming
         for n, row in enumerate(self.history, start=1):
             cpu += row["cpu_seconds"]
             if self.reached_last_rung(row) and np.isfinite(row["judge"]) and row["judge"] > best:
@@ -321,6 +397,8 @@ class WholeRunSearch(WholeRunAgent):
         out = {} if self.best is None else {"best_candidate_judge": self.best["judge"]}
         if self.keep_all is not None:
             out["keep_all_judge"] = self.keep_all["judge"]
+        if self.confirmation_margin() is not None:
+            out.update(confirmation_margin=self.confirmation_margin(), confirmed=float(self.confirmed))
         if self.best is not None:
             out.update({f"theta/{name}": float(value) for name, value in
                         zip(self.corruptor.parameter_names(), self.best["theta"])})
@@ -333,11 +411,11 @@ class WholeRunSearch(WholeRunAgent):
         if "keep_all_judge" not in judges or "best_candidate_judge" not in judges:
             return None
         best, keep = judges["best_candidate_judge"], judges["keep_all_judge"]
-        if self.keeps_everything:
+        if not best > keep:
             return (f"no candidate beat keeping every cell in the search's own judge ({self.judge}: best candidate "
                     f"{best:.4g}, keeping everything {keep:.4g}): its answer is to keep every cell")
         return (f"the best candidate beats keeping every cell in the search's own judge ({self.judge}: {best:.4g} "
-                f"against {keep:.4g})")
+                f"against {keep:.4g})" + ("" if self.confirmed is None else f"; {self.confirmed_line()}"))
 
     def summary(self) -> str:
         """One line per generation: its candidates' planted keep -> judge, best first."""
@@ -360,9 +438,10 @@ class WholeRunSearch(WholeRunAgent):
     @property
     def keeps_everything(self) -> bool:
         """Whether the search's answer is to keep every cell: keeping everything was judged at least as high as
-        every candidate. Its corruptor is then evaluated without the keep budget (``evaluate_agent``)."""
+        every candidate, or the pick lost its confirmation. Its corruptor is then evaluated without the keep budget
+        (``evaluate_agent``)."""
         return (self.keep_all is not None and self.best is not None and np.isfinite(self.keep_all["judge"])
-                and self.keep_all["judge"] >= self.best["judge"])
+                and (self.keep_all["judge"] >= self.best["judge"] or self.confirmed is False))
 
     def predict(self, observation: Any, state: Any = None, episode_start: Any = None, deterministic: bool = False):
         if not self.keeps_everything:
@@ -373,9 +452,10 @@ class WholeRunSearch(WholeRunAgent):
     def set_random_seed(self, seed: int | None = None) -> None:
         """Nothing to reseed: the search's own streams are part of its saved state (a resumed search continues)."""
 
-    STATE = ("history", "pending", "asked", "best", "keep_all", "num_timesteps", "n_steps")
-    # what a search saved before an option existed ran with: one length (the defaults are now two rungs)
-    SAVED_WITHOUT = {"rungs": 1}
+    STATE = ("history", "pending", "asked", "best", "keep_all", "confirmation", "num_timesteps", "n_steps")
+    # what a search saved before an option existed ran with: one length (the defaults are now two rungs), no
+    # confirmation
+    SAVED_WITHOUT = {"rungs": 1, "confirm_updates": 0}
 
     def save(self, path: str | Path) -> None:
         state = {"options": self._options(), "optimizer": self.optimizer.state(),
@@ -388,7 +468,8 @@ class WholeRunSearch(WholeRunAgent):
                 "run_updates": self.run_updates, "run_batch": self.run_batch, "optimizer": self.optimizer_name,
                 "population": self.population, **self.optimizer_options, "rungs": self.rungs,
                 "reduction_factor": self.reduction_factor, "final_seeds": self.final_seeds,
-                "keep_all_candidate": self.keep_all_candidate, "engine": self.engine,
+                "keep_all_candidate": self.keep_all_candidate, "confirm_updates": self.confirm_updates,
+                "confirm_judge": self.confirm_judge, "confirm_seeds": self.confirm_seeds, "engine": self.engine,
                 "workers": self.workers}
 
     @classmethod
@@ -419,13 +500,18 @@ class LabelJudgedSearch(WholeRunSearch):
     Labels reach only this agent's judge; its rows are never a label-free result.
 
     :param judge: a judge that reads labels (:func:`label_judges`); a label-free one is ``--algo cmaes``'s.
+    :param confirm_judge: the confirmation's judge (default: ``judge``), one that reads labels too.
+    :param options: :class:`WholeRunSearch`'s.
     """
 
     algo = "cmaes_labels"
 
-    def __init__(self, env: Any, seed: int = 0, judge: str = "probe_accuracy", **options: Any) -> None:
-        if judge not in label_judges():  # else its rows would pass a label-free search off as the ceiling
-            raise ValueError(f"{self.algo}, the label-judged ceiling, takes a judge that reads labels "
-                             f"({', '.join(label_judges())}), not {judge!r}; for a search judged without labels "
-                             f"use --algo cmaes")
-        super().__init__(env, seed, judge=judge, **options)
+    def __init__(self, env: Any, seed: int = 0, judge: str = "probe_accuracy", confirm_judge: str | None = None,
+                 **options: Any) -> None:
+        confirm_judge = judge if confirm_judge is None else confirm_judge  # its confirmation reads labels too
+        for name, value in (("judge", judge), ("confirm_judge", confirm_judge)):
+            if value not in label_judges():  # else its rows would pass a label-free search off as the ceiling
+                raise ValueError(f"{self.algo}, the label-judged ceiling, takes a {name.replace('_', ' ')} that reads "
+                                 f"labels ({', '.join(label_judges())}), not {value!r}; for a search judged without "
+                                 f"labels use --algo cmaes")
+        super().__init__(env, seed, judge=judge, confirm_judge=confirm_judge, **options)

@@ -110,8 +110,19 @@ def judge_keep_all(settings: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(settings["threads"])
     runs = whole_run(EnvConfig.from_dict(settings["run"]).without_budget(), settings["updates"], settings["judge"])
     keep = np.ones(runs.env.action_space.shape, dtype=np.float32)
-    results = [runs.judge(lambda obs: keep, seed) for seed in settings.get("final_seeds", [settings["seed"]])]
+    seeds = settings["final_seeds"] if "final_seeds" in settings else [settings["seed"]]
+    results = [runs.judge(lambda obs: keep, seed) for seed in seeds]
     return results[0].to_dict() if len(results) == 1 else over_seeds(results)
+
+
+def judge_confirmation(settings: dict[str, Any], theta: np.ndarray, seed: int) -> dict[str, Any]:
+    """The confirmation rung of a search on one run seed the search did not use: its finalist (``theta``) and
+    keeping every cell (as :func:`judge_keep_all`), each judged by one whole run of ``settings['updates']`` updates
+    by ``settings['judge']``, both on ``seed`` (paired: their judges differ by their masks alone)."""
+    torch.set_num_threads(settings["threads"])
+    runs = whole_run(EnvConfig.from_dict(settings["run"]), settings["updates"], settings["judge"])
+    finalist = runs.judge_candidate(make_corruptor(settings["corruptor"], runs.config), np.asarray(theta), seed)
+    return {"seed": seed, "finalist": finalist.to_dict(), "keep_all": judge_keep_all({**settings, "final_seeds": [seed]})}
 
 
 def settle_config(config: EnvConfig, given: set[str] | frozenset[str] = frozenset()) -> tuple[EnvConfig, str | None]:

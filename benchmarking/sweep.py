@@ -355,6 +355,8 @@ class Sweep:
 
     def settings(self, spec: RunSpec) -> dict[str, Any]:
         """Everything that changes the run's result; :func:`run_one` reads nothing else."""
+        from agents import agent_defaults
+
         env = (self.agent_config(spec.task, spec.reward or None, spec.name)[0] if spec.kind == "agent" else
                self.env_config(spec.task)).to_dict()
         env.pop("num_threads")  # the engine's choice: float noise only
@@ -371,6 +373,9 @@ class Sweep:
             options = {**BASELINE_KWARGS.get(spec.name, {}), **self.hyperparams.get(spec.name, {})}
         settings = {"run_id": spec.run_id, "task": spec.task, "kind": spec.kind, "name": spec.name,
                     "reward": spec.reward, "seed": spec.seed, "env": env, "agent_options": options,
+                    # what the agent takes for the options not given: a changed default is a changed run
+                    **({"agent_defaults": agent_defaults(spec.name, run_options(spec.name, options))}
+                       if spec.kind == "agent" else {}),
                     "train_steps": self.algo_train_steps.get(spec.name, self.train_steps) if spec.kind == "agent" else 0,
                     "eval_steps": self.eval_steps}
         return json.loads(json.dumps(settings, sort_keys=True, default=str))  # what a JSON file or a Ray trial sees

@@ -49,7 +49,9 @@ def search_unit(task: str, corruptor: str, seed: int) -> dict[str, Any]:
     best, names = search.best, search.corruptor.parameter_names()
     chosen = dict(zip(names, best["theta"]))
     return {"task": task, "corruptor": corruptor, "seed": seed, "runs": len(search.history),
-            "search": {"judge": search.judge, "rungs": search.rung_updates, "budget": SEARCH_BUDGET},
+            "search": {"judge": search.judge, "rungs": search.rung_updates, "budget": SEARCH_BUDGET,
+                       "confirm": [search.confirm_judge, search.confirm_updates, search.confirm_seeds]},
+            "confirmed": search.confirmed, "confirmation_margin": search.confirmation_margin(),
             "keep_planted": best["keep_planted"], "keep_other": best["keep_other"],
             "keep_fraction": best["keep_fraction"], "judge": best["judge"],
             "keeps_everything": search.keeps_everything, "keep_all_judge": search.keep_all["judge"],
@@ -71,18 +73,22 @@ def default_search() -> dict[str, Any]:
 
     d = {k: p.default for k, p in inspect.signature(WholeRunSearch.__init__).parameters.items()}
     return {"judge": d["judge"], "rungs": rung_lengths(d["run_updates"], d["reduction_factor"], d["rungs"]),
-            "budget": SEARCH_BUDGET}
+            "budget": SEARCH_BUDGET, "confirm": [d["confirm_judge"], d["confirm_updates"], d["confirm_seeds"]]}
 
 
 def searched_with(unit: dict[str, Any]) -> dict[str, Any]:
-    """A unit's judge, rungs and budget; those written before units recorded them ran the defaults of then."""
+    """A unit's judge, rungs, budget and confirmation; those written before units recorded them ran the defaults of
+    then (one length; no confirmation)."""
     from agents.search import DEFAULTS_BEFORE_FIDELITY as before
 
-    return unit.get("search", {"judge": before["judge"], "rungs": [before["run_updates"]], "budget": 48 * 50})
+    return {"confirm": None, **unit.get("search", {"judge": before["judge"], "rungs": [before["run_updates"]],
+                                                   "budget": 48 * 50})}
 
 
 def search_name(search: dict[str, Any]) -> str:
-    return f"{search['judge']} after {' then '.join(map(str, search['rungs']))} updates, {search['budget']} in all"
+    confirm = search.get("confirm")
+    return (f"{search['judge']} after {' then '.join(map(str, search['rungs']))} updates, {search['budget']} in all"
+            + (f", confirmed by {confirm[0]} after {confirm[1]} updates on {confirm[2]} seeds" if confirm else ""))
 
 
 def report(folder: Path) -> str:

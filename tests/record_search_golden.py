@@ -58,7 +58,7 @@ def landscape(settings: dict[str, Any], thetas: list[np.ndarray]) -> list[dict[s
 
 def cases() -> dict[str, dict[str, Any]]:
     """name -> the search's env overrides, its options and its budget (SimCLR updates over every candidate)."""
-    common = dict(engine="local", verbose=0, rungs=1)  # one length, as the search was before successive halving
+    common = dict(engine="local", verbose=0, rungs=1, confirm_updates=0)  # one length, as before successive halving
     return {
         "landscape": {"env": {}, "options": dict(run_updates=3, run_batch=4, population=8, judge="rankme", **common),
                       "budget": 3 * 8 * 14, "seed": 3, "fake": True},

@@ -221,6 +221,29 @@ def test_changed_settings_are_refused_or_rerun_never_reused(tmp_path, capsys):
     assert "env.lr 0.001 -> 0.002" in capsys.readouterr().err
 
 
+def test_a_changed_agent_default_is_a_changed_run(monkeypatch):
+    """A row is keyed by the defaults its agent took as well as by the options given, so a row made before a
+    default changed (the search's confirmation rung was such a change) is refused, never reused as the new one's."""
+    import inspect
+
+    from agents.search import WholeRunSearch
+    from benchmarking.sweep import PRESETS, config_id, settings_diff, sweep_from
+
+    sweep = sweep_from(PRESETS["search"], {"tasks": ["shortcut_random"]}, {}, {})[0]
+    search, keep_all = (next(s for s in sweep.specs() if s.name == name) for name in ("cmaes", "keep_all"))
+    before = sweep.settings(search)
+    assert before["agent_defaults"]["confirm_updates"] == 500 and "engine" not in before["agent_defaults"]
+    assert "agent_defaults" not in sweep.settings(keep_all)  # a baseline's options are all in agent_options
+    with_defaults = [n for n, p in inspect.signature(WholeRunSearch.__init__).parameters.items()
+                     if p.default is not p.empty]
+    defaults = list(WholeRunSearch.__init__.__defaults__)
+    defaults[with_defaults.index("confirm_updates")] = 0
+    monkeypatch.setattr(WholeRunSearch.__init__, "__defaults__", tuple(defaults))
+    after = sweep.settings(search)
+    assert settings_diff(before, after) == ["agent_defaults.confirm_updates 500 -> 0"]
+    assert config_id(before) != config_id(after)
+
+
 def _start(args, out, env=None):
     """benchmark.py in a new session (its own process group, as in a terminal); output in files next to ``out``,
     not pipes, so that a leftover worker cannot keep the test waiting."""
@@ -401,15 +424,17 @@ def test_a_search_judged_by_whole_runs_gets_one_row_per_seed_with_its_runs_to_th
            "dataset_kwargs:{'train_size': 256, 'test_size': 64, 'shortcut': 'fixed', 'shortcut_bits': 4}"]
     args = ["--rewards", "neg_loss,prediction_gain", "--algos", "cmaes", "--baselines", "keep_all", "--seeds", "1",
             "--train-steps", "8", "--eval-steps", "4", "--hyperparams", "cmaes.run_updates:2", "cmaes.run_batch:4",
-            "cmaes.population:4", "cmaes.engine:'local'", "cmaes.verbose:0", "--out", str(out), "--workers", "1", *env]
+            "cmaes.confirm_updates:2", "cmaes.population:4", "cmaes.engine:'local'", "cmaes.verbose:0", "--out", str(out),
+            "--workers", "1", *env]
     assert benchmark.main(args) == 0
     rows = read_rows(out / "runs.csv")
     searches = [r for r in rows if r["kind"] == "agent"]
     assert [(r["name"], r["reward"]) for r in searches] == [("cmaes", "")]  # one row, not one per reward
-    assert searches[0]["search_runs"] == "4" and searches[0]["status"] == "ok"
+    runs = 4 + int(float(searches[0]["keeps_everything"]))  # keeping every cell counts as a run where it is the answer
+    assert searches[0]["search_runs"] == str(runs) and searches[0]["status"] == "ok"
     summary = (out / "summary.md").read_text()
     assert "| cmaes (judged by whole runs) | 1 |" in summary
-    assert "not reached in 4 runs" in summary or " of 4 runs (" in summary  # runs to the answer, every run counted
+    assert f"not reached in {runs} runs" in summary or f" of {runs} runs (" in summary  # every run counted
 
 
 @pytest.mark.parametrize("narrowing,dropped", [(["--tasks", "shortcut_random"], "ppo"), (["--algos", "cmaes"], "ppo"),

@@ -118,7 +118,7 @@ def test_a_search_row_runs_on_the_ray_engine(tmp_path, ray_address, torch_thread
     out = tmp_path / "bench"
     assert benchmark.main(["--algos", "cmaes", "--rewards", "", "--baselines", "", "--seeds", "1", "--train-steps", "6",
                            "--eval-steps", "3", "--hyperparams", "cmaes.population:4", "cmaes.run_updates:2",
-                           "cmaes.run_batch:4", "cmaes.verbose:0", *env, "--engine", "ray", "--out", str(out)]) == 0
+                           "cmaes.run_batch:4", "cmaes.confirm_updates:2", "cmaes.verbose:0", *env, "--engine", "ray", "--out", str(out)]) == 0
     rows = {r["name"]: r for r in read_rows(out / "runs.csv")}
     assert rows["cmaes"]["status"] == "ok" and rows["cmaes"]["search_runs"] == 4
 
@@ -135,7 +135,7 @@ def test_the_search_runs_on_ray_from_the_command_line_with_the_in_process_result
     runs = tmp_path / "runs"  # one length: ASHA with 2 trials at once decides in the order they report
     assert train_agent.main(["--algo", "cmaes", "--env-kwargs", *TINY_ARGS, "--log-dir", str(runs), "--eval-steps", "0",
                              "--total-timesteps", "12", "--hyperparams", "population:4", "run_updates:3", "rungs:1",
-                             "run_batch:4", "workers:2", "verbose:0"]) == 0
+                             "confirm_updates:2", "run_batch:4", "workers:2", "verbose:0"]) == 0
     run = next(runs.iterdir())
     search = WholeRunSearch.load(run / "agent.zip", env=CorruptionEnv(TINY), engine="local")
     local = WholeRunSearch(CorruptionEnv(TINY), seed=0, **SEARCH).learn(12)
@@ -178,7 +178,7 @@ def test_successive_halving_on_ray_tunes_asha_gives_the_in_process_search(ray_ad
     from test_whole_run import TINY
 
     options = dict(seed=0, run_updates=2, run_batch=8, population=6, judge="planted_dropped", rungs=2,
-                   reduction_factor=2, verbose=0)
+                   reduction_factor=2, confirm_updates=2, verbose=0)
     on_ray = WholeRunSearch(CorruptionEnv(TINY), engine="ray", workers=1, **options).learn(2 * 6 * 3)
     local = WholeRunSearch(CorruptionEnv(TINY), engine="local", **options).learn(2 * 6 * 3)
     keys = ("theta", "judge", "rung", "updates_run", "keep_planted")

@@ -47,7 +47,7 @@ def test_a_label_judged_search_after_a_label_free_one_in_one_process_is_judged_w
     candidates are judged by kNN with labels (a share in [0, 1]), as in a fresh process, not by RankMe."""
     from agents import make_agent
 
-    options = dict(run_updates=2, run_batch=4, population=4, rungs=1, engine="local", verbose=0)
+    options = dict(run_updates=2, run_batch=4, population=4, rungs=1, confirm_updates=2, engine="local", verbose=0)
     free = make_agent("cmaes", CorruptionEnv(TINY), seed=0, judge="rankme", **options).learn(2 * 4)
     labels = make_agent("cmaes_labels", CorruptionEnv(TINY), seed=0, **options).learn(2 * 4)
     free_judges = [r["judge"] for r in free.history]

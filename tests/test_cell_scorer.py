@@ -87,7 +87,7 @@ def test_a_search_over_it_runs_from_the_command_line(tmp_path, capsys):
     code = train_agent.main(["--algo", "cmaes", "--env-kwargs", *env_args, "action_mode:'scores'", "keep_budget:None",
                              "dataset_kwargs:{'train_size': 256, 'test_size': 64, 'shortcut': 'random', 'shortcut_bits': 4}",
                              "--hyperparams", "corruptor:'cell_scorer'", "optimizer:'sep_cmaes'", "population:6",
-                             "run_updates:2", "rungs:1", "run_batch:8", "engine:'local'", "verbose:0",
+                             "run_updates:2", "rungs:1", "confirm_updates:2", "run_batch:8", "engine:'local'", "verbose:0",
                              "--total-timesteps", "24", "--eval-steps", "0", "--log-dir", str(tmp_path)])
     assert code == 0, capsys.readouterr().err
     from agents.search import WholeRunSearch

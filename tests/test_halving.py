@@ -105,7 +105,8 @@ def test_on_real_runs_the_last_rung_is_judged_on_every_final_seed():
     last rung's length on the same seeds."""
     env = CorruptionEnv(TINY)
     search = WholeRunSearch(env, seed=0, run_updates=2, run_batch=8, population=6, judge="planted_dropped",
-                            rungs=2, reduction_factor=2, engine="local", verbose=0).learn(2 * 6 * 3)
+                            rungs=2, reduction_factor=2, confirm_updates=3, confirm_judge="planted_dropped",
+                            engine="local", verbose=0).learn(2 * 6 * 3)
     for row in search.history:
         assert row["judge_at"][2] == pytest.approx(1 - row["keep_planted"] if row["rung"] == 0 else row["judge_at"][2])
         if row["rung"] == 1:
@@ -115,12 +116,79 @@ def test_on_real_runs_the_last_rung_is_judged_on_every_final_seed():
             assert row["updates_run"] == 2 and "seed_judges" not in row
     assert len(search.keep_all["seed_judges"]) == 2 and search.keep_all["keep_fraction"] == 1.0
     assert search.settings["final_seeds"][0] == search.settings["seed"] != search.settings["final_seeds"][1]
+    # the pick drops planted cells, keeping everything none: it goes to the confirmation, real paired runs on two
+    # seeds the search did not use, and wins there as the masks say
+    runs = search.confirmation["seeds"]
+    assert len(runs) == 2 and not {r["seed"] for r in runs} & {*search.settings["final_seeds"]}
+    for r in runs:
+        assert r["keep_all"]["keep_fraction"] == 1.0 and r["keep_all"]["judge"] == 0.0
+        assert r["finalist"]["judge"] == pytest.approx(1 - r["finalist"]["keep_planted"]) and r["finalist"]["judge"] > 0
+    assert search.confirmed and not search.keeps_everything
+
+
+def fake_confirmation(margin, calls, interrupt_at=None):
+    """The confirmation rung's paired runs, faked: the pick's judge is keeping everything's + ``margin``."""
+    def judge_confirmation(settings, theta, seed):
+        calls.append((settings["updates"], settings["judge"], seed))
+        if len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return {"seed": seed, "finalist": {"judge": 1.0 + margin, "cpu_seconds": 60.0},
+                "keep_all": {"judge": 1.0, "cpu_seconds": 60.0}}
+    return judge_confirmation
+
+
+@pytest.mark.parametrize("margin", [-0.5, 0.5])
+def test_the_pick_is_kept_only_if_it_wins_its_confirmation(monkeypatch, margin):
+    """The pick out-judged keeping every cell in the search; at the confirmation rung (runs of ``confirm_updates``
+    by ``confirm_judge`` on seeds the search did not use) it must win again, or the answer is to keep every cell."""
+    calls = []
+    monkeypatch.setattr(search_module, "judge_confirmation", fake_confirmation(margin, calls))
+    monkeypatch.setattr(search_module, "judge_keep_all", lambda settings: {"judge": -1.0, "cpu_seconds": 0.0})
+    search = WholeRunSearch(CorruptionEnv(TINY), seed=4, **{**SEARCH, "judge": "planted_dropped", "confirm_updates": 40,
+                                                           "confirm_judge": "lidar", "confirm_seeds": 3})
+    search.learn(SEARCH["population"] * SEARCH["run_updates"])
+    assert [c[:2] for c in calls] == [(40, "lidar")] * 3 and len({c[2] for c in calls}) == 3
+    assert not {c[2] for c in calls} & {search.settings["seed"]}
+    assert search.confirmed is (margin > 0) and search.keeps_everything is (margin < 0)
+    assert search.judges()["confirmation_margin"] == pytest.approx(margin)
+    assert search.known_answer()["final_keep_planted"] == (1.0 if margin < 0 else search.best["keep_planted"])
+    assert search.known_answer()["search_cpu_minutes"] >= 6.0  # its runs' CPU counts in the search's
+    assert ("does not beat" if margin < 0 else "beats") in search.confirmed_line()
+
+
+def test_no_confirmation_where_keeping_everything_already_won(monkeypatch):
+    calls = []
+    monkeypatch.setattr(search_module, "judge_confirmation", fake_confirmation(0.5, calls))
+    monkeypatch.setattr(search_module, "judge_keep_all", lambda settings: {"judge": 2.0, "cpu_seconds": 0.0})
+    search = WholeRunSearch(CorruptionEnv(TINY), seed=0, **{**SEARCH, "judge": "planted_dropped"})
+    search.learn(SEARCH["population"] * SEARCH["run_updates"])
+    assert calls == [] and search.confirmed is None and search.keeps_everything
+
+
+def test_an_interrupted_confirmation_resumed_runs_only_the_seeds_left(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(search_module, "judge_confirmation", fake_confirmation(0.5, calls, interrupt_at=2))
+    monkeypatch.setattr(search_module, "judge_keep_all", lambda settings: {"judge": -1.0, "cpu_seconds": 0.0})
+    env = CorruptionEnv(TINY)
+    search = WholeRunSearch(env, seed=0, **{**SEARCH, "judge": "planted_dropped", "confirm_seeds": 3})
+    with pytest.raises(KeyboardInterrupt):
+        search.learn(SEARCH["population"] * SEARCH["run_updates"])
+    search.save(tmp_path / "search.pkl")
+    resumed = WholeRunSearch.load(tmp_path / "search.pkl", env=env)
+    assert len(resumed.confirmation["seeds"]) == 1 and resumed.confirmed is None
+    resumed.confirm()
+    assert len(calls) == 4 and calls[2] == calls[1]  # the interrupted seed once more, then the last
+    assert [r["seed"] for r in resumed.confirmation["seeds"]] == [calls[0][2], calls[2][2], calls[3][2]]
+    assert resumed.confirmed
 
 
 @pytest.mark.parametrize("options,message", [({"rungs": 0}, "rungs must be an integer >= 1"),
                                              ({"reduction_factor": 1}, "reduction_factor must be an integer >= 2"),
                                              ({"final_seeds": 0}, "final_seeds must be an integer >= 1"),
-                                             ({"rungs": 2.5}, "rungs must be an integer >= 1")])
+                                             ({"rungs": 2.5}, "rungs must be an integer >= 1"),
+                                             ({"confirm_updates": -1}, "confirm_updates must be an integer >= 0"),
+                                             ({"confirm_seeds": 0}, "confirm_seeds must be an integer >= 1"),
+                                             ({"confirm_judge": "nope"}, "nope")])
 def test_bad_halving_options_are_clear(options, message):
     with pytest.raises(ValueError, match=message):
         WholeRunSearch(CorruptionEnv(TINY), seed=0, **{**SEARCH, **options})

@@ -20,7 +20,8 @@ from corruption_env import CorruptionEnv
 from test_whole_run import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
-SEARCH = dict(run_updates=2, run_batch=8, population=6, rungs=1, engine="local", verbose=0, judge="planted_dropped")
+SEARCH = dict(run_updates=2, run_batch=8, population=6, rungs=1, confirm_updates=2, engine="local", verbose=0,
+              judge="planted_dropped")
 NEEDS = {"optuna_tpe": "optuna"}
 
 

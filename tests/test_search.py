@@ -17,7 +17,8 @@ from record_search_golden import landscape as barcode_landscape
 from test_whole_run import TINY
 
 # one length (successive halving, the default, is tests/test_halving.py's)
-SEARCH = dict(run_updates=3, run_batch=4, population=4, rungs=1, engine="local", verbose=0)
+# (its confirmation, a default, at a tiny length: tests/test_halving.py checks what it decides)
+SEARCH = dict(run_updates=3, run_batch=4, population=4, rungs=1, confirm_updates=2, engine="local", verbose=0)
 TINY_ARGS = ["image_size:16", "batch_size:4", "decorruptor:'bicubic'", "heldout_size:32",
              "dataset_kwargs:{'train_size': 256, 'test_size': 64, 'shortcut': 'fixed', 'shortcut_bits': 4}",
              "action_mode:'shared_scores'", "keep_budget:0.75"]

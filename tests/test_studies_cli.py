@@ -17,6 +17,7 @@ from test_cli_errors import check_one_line
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "studies"))
+import confirmation  # noqa: E402
 import cpu_levers  # noqa: E402
 import corruptor_space  # noqa: E402
 import fidelity  # noqa: E402
@@ -264,8 +265,8 @@ def test_the_search_s_judge_and_rungs_are_chosen_on_the_development_split_by_the
     assert "- gen00: " in text and "lidar 50 then 200 (" in text
 
 
-@pytest.mark.parametrize("study", [corruptor_space, cpu_levers, fidelity, judge_audit, main_command, search_check,
-                                   search_engines, search_vs_judge],
+@pytest.mark.parametrize("study", [confirmation, corruptor_space, cpu_levers, fidelity, judge_audit, main_command,
+                                   search_check, search_engines, search_vs_judge],
                          ids=lambda m: m.__name__)
 def test_every_option_says_what_it_does_and_its_default(study):
     parser = study.build_parser()
@@ -354,6 +355,50 @@ def test_the_search_check_tells_answer_tasks_and_counts_seeds_against_keep_all(t
                    "answer keep_all seed 0 is in both")
     check_one_line(exit_code(search_check.main, [str(tmp_path / "none")]), capsys.readouterr().err,
                    "holds no runs.csv")
+
+
+def write_fidelity_units(folder: Path, task: str, knn: dict[str, list[float]], judges: dict[tuple, dict]) -> None:
+    """Fidelity units of ``task``: per corruptor its kNN on each seed; ``judges[(judge, length)][corruptor]`` its
+    (seed-independent) judge there, 0 where not given."""
+    for kind, values in knn.items():
+        for seed, value in enumerate(values):
+            read = {length: {judge: judges.get((judge, length), {}).get(kind, 0.0)
+                             for judge in confirmation.CONFIRM_JUDGES} for length in ("50", "500")}
+            path = folder / task / f"{kind}_s{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"task": task, "kind": kind, "seed": seed, "diverged": False, "knn": value,
+                                        "judges": read}))
+
+
+def test_the_confirmation_is_chosen_where_it_stops_the_short_judges_masking_bias_and_keeps_the_answers(tmp_path):
+    """Two development tasks: on the answer task the search's judge (alpha-ReQ after 50 updates) picks the oracle;
+    on the other it picks a mask that loses kNN, as alpha-ReQ's masking bias does. Only RankMe after 500 updates
+    both rejects that mask and keeps the oracle; RankMe after 50 rejects both, LiDAR after 500 keeps both. The rule
+    (at most 10 % worse on the development split, then the most answers kept) chooses RankMe after 500."""
+    write_fidelity_units(tmp_path, "gen00", {"keep_all": [0.59, 0.60, 0.61], "oracle": [0.66] * 3,
+                                             "random": [0.55] * 3},
+                         {("alpha_req", "50"): {"oracle": 2.0, "random": 1.0}, ("rankme", "500"): {"oracle": 1.0},
+                          ("rankme", "50"): {"keep_all": 1.0}, ("lidar", "500"): {"oracle": 1.0}})
+    write_fidelity_units(tmp_path, "gen02", {"keep_all": [0.59, 0.60, 0.61], "random": [0.55] * 3,
+                                             "cowmask": [0.50] * 3},
+                         {("alpha_req", "50"): {"random": 1.0}, ("rankme", "500"): {"keep_all": 1.0},
+                          ("rankme", "50"): {"keep_all": 1.0}, ("lidar", "500"): {"random": 1.0}})
+    rows, chosen = confirmation.choose(tmp_path)
+    by = {r["confirm"]: r["development"] for r in rows}
+    assert by[None] == {"picks": 12, "worse": 6, "answers": 6, "found": 6}  # the search as it was: masks on gen02
+    assert by[("rankme", "500")] == {"picks": 12, "worse": 0, "answers": 6, "found": 6}
+    assert by[("rankme", "50")]["found"] == 0 and by[("lidar", "500")]["worse"] == 6
+    assert chosen["confirm"] == ("rankme", "500")
+    assert "**rankme, 500**" in confirmation.choice_report(rows, chosen)
+
+
+@pytest.mark.parametrize("args,pattern", [([], "give --choose \\(part 1\\), or --searches"),
+                                          (["--searches", "{tmp}/none", "--out", "{tmp}/out"], "holds no runs.csv"),
+                                          (["--choose", "--fidelity", "{tmp}"], "holds no finished fidelity units")])
+def test_the_confirmation_study_refuses_bad_inputs_in_one_line(tmp_path, capsys, args, pattern):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    check_one_line(exit_code(confirmation.main, args), capsys.readouterr().err, pattern)
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_real_process_prints_one_line(tmp_path):

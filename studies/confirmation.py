@@ -1,0 +1,289 @@
+"""The search's confirmation rung: how it is chosen, and what it does to finished searches.
+
+The search picks the candidate with the highest short-run judge among ~50 and keeps every cell only if keeping
+everything out-judges that pick on the same run seeds. On a task where nothing beats keeping everything, the
+held-out generated task gen03, the pick masked and lost 0.014-0.045 kNN in 3 of 3 seeds (``docs/results/search``).
+Two causes fit: the winner's curse (the maximum of many noisy judges against one) and short-run judges that favour
+masking where the evaluation run does not. A **confirmation rung** answers both: the pick and keeping every cell are
+judged again, paired, on run seeds the search did not use, at a length whose judge predicts the outcome, and the
+search keeps every cell unless the pick wins there (``WholeRunSearch(confirm_updates=..., confirm_judge=...,
+confirm_seeds=...)``).
+
+Part 1, **the choice** (no runs: the fidelity study's units, ``docs/results/fidelity/units``): on each task, for
+each ordering (a, b, c) of its three run seeds, the search's pick is emulated as the corruptor other than keep_all
+with the highest default judge (alpha-ReQ after 50 updates) on seed a, kept if it also out-judges keep_all there;
+the confirmation judges it against keep_all on seed b by a (judge, length); the outcome is the kNN of what is kept,
+on seed c (so no judge reads the run it is scored by). Per (judge, length) and split: the picks worse than keep_all
+by more than keep_all's seed sd, and the answers kept (the oracle picked on tasks whose oracle margin exceeds that
+sd). The rule, stated before it was read: on the development split, at most 10 % worse (the search's own bar), then
+the most answers kept, then the shortest. The search's defaults are its choice.
+
+Part 2, **the finished searches** (``--searches FOLDER``: a benchmark folder whose searches ran without the
+confirmation, e.g. ``docs/results/search``): each search's pick (its ``theta/*`` columns) is confirmed as the search
+now does it, by the same method (:meth:`WholeRunSearch.confirm`), and what the search's row would then be: its own
+where the pick wins, keep_all's row of the same seed where it loses (the same computation: every cell kept, without
+the budget, on the seed). One unit per (task, seed) in ``OUT/units/``, written as it finishes; a rerun skips those.
+
+    python studies/confirmation.py --choose                                   # part 1 (seconds)
+    python studies/confirmation.py --searches docs/results/search --out docs/results/confirmation
+    python studies/confirmation.py --searches docs/results/search --out docs/results/confirmation --report
+"""
+from __future__ import annotations
+
+import inspect
+import itertools
+import json
+import multiprocessing
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from judge_audit import split_of  # noqa: E402
+from search_check import check_task, read_runs  # noqa: E402
+
+from corruption_env.cli_options import ArgumentParser, UsageError, positive, usage_errors  # noqa: E402
+from corruption_env.files import atomic_write_json, atomic_write_text  # noqa: E402
+
+FIDELITY_UNITS = Path(__file__).resolve().parents[1] / "docs" / "results" / "fidelity" / "units"
+PICK = ("alpha_req", "50")  # the search's default judge at its last rung
+CONFIRM_JUDGES = ("rankme", "lidar", "alpha_req", "heldout_loss")
+WORSE_BAR = 0.10  # the share of picks worse than keep_all − one sd the search may have (its must-show: >= 90 %)
+
+
+# ------------------------------------------------------------------------------------------ part 1: the choice
+
+def read_fidelity(folder: Path) -> dict[str, dict[str, dict[int, dict]]]:
+    """``{task: {corruptor: {seed: unit}}}``, the corruptors finished on every seed of tasks with keep_all."""
+    tasks = {}
+    for task_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+        units: dict[str, dict[int, dict]] = {}
+        for path in task_dir.glob("*.json"):
+            unit = json.loads(path.read_text())
+            units.setdefault(unit["kind"], {})[unit["seed"]] = unit
+        seeds = sorted({s for by in units.values() for s in by})
+        complete = {k: by for k, by in units.items() if sorted(by) == seeds}
+        if "keep_all" in complete and len(seeds) >= 3 and len(complete) > 2:
+            tasks[task_dir.name] = complete
+    return tasks
+
+
+def judged(unit: dict, judge: str, length: str) -> float:
+    from corruption_env.statistics import STATISTICS
+
+    if unit["diverged"]:
+        return -np.inf
+    value = unit["judges"][length][judge]
+    return value if STATISTICS[judge].higher_is_better else -value
+
+
+def emulate(units: dict[str, dict[int, dict]], confirm: tuple[str, str] | None) -> list[dict[str, Any]]:
+    """Every ordering (a, b, c) of three seeds: the pick on a, its confirmation on b (None: none), the outcome on c."""
+    seeds = sorted(units["keep_all"])[:3]
+    sd = float(np.std([units["keep_all"][s]["knn"] for s in seeds], ddof=1))
+    mean = {k: np.mean([by[s]["knn"] for s in seeds]) for k, by in units.items()}
+    answer = "oracle" in mean and mean["oracle"] - mean["keep_all"] > sd
+    out = []
+    for a, b, c in itertools.permutations(seeds):
+        pick = max((k for k in units if k != "keep_all"), key=lambda k: judged(units[k][a], *PICK))
+        kept = judged(units[pick][a], *PICK) > judged(units["keep_all"][a], *PICK)
+        if kept and confirm is not None:
+            kept = judged(units[pick][b], *confirm) > judged(units["keep_all"][b], *confirm)
+        final = pick if kept else "keep_all"
+        out.append({"worse": units[final][c]["knn"] < units["keep_all"][c]["knn"] - sd, "answer": answer,
+                    "found": answer and final == "oracle"})
+    return out
+
+
+def choose(folder: Path = FIDELITY_UNITS) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The table of part 1 (one row per confirmation, None first) and the row the rule chooses."""
+    tasks = read_fidelity(folder)
+    if not tasks:
+        raise UsageError(f"{folder} holds no finished fidelity units (python studies/fidelity.py --out ...)")
+    lengths = sorted({n for by in tasks.values() for n in by["keep_all"][0]["judges"]}, key=int)
+    rows = []
+    for confirm in [None, *((j, n) for n in lengths for j in CONFIRM_JUDGES)]:
+        row: dict[str, Any] = {"confirm": confirm}
+        for task, units in tasks.items():
+            split = split_of(task)
+            cell = row.setdefault(split, {"picks": 0, "worse": 0, "answers": 0, "found": 0})
+            for case in emulate(units, confirm):
+                cell["picks"] += 1
+                cell["worse"] += case["worse"]
+                cell["answers"] += case["answer"]
+                cell["found"] += case["found"]
+        rows.append(row)
+    development = [r for r in rows if r["confirm"] is not None and "development" in r
+                   and r["development"]["worse"] <= WORSE_BAR * r["development"]["picks"]]
+    if not development:
+        raise UsageError("no confirmation meets the bar on the development split: nothing to choose")
+    chosen = min(development, key=lambda r: (-r["development"]["found"], int(r["confirm"][1])))
+    return rows, chosen
+
+
+def choice_report(rows: list[dict[str, Any]], chosen: dict[str, Any]) -> str:
+    splits = [s for s in ("development", "heldout", "named", "real images") if s in rows[0]]
+    lines = ["| confirmation (judge, updates) | " + " | ".join(f"{s}: worse than keep_all − sd; answers kept"
+                                                             for s in splits) + " |",
+             "|---|" + "---|" * len(splits)]
+    for r in rows:
+        name = "none (the search as it was)" if r["confirm"] is None else f"{r['confirm'][0]}, {r['confirm'][1]}"
+        bold = "**" if r is chosen else ""
+        lines.append(f"| {bold}{name}{bold} | " + " | ".join(
+            f"{r[s]['worse']} of {r[s]['picks']}; {r[s]['found']} of {r[s]['answers']}" for s in splits) + " |")
+    lines += ["", f"The rule's choice on the development split: {chosen['confirm'][0]} after {chosen['confirm'][1]} "
+              f"updates (at most {WORSE_BAR:.0%} worse, then the most answers kept, then the shortest)."]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ part 2: the searches
+
+def search_rows(folder: Path) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    runs = read_runs([folder])
+    settings = json.loads((folder / "run_settings.json").read_text())
+    return runs, settings
+
+
+def confirm_unit(job: tuple[dict[str, str], dict[str, Any], dict[str, Any], str]) -> str:
+    """Confirm one finished search's pick as the search now does (its row, its run settings, the confirmation's
+    options); written to ``path``."""
+    row, settings, options, path = job
+    import torch
+
+    from agents.search import WholeRunSearch
+    from corruption_env import EnvConfig
+
+    torch.set_num_threads(1)
+    config = EnvConfig.from_dict({**settings["env"], "num_threads": 1})
+    given = {k: v for k, v in settings["agent_options"].items() if k not in ("engine", "verbose")}
+    search = WholeRunSearch(_EnvOf(config), seed=int(row["seed"]), engine="local", verbose=0, **{**given, **options})
+    search.best = {"theta": [float(row[f"theta/{n}"]) for n in search.corruptor.parameter_names()],
+                   "judge": float(row["best_candidate_judge"])}
+    search.keep_all = {"judge": float(row["keep_all_judge"]), "cpu_seconds": 0.0}
+    start = time.process_time()
+    search.confirm()
+    unit = {"task": row["task"], "seed": int(row["seed"]), "options": options, "config_id": row["config_id"],
+            "confirmed": search.confirmed, "margin": search.confirmation_margin(),
+            "seeds": search.confirmation["seeds"] if search.confirmation else [],
+            "cpu_seconds": time.process_time() - start}
+    atomic_write_json(Path(path), unit)
+    print(f"{row['task']} s{row['seed']}: {search.confirmed_line()}", file=sys.stderr, flush=True)
+    return path
+
+
+class _EnvOf:
+    """What a search reads of its env: the config (it never steps it)."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+
+def searches_report(runs: list[dict[str, str]], units: dict[tuple[str, int], dict], algo: str, found: float) -> str:
+    """Per task and seed: the search as it was and with the confirmation; the tallies of both."""
+    lines = ["| task | answer task | keep_all seed sd | per seed: before (planted keep, kNN − keep_all) -> "
+             "confirmation margin -> after |", "|---|---|---|---|"]
+    tallies = {"before": [], "after": []}
+    for task in dict.fromkeys(r["task"] for r in runs):
+        check = check_task([r for r in runs if r["task"] == task], algo, found)
+        if check is None:
+            continue
+        cells = []
+        for s in check["seeds"]:
+            unit = units.get((task, s["seed"]))
+            if unit is None:
+                cells.append(f"s{s['seed']}: not yet confirmed")
+                continue
+            after = dict(s) if unit["confirmed"] is not False else {
+                **s, "planted_keep": None if s["planted_keep"] is None else 1.0, "minus_keep_all": 0.0,
+                "within_sd": True, "at_least": True, "found": False}
+            planted = lambda x: "-" if x["planted_keep"] is None else f"{x['planted_keep']:.2f}"  # noqa: E731
+            margin = "-" if unit["margin"] is None else f"{unit['margin']:+.2f}"
+            cells.append(f"s{s['seed']}: {planted(s)}, {s['minus_keep_all']:+.3f} -> {margin} -> "
+                         f"{planted(after)}, {after['minus_keep_all']:+.3f}")
+            for when, x in (("before", s), ("after", after)):
+                tallies[when].append({**x, "answer": check["answer"] and x["planted_keep"] is not None})
+        lines.append(f"| {task} | {'yes' if check['answer'] else 'no'} | {check['noise']:.3f} | {'; '.join(cells)} |")
+    share = lambda xs, key: f"{sum(x[key] for x in xs)} of {len(xs)}" if xs else "none"  # noqa: E731
+    lines.append("")
+    for when, xs in tallies.items():
+        answers = [x for x in xs if x["answer"]]
+        lines.append(f"- {when} the confirmation: answer tasks planted keep <= {found} in {share(answers, 'found')}; "
+                     f"kNN >= keep_all − one sd in {share(xs, 'within_sd')}; kNN >= keep_all in {share(xs, 'at_least')}")
+    cpu = [u["cpu_seconds"] / 60 for u in units.values() if u["seeds"]]
+    if cpu:
+        lines.append(f"- CPU minutes per confirmation (where the pick had one): {min(cpu):.1f}-{max(cpu):.1f}, "
+                     f"median {np.median(cpu):.1f}")
+    return "\n".join(lines) + "\n"
+
+
+def read_units(out: Path) -> dict[tuple[str, int], dict]:
+    units = {}
+    for path in sorted((out / "units").glob("*.json")):
+        unit = json.loads(path.read_text())
+        units[(unit["task"], unit["seed"])] = unit
+    return units
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="studies/confirmation.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--choose", action="store_true", help="part 1: the confirmation's choice, from the fidelity units (default: off)")
+    parser.add_argument("--fidelity", type=Path, default=FIDELITY_UNITS, help="the fidelity units (default: the committed)")
+    parser.add_argument("--searches", type=Path, help="part 2: a benchmark folder of searches run without confirmation (default: none)")
+    parser.add_argument("--out", type=Path, help="part 2's folder: units/, confirmation.md (default: none)")
+    parser.add_argument("--report", action="store_true", help="part 2's report from the units there, without running (default: off)")
+    parser.add_argument("--algo", default="cmaes", help="the searches' row name (default: %(default)s)")
+    parser.add_argument("--tasks", default="", help="only these tasks, in this order (comma-separated; default: all)")
+    parser.add_argument("--workers", type=positive(int), default=2, help="units at once (default: %(default)s)")
+    return parser
+
+
+@usage_errors
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.choose and args.searches is None:
+        raise UsageError("give --choose (part 1), or --searches FOLDER --out FOLDER (part 2)")
+    if args.choose:
+        rows, chosen = choose(args.fidelity)
+        print(choice_report(rows, chosen))
+    if args.searches is None:
+        return 0
+    if args.out is None:
+        raise UsageError("--searches needs --out FOLDER for its units")
+    from agents.search import WholeRunSearch
+
+    signature = inspect.signature(WholeRunSearch.__init__).parameters  # the search's confirmation as it is now
+    options = {k: signature[k].default for k in ("confirm_updates", "confirm_judge", "confirm_seeds")}
+    runs, settings = search_rows(args.searches)
+    order = [t for t in args.tasks.split(",") if t] or list(dict.fromkeys(r["task"] for r in runs))
+    unknown = sorted(set(order) - {r["task"] for r in runs})
+    if unknown:
+        raise UsageError(f"--tasks {','.join(unknown)}: not in {args.searches}")
+    rows = sorted((r for r in runs if r["name"] == args.algo and r["task"] in order),
+                  key=lambda r: (order.index(r["task"]), int(r["seed"])))
+    units = read_units(args.out)
+    for (task, seed), unit in units.items():
+        if unit["options"] != options:
+            raise UsageError(f"{args.out}'s unit {task} s{seed} ran with {unit['options']}, the search's confirmation "
+                             f"is now {options}: use another --out")
+    if not args.report:
+        todo = [(r, settings[r["run_id"]], options, str(args.out / "units" / f"{r['task']}_s{r['seed']}.json"))
+                for r in rows if (r["task"], int(r["seed"])) not in units]
+        print(f"{len(rows)} searches, {len(rows) - len(todo)} already confirmed in {args.out}; confirming "
+              f"{len(todo)} on {args.workers} worker(s) ({options})", flush=True)
+        with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+            for done, path in enumerate(pool.imap(confirm_unit, todo), start=1):
+                print(f"[{done}/{len(todo)}] {path}", flush=True)
+        units = read_units(args.out)
+    text = (f"# The confirmation rung on the searches of `{args.searches}`\n\n`python studies/confirmation.py "
+            f"--searches {args.searches} --out {args.out}`; confirmation {options}.\n\n"
+            + searches_report(runs, units, args.algo, 0.3))
+    atomic_write_text(args.out / "confirmation.md", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
