@@ -22,7 +22,8 @@ Part 2, **the finished searches** (``--searches FOLDER``: a benchmark folder who
 confirmation, e.g. ``docs/results/search``): each search's pick (its ``theta/*`` columns) is confirmed as the search
 now does it, by the same method (:meth:`WholeRunSearch.confirm`), and what the search's row would then be: its own
 where the pick wins, keep_all's row of the same seed where it loses (the same computation: every cell kept, without
-the budget, on the seed). One unit per (task, seed) in ``OUT/units/``, written as it finishes; a rerun skips those.
+the budget, on the seed). One unit per (task, seed) in ``OUT/units/``, written as it finishes; a rerun skips those,
+and so does a second process given the tasks in another order (``--tasks``), unit by unit.
 
     python studies/confirmation.py --choose                                   # part 1 (seconds)
     python studies/confirmation.py --searches docs/results/search --out docs/results/confirmation
@@ -151,6 +152,8 @@ def confirm_unit(job: tuple[dict[str, str], dict[str, Any], dict[str, Any], str]
     """Confirm one finished search's pick as the search now does (its row, its run settings, the confirmation's
     options); written to ``path``."""
     row, settings, options, path = job
+    if Path(path).exists():  # another process of the study (given the tasks in another order) did it meanwhile
+        return path
     import torch
 
     from agents.search import WholeRunSearch
