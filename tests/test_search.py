@@ -118,7 +118,8 @@ def test_train_agent_runs_and_resumes_the_search_and_refuses_bad_options(tmp_pat
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
     # the defaults (successive halving), a generation at a time: 4 candidates of 3 updates, those that go on to 6
     # judged on two seeds
-    hyper = ["--hyperparams", "population:4", "run_updates:3", "run_batch:4", "engine:'local'", "verbose:0"]
+    hyper = ["--hyperparams", "population:4", "run_updates:3", "run_batch:4", "confirm_updates:2", "engine:'local'",
+             "verbose:0"]
     assert train_agent.main([*common, *hyper, "--total-timesteps", "12"]) == 0
     run = next((tmp_path / "runs").iterdir())
     assert run.name.startswith("cmaes_s0_")  # named without the reward it does not train on
