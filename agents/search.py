@@ -290,18 +290,16 @@ class WholeRunSearch(WholeRunAgent):
     def confirmed(self) -> bool | None:
         """Whether the pick won its confirmation (its mean judge above keeping every cell's, paired by seed; a
         diverged run loses); None where it had none, or it is not finished."""
-        runs = (self.confirmation or {}).get("seeds", [])
-        if not self.confirms or not runs or self.confirmation["theta"] != self.best["theta"] \
-                or len(runs) < self.confirm_seeds:
-            return None
-        margin = float(np.mean([r["finalist"]["judge"] - r["keep_all"]["judge"] for r in runs]))
-        return bool(np.isfinite(margin) and margin > 0)
+        margin = self.confirmation_margin()
+        return None if margin is None else bool(np.isfinite(margin) and margin > 0)
 
     def confirmation_margin(self) -> float | None:
-        """The pick's mean judge minus keeping every cell's at the confirmation rung (None without one)."""
-        if self.confirmed is None:
+        """The pick's mean judge minus keeping every cell's at the confirmation rung, paired by seed (NaN if a run
+        diverged); None where the pick had none, or it is not finished."""
+        runs = (self.confirmation or {}).get("seeds", [])
+        if (not self.confirms or len(runs) < self.confirm_seeds or self.confirmation["theta"] != self.best["theta"]):
             return None
-        return float(np.mean([r["finalist"]["judge"] - r["keep_all"]["judge"] for r in self.confirmation["seeds"]]))
+        return float(np.mean([r["finalist"]["judge"] - r["keep_all"]["judge"] for r in runs]))
 
     def confirmed_line(self) -> str:
         margin = self.confirmation_margin()
