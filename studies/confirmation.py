@@ -38,6 +38,7 @@ import multiprocessing
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -162,7 +163,8 @@ def confirm_unit(job: tuple[dict[str, str], dict[str, Any], dict[str, Any], str]
     torch.set_num_threads(1)
     config = EnvConfig.from_dict({**settings["env"], "num_threads": 1})
     given = {k: v for k, v in settings["agent_options"].items() if k not in ("engine", "verbose")}
-    search = WholeRunSearch(_EnvOf(config), seed=int(row["seed"]), engine="local", verbose=0, **{**given, **options})
+    search = WholeRunSearch(SimpleNamespace(config=config), seed=int(row["seed"]), engine="local", verbose=0,
+                            **{**given, **options})
     search.best = {"theta": [float(row[f"theta/{n}"]) for n in search.corruptor.parameter_names()],
                    "judge": float(row["best_candidate_judge"])}
     search.keep_all = {"judge": float(row["keep_all_judge"]), "cpu_seconds": 0.0}
@@ -175,13 +177,6 @@ def confirm_unit(job: tuple[dict[str, str], dict[str, Any], dict[str, Any], str]
     atomic_write_json(Path(path), unit)
     print(f"{row['task']} s{row['seed']}: {search.confirmed_line()}", file=sys.stderr, flush=True)
     return path
-
-
-class _EnvOf:
-    """What a search reads of its env: the config (it never steps it)."""
-
-    def __init__(self, config: Any) -> None:
-        self.config = config
 
 
 def searches_report(runs: list[dict[str, str]], units: dict[tuple[str, int], dict], algo: str, found: float) -> str:
@@ -267,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = sorted((r for r in runs if r["name"] == args.algo and r["task"] in order),
                   key=lambda r: (order.index(r["task"]), int(r["seed"])))
     units = read_units(args.out)
+    made = {(r["task"], int(r["seed"])): r["config_id"] for r in runs if r["name"] == args.algo}
     for (task, seed), unit in units.items():
+        if made.get((task, seed)) not in (None, unit["config_id"]):
+            raise UsageError(f"{args.out}'s unit {task} s{seed} confirmed another search than {args.searches} now "
+                             "holds (its config_id differs): use another --out")
         if unit["options"] != options:
             raise UsageError(f"{args.out}'s unit {task} s{seed} ran with {unit['options']}, the search's confirmation "
                              f"is now {options}: use another --out")
