@@ -33,10 +33,17 @@ def sorted_groups(rows: list[dict[str, Any]]) -> list[Group]:
     return sorted({group_key(r) for r in rows}, key=lambda g: (KINDS.index(g[0]), g[2], g[1]))
 
 
+# a search's parameters (``theta/<name>``) beyond this many (a scorer net's weights) stay in runs.csv only: their
+# means over seeds say nothing, and a column each would bury the table
+SUMMARY_THETA = 16
+
+
 def extra_metrics(rows: list[dict[str, Any]]) -> list[str]:
-    """Numeric columns beyond the fixed ones and the per-reward returns."""
+    """Numeric columns beyond the fixed ones and the per-reward returns (a search's parameters only where few)."""
     keys = {k for r in rows for k, v in r.items()
             if k not in FIXED_COLUMNS and "return/" not in k and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if len(thetas := {k for k in keys if k.startswith("theta/")}) > SUMMARY_THETA:
+        keys -= thetas
     return sorted(keys)
 
 

@@ -101,6 +101,39 @@ def test_report_is_keyed_on_kind_and_carries_extra_metrics():
     assert "| r × a x b | 0, 1 | 0.25 / 0.25 | 0.10 / 0.60 | 320 (4.5) / not reached |" in summary
 
 
+def test_the_summary_leaves_a_scorer_nets_weights_to_runs_csv():
+    """A search's parameters are columns of the summary where they are few (a rule's weights); a scorer net's
+    hundreds of weights, whose means over seeds say nothing, stay in runs.csv only."""
+    def rows(n_theta: int) -> list[dict]:
+        return [{"run_id": f"t/agent/cmaes/-/s{seed}", "task": "t", "dataset": "shapes", "kind": "agent",
+                 "name": "cmaes", "reward": "", "seed": seed, "status": "ok", "error": "", "knn": 0.5, "linear": 0.5,
+                 "keep_fraction": 1.0, "best_judge": 1.0, **{f"theta/w{i}": float(i) for i in range(n_theta)}}
+                for seed in (0, 1)]
+
+    header = {"command": "c", "train_steps": 1, "eval_steps": 1, "seeds": 2, "env_preset": "cpu"}
+    assert "theta/w3 |" in summarize(rows(4), header) and "| best_judge | theta/w0 |" in summarize(rows(4), header)
+    many = summarize(rows(200), header)
+    assert "theta/" not in many and "| run | best_judge |" in many
+
+
+def test_a_presets_env_options_reach_every_row_and_the_command_line_overrides_them():
+    """The ceiling preset runs every row without a keep budget (its scorer chooses how many cells: keep_all keeps
+    them all either way); ``--env-kwargs`` still sets it."""
+    from benchmarking.cli import build_parser, make_sweep
+    from benchmarking.sweep import check_sweep
+
+    argv = ["--preset", "fashion_ceiling"]
+    sweep, _ = make_sweep(build_parser().parse_args(argv), argv)
+    check_sweep(sweep)
+    specs = sweep.specs()
+    assert {s.name for s in specs} == {"cmaes_labels", "keep_all"}
+    assert all(sweep.settings(s)["env"]["keep_budget"] is None for s in specs)
+    assert all(sweep.settings(s)["agent_options"]["corruptor"] == "cell_scorer" for s in specs if s.kind == "agent")
+    argv = ["--preset", "fashion_ceiling", "--env-kwargs", "keep_budget:0.5", "--algos", "cmaes"]
+    sweep, _ = make_sweep(build_parser().parse_args(argv), argv)
+    assert {sweep.settings(s)["env"]["keep_budget"] for s in sweep.specs()} == {0.5}
+
+
 def test_extra_numeric_metrics_of_an_evaluation_reach_runs_csv(tmp_path, monkeypatch):
     from dataclasses import dataclass
 
