@@ -31,6 +31,11 @@ DEFAULT_KEEP = 0.75  # the keep fraction at keep level 0 (the whole-run agents' 
 CHANNELS = 4  # the conv net's features per cell
 
 
+def kept_fraction(keep_level: float) -> float:
+    """The fraction of cells a keep level keeps: ``clip(0.75 + 0.25 * keep_level, 0.25, 1)``."""
+    return float(np.clip(DEFAULT_KEEP + (1 - DEFAULT_KEEP) * keep_level, *KEEP_LEVELS))
+
+
 @register_corruptor("cell_scorer")
 class CellScorer(CellRule):
     """theta = [keep_level, temperature, the rule's 4 weights, the conv net's weights and biases, its ``CHANNELS``
@@ -60,7 +65,7 @@ class CellScorer(CellRule):
 
     def unpack(self, theta: np.ndarray) -> tuple[float, float, np.ndarray, dict[str, torch.Tensor]]:
         """theta -> keep fraction, temperature, rule weights, the net's tensors."""
-        keep = float(np.clip(DEFAULT_KEEP + (1 - DEFAULT_KEEP) * theta[0], *KEEP_LEVELS))
+        keep = kept_fraction(theta[0])
         net, at = {}, 2 + len(self.FEATURES)
         for name, shape in self.shapes.items():
             size = int(np.prod(shape))

@@ -82,22 +82,39 @@ def judged(unit: dict, judge: str, length: str) -> float:
     return value if STATISTICS[judge].higher_is_better else -value
 
 
-def emulate(units: dict[str, dict[int, dict]], confirm: tuple[str, str] | None) -> list[dict[str, Any]]:
-    """Every ordering (a, b, c) of three seeds: the pick on a, its confirmation on b (None: none), the outcome on c."""
+def emulate(units: dict[str, dict[int, dict]], confirm: tuple[str, str] | None,
+            finalists: int = 1) -> list[dict[str, Any]]:
+    """Every ordering (a, b, c) of three seeds: the ``finalists`` best by the search's judge on a that out-judge
+    keep_all there, confirmed on b (None: none; the first of them kept), the outcome on c."""
     seeds = sorted(units["keep_all"])[:3]
     sd = float(np.std([units["keep_all"][s]["knn"] for s in seeds], ddof=1))
     mean = {k: np.mean([by[s]["knn"] for s in seeds]) for k, by in units.items()}
     answer = "oracle" in mean and mean["oracle"] - mean["keep_all"] > sd
     out = []
     for a, b, c in itertools.permutations(seeds):
-        pick = max((k for k in units if k != "keep_all"), key=lambda k: judged(units[k][a], *PICK))
-        kept = judged(units[pick][a], *PICK) > judged(units["keep_all"][a], *PICK)
-        if kept and confirm is not None:
-            kept = judged(units[pick][b], *confirm) > judged(units["keep_all"][b], *confirm)
-        final = pick if kept else "keep_all"
+        ranked = sorted((k for k in units if k != "keep_all"), key=lambda k: -judged(units[k][a], *PICK))
+        above = [k for k in ranked[:finalists] if judged(units[k][a], *PICK) > judged(units["keep_all"][a], *PICK)]
+        final = above[0] if above else "keep_all"
+        if above and confirm is not None:
+            best = max(above, key=lambda k: judged(units[k][b], *confirm))
+            final = best if judged(units[best][b], *confirm) > judged(units["keep_all"][b], *confirm) else "keep_all"
         out.append({"worse": units[final][c]["knn"] < units["keep_all"][c]["knn"] - sd, "answer": answer,
                     "found": answer and final == "oracle"})
     return out
+
+
+def tally(tasks: dict[str, dict[str, dict[int, dict]]], confirm: tuple[str, str] | None,
+          finalists: int = 1) -> dict[str, Any]:
+    """Per split: the emulated picks, those worse than keep_all − sd, the answer cases and the answers kept."""
+    row: dict[str, Any] = {"confirm": confirm, "finalists": finalists}
+    for task, units in tasks.items():
+        cell = row.setdefault(split_of(task), {"picks": 0, "worse": 0, "answers": 0, "found": 0})
+        for case in emulate(units, confirm, finalists):
+            cell["picks"] += 1
+            cell["worse"] += case["worse"]
+            cell["answers"] += case["answer"]
+            cell["found"] += case["found"]
+    return row
 
 
 def choose(folder: Path = FIDELITY_UNITS) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -106,18 +123,7 @@ def choose(folder: Path = FIDELITY_UNITS) -> tuple[list[dict[str, Any]], dict[st
     if not tasks:
         raise UsageError(f"{folder} holds no finished fidelity units (python studies/fidelity.py --out ...)")
     lengths = sorted({n for by in tasks.values() for n in by["keep_all"][0]["judges"]}, key=int)
-    rows = []
-    for confirm in [None, *((j, n) for n in lengths for j in CONFIRM_JUDGES)]:
-        row: dict[str, Any] = {"confirm": confirm}
-        for task, units in tasks.items():
-            split = split_of(task)
-            cell = row.setdefault(split, {"picks": 0, "worse": 0, "answers": 0, "found": 0})
-            for case in emulate(units, confirm):
-                cell["picks"] += 1
-                cell["worse"] += case["worse"]
-                cell["answers"] += case["answer"]
-                cell["found"] += case["found"]
-        rows.append(row)
+    rows = [tally(tasks, confirm) for confirm in [None, *((j, n) for n in lengths for j in CONFIRM_JUDGES)]]
     development = [r for r in rows if r["confirm"] is not None and "development" in r
                    and r["development"]["worse"] <= WORSE_BAR * r["development"]["picks"]]
     if not development:
@@ -126,19 +132,31 @@ def choose(folder: Path = FIDELITY_UNITS) -> tuple[list[dict[str, Any]], dict[st
     return rows, chosen
 
 
-def choice_report(rows: list[dict[str, Any]], chosen: dict[str, Any]) -> str:
+def table(rows: list[dict[str, Any]], first: str, name: Any, chosen: dict[str, Any] | None = None) -> list[str]:
     splits = [s for s in ("development", "heldout", "named", "real images") if s in rows[0]]
-    lines = ["| confirmation (judge, updates) | " + " | ".join(f"{s}: worse than keep_all − sd; answers kept"
-                                                             for s in splits) + " |",
+    lines = [f"| {first} | " + " | ".join(f"{s}: worse than keep_all − sd; answers kept" for s in splits) + " |",
              "|---|" + "---|" * len(splits)]
     for r in rows:
-        name = "none (the search as it was)" if r["confirm"] is None else f"{r['confirm'][0]}, {r['confirm'][1]}"
         bold = "**" if r is chosen else ""
-        lines.append(f"| {bold}{name}{bold} | " + " | ".join(
+        lines.append(f"| {bold}{name(r)}{bold} | " + " | ".join(
             f"{r[s]['worse']} of {r[s]['picks']}; {r[s]['found']} of {r[s]['answers']}" for s in splits) + " |")
+    return lines
+
+
+def choice_report(rows: list[dict[str, Any]], chosen: dict[str, Any]) -> str:
+    lines = table(rows, "confirmation (judge, updates)", lambda r: "none (the search as it was)" if r["confirm"] is
+                  None else f"{r['confirm'][0]}, {r['confirm'][1]}", chosen)
     lines += ["", f"The rule's choice on the development split: {chosen['confirm'][0]} after {chosen['confirm'][1]} "
               f"updates (at most {WORSE_BAR:.0%} worse, then the most answers kept, then the shortest)."]
     return "\n".join(lines) + "\n"
+
+
+def finalists_report(folder: Path, confirm: tuple[str, str], most: int = 3) -> str:
+    """The chosen confirmation given the first stage's best 1..``most`` (those that out-judge keep_all on their
+    seed), keeping the best of them at the confirmation if it beats keep_all there: is the answer often the
+    first stage's runner-up? (Measured, not the rule's choice: the rule chose among single picks.)"""
+    rows = [tally(read_fidelity(folder), confirm, k) for k in range(1, most + 1)]
+    return "\n".join(table(rows, f"finalists confirmed ({confirm[0]}, {confirm[1]})", lambda r: str(r["finalists"])))
 
 
 # ------------------------------------------------------------------------------------------ part 2: the searches
@@ -246,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.choose:
         rows, chosen = choose(args.fidelity)
         print(choice_report(rows, chosen))
+        print(finalists_report(args.fidelity, chosen["confirm"]))
     if args.searches is None:
         return 0
     if args.out is None:

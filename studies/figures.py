@@ -7,7 +7,7 @@ Fashion-MNIST step (when its files are installed) and, from a ``train_agent.py``
                                        # docs/camnet_sr_colorize.png, docs/camnet_sr.png, docs/fashion_mnist_step.png
     python studies/figures.py --run runs/cmaes_s0_...  --out docs/found_corruptor.png       # a found corruptor
     python studies/figures.py --rules docs/results/fashion_mnist/plain --out docs/fashion_mnist_found.png
-                                       # the cell rules a benchmark's searches chose (seed 0), one above the other
+                                       # the corruptors a benchmark's searches chose (seed 0), one above the other
 """
 from __future__ import annotations
 
@@ -82,13 +82,14 @@ def found_corruptor_figure(run: Path, path: Path, seed: int = 0) -> None:
 
 
 def found_rules_figure(results: Path, path: Path, seed: int = 0) -> list[str]:
-    """The cell rules a benchmark's searches chose on ``seed`` (their ``theta/*`` columns in ``runs.csv``), each as one
-    step of the run's environment (originals / masked input / the two views), one above the other in the order of
-    ``runs.csv``, separated by a white band. Returns one line per rule: its search and weights."""
+    """The parametric corruptors a benchmark's searches chose on ``seed`` (their ``theta/*`` columns in ``runs.csv``;
+    the corruptor each searched, from ``run_settings.json``), each as one step of the run's environment (originals /
+    masked input / the two views), one above the other in the order of ``runs.csv``, separated by a white band.
+    Returns one line per search: its parameters by name (a scorer net's weights left out)."""
     import csv
     import json
 
-    from corruption_env.whole_run import CellRule
+    from corruption_env.whole_run import make_corruptor
 
     settings = json.loads((results / "run_settings.json").read_text())
     rows = [r for r in csv.DictReader((results / "runs.csv").open()) if r["seed"] == str(seed)
@@ -97,14 +98,19 @@ def found_rules_figure(results: Path, path: Path, seed: int = 0) -> list[str]:
         raise SystemExit(f"{results / 'runs.csv'} has no search with chosen weights on seed {seed}")
     frames, lines = [], []
     for row in rows:
-        config = EnvConfig.from_dict(settings[row["run_id"]]["env"])
+        run = settings[row["run_id"]]
+        config = EnvConfig.from_dict(run["env"])
         env = CorruptionEnv(config, render_mode="rgb_array")
-        rule = CellRule(config)
-        theta = np.array([float(row[f"theta/{name}"]) for name in rule.parameter_names()])
+        corruptor = make_corruptor(run["agent_options"].get("corruptor", "auto"), config)
+        names = corruptor.parameter_names()
+        theta = np.array([float(row[f"theta/{name}"]) for name in names])
         obs, _ = env.reset(seed=seed)
-        env.step(rule.act(theta, obs))
+        env.step(corruptor.act(theta, obs))
         frames.append(env.render())
-        lines.append(f"{row['name']}: " + ", ".join(f"{n} {t:+.2f}" for n, t in zip(rule.parameter_names(), theta)))
+        named = [(n, t) for n, t in zip(names, theta) if not n.startswith(("conv", "out_"))]
+        lines.append(f"{row['task']} {row['name']}: " + ", ".join(f"{n} {t:+.2f}" for n, t in named)
+                     + (" (the search's answer was to keep every cell: this is its best candidate, not its row)"
+                        if row.get("keeps_everything") == "1.0" else ""))
     band = np.full((8, frames[0].shape[1], 3), 255, dtype=np.uint8)
     Image.fromarray(np.concatenate([x for f in frames for x in (f, band)][:-1])).save(path)
     return lines
@@ -116,7 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, help="draw the corruptor a train_agent.py run folder found, and stop")
     parser.add_argument("--rules", type=Path,
-                        help="draw the cell rules a benchmark results folder's searches chose on seed 0, and stop")
+                        help="draw the corruptors a benchmark results folder's searches chose on seed 0, and stop")
     parser.add_argument("--out", type=Path, default=DOCS / "found_corruptor.png")
     args = parser.parse_args()
     if args.rules:

@@ -17,6 +17,7 @@ from test_cli_errors import check_one_line
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "studies"))
+import ceiling  # noqa: E402
 import confirmation  # noqa: E402
 import cpu_levers  # noqa: E402
 import corruptor_space  # noqa: E402
@@ -265,7 +266,7 @@ def test_the_search_s_judge_and_rungs_are_chosen_on_the_development_split_by_the
     assert "- gen00: " in text and "lidar 50 then 200 (" in text
 
 
-@pytest.mark.parametrize("study", [confirmation, corruptor_space, cpu_levers, fidelity, judge_audit, main_command,
+@pytest.mark.parametrize("study", [ceiling, confirmation, corruptor_space, cpu_levers, fidelity, judge_audit, main_command,
                                    search_check, search_engines, search_vs_judge],
                          ids=lambda m: m.__name__)
 def test_every_option_says_what_it_does_and_its_default(study):
@@ -357,6 +358,38 @@ def test_the_search_check_tells_answer_tasks_and_counts_seeds_against_keep_all(t
                    "holds no runs.csv")
 
 
+def test_the_ceiling_report_pairs_by_seed_across_folders_and_judges_the_target(tmp_path, capsys):
+    """The ceiling against its own sweep's keep_all and another folder's simclr_aug, paired by seed: met only where
+    the mean gain reaches the target and its CI is above 0; a keep_all in both folders is two rows, told apart."""
+    import csv
+
+    def write(folder: Path, rows: list[dict]) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        fields = ["task", "status", *sorted({k for r in rows for k in r})]
+        with (folder / "runs.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows({"task": "fm", "status": "ok", **r} for r in rows)
+        return folder
+
+    search = {"keep_fraction": 0.5, "final_keep_planted": "", "theta/keep_level": -1.0, "theta/temperature": 0.3,
+              "best_candidate_judge": 0.61, "keep_all_judge": 0.6, "confirmation_margin": 0.004, "keeps_everything": 0.0}
+    ceil = write(tmp_path / "ceiling", [
+        *({"name": "cmaes_labels", "seed": s, "knn": k, **search} for s, k in enumerate([0.852, 0.85, 0.853])),
+        *({"name": "keep_all", "seed": s, "knn": k, "keep_fraction": 1.0} for s, k in enumerate([0.835, 0.832, 0.835]))])
+    other = write(tmp_path / "plain", [
+        *({"name": "simclr_aug", "seed": s, "knn": k} for s, k in enumerate([0.837, 0.836, 0.8355])),
+        *({"name": "keep_all", "seed": s, "knn": k} for s, k in enumerate([0.8357, 0.832, 0.8353]))])
+    text = ceiling.report(ceil, [other], 0.01)
+    assert "| keep_all (plain) | 3 |" in text and "| keep_all | 3 |" in text
+    assert "| **label-judged ceiling (cell scorer)** | 3 | 0.8517 " in text
+    assert "| 0 | 0.50 | - | +0.30 |" in text  # keep level -1 keeps half the cells
+    assert "above keep_all + 0.01 (paired +0.0177" in text and "above simclr_aug + 0.01 (paired +0.0155" in text
+    assert "not above" not in text
+    assert "not above keep_all + 0.02" in ceiling.report(ceil, [other], 0.02)
+    check_one_line(exit_code(ceiling.main, [str(tmp_path / "none")]), capsys.readouterr().err, "holds no runs.csv")
+
+
 def write_fidelity_units(folder: Path, task: str, knn: dict[str, list[float]], judges: dict[tuple, dict]) -> None:
     """Fidelity units of ``task``: per corruptor its kNN on each seed; ``judges[(judge, length)][corruptor]`` its
     (seed-independent) judge there, 0 where not given."""
@@ -390,6 +423,17 @@ def test_the_confirmation_is_chosen_where_it_stops_the_short_judges_masking_bias
     assert by[("rankme", "50")]["found"] == 0 and by[("lidar", "500")]["worse"] == 6
     assert chosen["confirm"] == ("rankme", "500")
     assert "**rankme, 500**" in confirmation.choice_report(rows, chosen)
+
+
+def test_the_confirmation_of_two_finalists_keeps_the_answer_the_first_stage_ranked_second(tmp_path):
+    """The first stage's best is a partial answer and the oracle its runner-up, both above keep_all there: confirming
+    the pick alone rejects it (keep_all is kept: no answer); confirming the best two keeps the oracle."""
+    write_fidelity_units(tmp_path, "gen00", {"keep_all": [0.59, 0.60, 0.61], "oracle": [0.66] * 3,
+                                             "partial": [0.58] * 3, "random": [0.55] * 3},
+                         {("alpha_req", "50"): {"partial": 3.0, "oracle": 2.0, "keep_all": 1.0},
+                          ("rankme", "500"): {"oracle": 2.0, "keep_all": 1.0}})
+    text = confirmation.finalists_report(tmp_path, ("rankme", "500"), most=2)
+    assert "| 1 | 0 of 6; 0 of 6 |" in text and "| 2 | 0 of 6; 6 of 6 |" in text
 
 
 @pytest.mark.parametrize("args,pattern", [([], "give --choose \\(part 1\\), or --searches"),
