@@ -59,15 +59,17 @@ WORSE_BAR = 0.10  # the share of picks worse than keep_all − one sd the search
 # ------------------------------------------------------------------------------------------ part 1: the choice
 
 def read_fidelity(folder: Path) -> dict[str, dict[str, dict[int, dict]]]:
-    """``{task: {corruptor: {seed: unit}}}``, the corruptors finished on every seed of tasks with keep_all."""
+    """``{task: {corruptor: {seed: unit}}}`` on the seeds every corruptor of the task has finished (three or more,
+    keep_all among the corruptors)."""
     tasks = {}
     for task_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         units: dict[str, dict[int, dict]] = {}
         for path in task_dir.glob("*.json"):
             unit = json.loads(path.read_text())
             units.setdefault(unit["kind"], {})[unit["seed"]] = unit
-        seeds = sorted({s for by in units.values() for s in by})
-        complete = {k: by for k, by in units.items() if sorted(by) == seeds}
+        # the seeds every corruptor has finished (a study continued with another seed is read as it was until then)
+        seeds = sorted(set.intersection(*(set(by) for by in units.values()))) if units else []
+        complete = {k: {s: by[s] for s in seeds} for k, by in units.items()}
         if "keep_all" in complete and len(seeds) >= 3 and len(complete) > 2:
             tasks[task_dir.name] = complete
     return tasks

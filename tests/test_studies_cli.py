@@ -434,6 +434,10 @@ def test_the_confirmation_of_two_finalists_keeps_the_answer_the_first_stage_rank
                           ("rankme", "500"): {"oracle": 2.0, "keep_all": 1.0}})
     text = confirmation.finalists_report(tmp_path, ("rankme", "500"), most=2)
     assert "| 1 | 0 of 6; 0 of 6 |" in text and "| 2 | 0 of 6; 6 of 6 |" in text
+    # a fourth seed under way (keep_all alone has it): the task is read on the three every corruptor has
+    (tmp_path / "gen00" / "keep_all_s3.json").write_text((tmp_path / "gen00" / "keep_all_s0.json").read_text()
+                                                         .replace('"seed": 0', '"seed": 3'))
+    assert confirmation.finalists_report(tmp_path, ("rankme", "500"), most=2) == text
 
 
 @pytest.mark.parametrize("args,pattern", [([], "give --choose \\(part 1\\), or --searches"),
