@@ -84,34 +84,42 @@ def judged(unit: dict, judge: str, length: str) -> float:
     return value if STATISTICS[judge].higher_is_better else -value
 
 
-def emulate(units: dict[str, dict[int, dict]], confirm: tuple[str, str] | None,
-            finalists: int = 1) -> list[dict[str, Any]]:
-    """Every ordering (a, b, c) of three seeds: the ``finalists`` best by the search's judge on a that out-judge
-    keep_all there, confirmed on b (None: none; the first of them kept), the outcome on c."""
-    seeds = sorted(units["keep_all"])[:3]
+def emulate(units: dict[str, dict[int, dict]], confirm: tuple[str, str] | None, finalists: int = 1,
+            confirm_seeds: int = 1) -> list[dict[str, Any]]:
+    """Every ordering of distinct seeds (a, b_1..b_k, c), k = ``confirm_seeds``: the ``finalists`` best by the
+    search's judge on a that out-judge keep_all there, confirmed by their mean judge over the b's, paired with
+    keep_all's (None: no confirmation, the first of them kept), the outcome on c. None where the task has fewer than
+    k + 2 seeds."""
+    seeds = sorted(units["keep_all"])
+    if len(seeds) < confirm_seeds + 2:
+        return []
     sd = float(np.std([units["keep_all"][s]["knn"] for s in seeds], ddof=1))
     mean = {k: np.mean([by[s]["knn"] for s in seeds]) for k, by in units.items()}
     answer = "oracle" in mean and mean["oracle"] - mean["keep_all"] > sd
     out = []
-    for a, b, c in itertools.permutations(seeds):
+    for a, *confirming, c in itertools.permutations(seeds, confirm_seeds + 2):
         ranked = sorted((k for k in units if k != "keep_all"), key=lambda k: -judged(units[k][a], *PICK))
         above = [k for k in ranked[:finalists] if judged(units[k][a], *PICK) > judged(units["keep_all"][a], *PICK)]
         final = above[0] if above else "keep_all"
         if above and confirm is not None:
-            best = max(above, key=lambda k: judged(units[k][b], *confirm))
-            final = best if judged(units[best][b], *confirm) > judged(units["keep_all"][b], *confirm) else "keep_all"
+            at = lambda k: float(np.mean([judged(units[k][b], *confirm) for b in confirming]))  # noqa: E731
+            best = max(above, key=at)
+            final = best if at(best) > at("keep_all") else "keep_all"
         out.append({"worse": units[final][c]["knn"] < units["keep_all"][c]["knn"] - sd, "answer": answer,
                     "found": answer and final == "oracle"})
     return out
 
 
-def tally(tasks: dict[str, dict[str, dict[int, dict]]], confirm: tuple[str, str] | None,
-          finalists: int = 1) -> dict[str, Any]:
-    """Per split: the emulated picks, those worse than keep_all − sd, the answer cases and the answers kept."""
-    row: dict[str, Any] = {"confirm": confirm, "finalists": finalists}
+def tally(tasks: dict[str, dict[str, dict[int, dict]]], confirm: tuple[str, str] | None, finalists: int = 1,
+          confirm_seeds: int = 1) -> dict[str, Any]:
+    """Per split: the emulated picks, those worse than keep_all − sd, the answer cases and the answers kept (tasks
+    with too few seeds for ``confirm_seeds`` left out)."""
+    row: dict[str, Any] = {"confirm": confirm, "finalists": finalists, "confirm_seeds": confirm_seeds}
     for task, units in tasks.items():
+        if not (cases := emulate(units, confirm, finalists, confirm_seeds)):
+            continue
         cell = row.setdefault(split_of(task), {"picks": 0, "worse": 0, "answers": 0, "found": 0})
-        for case in emulate(units, confirm, finalists):
+        for case in cases:
             cell["picks"] += 1
             cell["worse"] += case["worse"]
             cell["answers"] += case["answer"]
@@ -156,9 +164,16 @@ def choice_report(rows: list[dict[str, Any]], chosen: dict[str, Any]) -> str:
 def finalists_report(folder: Path, confirm: tuple[str, str], most: int = 3) -> str:
     """The chosen confirmation given the first stage's best 1..``most`` (those that out-judge keep_all on their
     seed), keeping the best of them at the confirmation if it beats keep_all there: is the answer often the
-    first stage's runner-up? (Measured, not the rule's choice: the rule chose among single picks.)"""
-    rows = [tally(read_fidelity(folder), confirm, k) for k in range(1, most + 1)]
-    return "\n".join(table(rows, f"finalists confirmed ({confirm[0]}, {confirm[1]})", lambda r: str(r["finalists"])))
+    first stage's runner-up? (Measured, not the rule's choice: the rule chose among single picks.) On one
+    confirmation seed, and on two (as the search confirms) where tasks have a fourth run seed."""
+    tasks = read_fidelity(folder)
+    tables = []
+    for n in (1, 2):
+        rows = [tally(tasks, confirm, k, n) for k in range(1, most + 1)]
+        if any(isinstance(v, dict) for v in rows[0].values()):  # some task has the seeds for it
+            tables.append("\n".join(table(rows, f"finalists confirmed ({confirm[0]}, {confirm[1]}, {n} seed"
+                                                 f"{'s' if n > 1 else ''})", lambda r: str(r["finalists"]))))
+    return "\n\n".join(tables)
 
 
 # ------------------------------------------------------------------------------------------ part 2: the searches

@@ -433,11 +433,16 @@ def test_the_confirmation_of_two_finalists_keeps_the_answer_the_first_stage_rank
                          {("alpha_req", "50"): {"partial": 3.0, "oracle": 2.0, "keep_all": 1.0},
                           ("rankme", "500"): {"oracle": 2.0, "keep_all": 1.0}})
     text = confirmation.finalists_report(tmp_path, ("rankme", "500"), most=2)
-    assert "| 1 | 0 of 6; 0 of 6 |" in text and "| 2 | 0 of 6; 6 of 6 |" in text
+    assert "| 1 | 0 of 6; 0 of 6 |" in text and "| 2 | 0 of 6; 6 of 6 |" in text and "2 seeds" not in text
     # a fourth seed under way (keep_all alone has it): the task is read on the three every corruptor has
-    (tmp_path / "gen00" / "keep_all_s3.json").write_text((tmp_path / "gen00" / "keep_all_s0.json").read_text()
-                                                         .replace('"seed": 0', '"seed": 3'))
+    unit = lambda kind, seed: tmp_path / "gen00" / f"{kind}_s{seed}.json"  # noqa: E731
+    unit("keep_all", 3).write_text(unit("keep_all", 0).read_text().replace('"seed": 0', '"seed": 3'))
     assert confirmation.finalists_report(tmp_path, ("rankme", "500"), most=2) == text
+    # every corruptor on four seeds: confirmed on two of them as the search does (4 x 3 x 2 orderings), then scored
+    for kind in ("oracle", "partial", "random"):
+        unit(kind, 3).write_text(unit(kind, 0).read_text().replace('"seed": 0', '"seed": 3'))
+    two = confirmation.finalists_report(tmp_path, ("rankme", "500"), most=2).split("\n\n")[1]
+    assert "2 seeds" in two and "| 1 | 0 of 24; 0 of 24 |" in two and "| 2 | 0 of 24; 24 of 24 |" in two
 
 
 @pytest.mark.parametrize("args,pattern", [([], "give --choose \\(part 1\\), or --searches"),
