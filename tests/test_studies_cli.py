@@ -162,10 +162,34 @@ def test_the_corruptor_space_study_refuses_to_continue_units_of_another_search(t
     assert now.startswith("alpha_req after 25 then 50 updates")
     check_one_line(exit_code(corruptor_space.main, ["--tasks", "shortcut_random", "--seeds", "1", "--out",
                                                     str(tmp_path)]),
-                   capsys.readouterr().err, f"was searched with rankme after 50 updates, 2400 in all, the default "
-                                            f"search is now {now}: give a new --out")
+                   capsys.readouterr().err, f"was searched with rankme after 50 updates, 2400 in all, the search "
+                                            f"asked for is {now}: give a new --out")
     assert [p.name for p in path.parent.iterdir()] == [path.name] and json.loads(path.read_text()) == {
         "task": "shortcut_random"}
+
+
+def test_the_corruptor_space_study_compares_optimisers_unit_by_unit(tmp_path, capsys):
+    """Each optimiser's searches are units of their own, keyed by it and by the confirmation: a continued study asked
+    for another confirmation stops in one line; the report tells the optimisers apart, a line each."""
+    def unit(optimizer: str, seed: int, planted: float, runs: int | None) -> dict:
+        return {"task": "shortcut_random", "corruptor": "cell_scorer", "seed": seed, "keep_planted": planted,
+                "keep_other": 0.9, "keep_fraction": 0.7, "answer_runs": runs, "cpu_minutes": 10.0,
+                "chosen": {"keep_level": 0.0, "temperature": 0.0},
+                "search": corruptor_space.default_search(optimizer, confirm=False)}
+
+    for optimizer, seed, planted, runs in (("cmaes", 0, 0.1, 12), ("sep_cmaes", 0, 0.5, None),
+                                           ("sep_cmaes", 1, 0.15, 30)):
+        path = corruptor_space.unit_path(tmp_path, "shortcut_random", "cell_scorer", seed, optimizer)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(unit(optimizer, seed, planted, runs)))
+    assert len({p.name for p in (tmp_path / "units").iterdir()}) == 3
+    text = corruptor_space.report(tmp_path)
+    assert "- cmaes: found in 1 of 1 (task, seed) searches; planted keep <= 0.2 reached in 1, after 12 runs" in text
+    assert "- sep_cmaes: found in 1 of 2 (task, seed) searches; planted keep <= 0.2 reached in 1, after 30 runs" in text
+    check_one_line(exit_code(corruptor_space.main, ["--tasks", "shortcut_random", "--seeds", "1", "--optimizers",
+                                                    "sep_cmaes", "--out", str(tmp_path)]),
+                   capsys.readouterr().err, "the search asked for is .* confirmed by rankme after 500 updates on 2 "
+                                            "seeds, sep_cmaes: give a new --out")
 
 
 def fidelity_units(folder: Path, task: str, quality: dict[str, float], judges: dict, noise: float = 0.004,
