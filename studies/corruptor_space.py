@@ -113,6 +113,7 @@ def report(folder: Path) -> str:
     if not units:
         raise UsageError(f"no units in {folder / 'units'}: run the study first")
     optimizer = lambda u: searched_with(u)["optimizer"]  # noqa: E731
+    found = lambda u: u["keep_planted"] <= FOUND and not u.get("keeps_everything")  # noqa: E731  (a rejected pick: none)
     lines = ["# The named answers in a richer corruptor space", "",
              f"`python studies/corruptor_space.py`: the default search ("
              f"{'; '.join(sorted({search_name({**searched_with(u), 'optimizer': 'cmaes'}) for u in units}))}), "
@@ -124,13 +125,13 @@ def report(folder: Path) -> str:
         fmt = lambda v: "" if v is None else f"{v:+.2f}"  # noqa: E731
         lines.append(f"| {u['task']} | {u['corruptor']} | {optimizer(u)} | {u['seed']} | {u['keep_planted']:.2f} | "
                      f"{u['keep_other']:.2f} | {u['keep_fraction']:.2f} | "
-                     f"{'yes' if u['keep_planted'] <= FOUND else 'no'} | {fmt(level)} | {fmt(temp)} | "
+                     f"{'yes' if found(u) else 'no'} | {fmt(level)} | {fmt(temp)} | "
                      f"{u['answer_runs'] or 'not reached'} | {u['cpu_minutes']:.1f} |")
     lines.append("")
     for name in sorted({optimizer(u) for u in units}):
         mine = [u for u in units if optimizer(u) == name]
         reached = sorted(u["answer_runs"] for u in mine if u["answer_runs"])
-        lines.append(f"- {name}: found in {sum(u['keep_planted'] <= FOUND for u in mine)} of {len(mine)} (task, seed) "
+        lines.append(f"- {name}: found in {sum(map(found, mine))} of {len(mine)} (task, seed) "
                      f"searches; planted keep <= 0.2 reached in {len(reached)}"
                      + (f", after {', '.join(map(str, reached))} runs" if reached else "")
                      + f"; mean planted keep {np.mean([u['keep_planted'] for u in mine]):.2f}; "
