@@ -37,10 +37,11 @@ def paired(runs: dict[int, dict[str, str]], base: dict[int, dict[str, str]]) -> 
     return np.array([float(runs[s]["knn"]) - float(base[s]["knn"]) for s in sorted(runs) if s in base])
 
 
-def difference(runs: dict[int, dict[str, str]], base: dict[int, dict[str, str]] | None) -> tuple[str, np.ndarray]:
-    if base is None or not len(d := paired(runs, base)):
-        return "", np.array([])
-    return f"{format_ci(float(d.mean()), bootstrap_ci(d), '+.4f')} ({len(d)})", d
+def difference(runs: dict[int, dict[str, str]], base: dict[int, dict[str, str]] | None) -> str:
+    """The paired kNN difference from ``base`` with its CI and seed count ("" without a base or shared seeds)."""
+    if base is None or runs is base or not len(d := paired(runs, base)):
+        return ""
+    return f"{format_ci(float(d.mean()), bootstrap_ci(d), '+.4f')} ({len(d)})"
 
 
 def task_report(task: str, ceiling: Path, rows: list[dict[str, str]], target: float) -> list[str]:
@@ -56,8 +57,7 @@ def task_report(task: str, ceiling: Path, rows: list[dict[str, str]], target: fl
         knn = np.array([float(r["knn"]) for r in runs.values()])
         name = "**label-judged ceiling (cell scorer)**" if label == CEILING else label
         lines.append(f"| {name} | {len(knn)} | {format_ci(float(knn.mean()), bootstrap_ci(knn), '.4f')} | "
-                     f"{difference(runs, keep_all)[0] if runs is not keep_all else ''} | "
-                     f"{difference(runs, simclr)[0] if runs is not simclr else ''} |")
+                     f"{difference(runs, keep_all)} | {difference(runs, simclr)} |")
     ceiling_runs = groups.get((CEILING, str(ceiling)))
     if ceiling_runs is None:
         return lines + ["", f"No {CEILING} row on {task} in {ceiling}."]
