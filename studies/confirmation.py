@@ -18,6 +18,12 @@ by more than keep_all's seed sd, and the answers kept (the oracle picked on task
 sd). The rule, stated before it was read: on the development split, at most 10 % worse (the search's own bar), then
 the most answers kept, then the shortest. The search's defaults are its choice.
 
+**How many finalists** the search confirms (the first stage's best k that out-judge keep_all, the best of them at
+the confirmation kept if it beats keep_all there) is chosen by the same rule, written on 2026-12-07 before the
+development tasks' fourth run seed was read: confirmed on two seeds as the search does it (pick on a, confirm on
+b1 and b2, score on c), at most 10 % worse, then the most answers kept, then the fewest finalists
+(:func:`choose_finalists`; the one-seed table beside it was read on the held-out split and is not a choice).
+
 Part 2, **the finished searches** (``--searches FOLDER``: a benchmark folder whose searches ran without the
 confirmation, e.g. ``docs/results/search``): each search's pick (its ``theta/*`` columns) is confirmed as the search
 now does it, by the same method (:meth:`WholeRunSearch.confirm`), and what the search's row would then be: its own
@@ -161,18 +167,39 @@ def choice_report(rows: list[dict[str, Any]], chosen: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def choose_finalists(folder: Path, confirm: tuple[str, str], most: int = 3
+                     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """How many of the first stage's best the search confirms, by the rule written (2026-12-07) before the
+    development tasks' fourth run seed was read: confirmed on two seeds as the search does it, on the development
+    split, at most 10 % of picks worse than keep_all − sd, then the most answers kept, then the fewest finalists.
+    The rows for 1..``most`` finalists and the chosen one (None where no development task has four seeds yet; the
+    single pick where no row meets the bar)."""
+    rows = [tally(read_fidelity(folder), confirm, k, 2) for k in range(1, most + 1)]
+    if "development" not in rows[0]:
+        return rows, None
+    passing = [r for r in rows if r["development"]["worse"] <= WORSE_BAR * r["development"]["picks"]]
+    chosen = min(passing, key=lambda r: (-r["development"]["found"], r["finalists"])) if passing else rows[0]
+    return rows, chosen
+
+
 def finalists_report(folder: Path, confirm: tuple[str, str], most: int = 3) -> str:
     """The chosen confirmation given the first stage's best 1..``most`` (those that out-judge keep_all on their
     seed), keeping the best of them at the confirmation if it beats keep_all there: is the answer often the
-    first stage's runner-up? (Measured, not the rule's choice: the rule chose among single picks.) On one
-    confirmation seed, and on two (as the search confirms) where tasks have a fourth run seed."""
-    tasks = read_fidelity(folder)
+    first stage's runner-up? On one confirmation seed (measured, not chosen: the held-out split was read for it),
+    and on two (as the search confirms) where tasks have a fourth run seed, with the rule's choice there
+    (:func:`choose_finalists`)."""
     tables = []
-    for n in (1, 2):
-        rows = [tally(tasks, confirm, k, n) for k in range(1, most + 1)]
+    one = [tally(read_fidelity(folder), confirm, k) for k in range(1, most + 1)]
+    two, chosen = choose_finalists(folder, confirm, most)
+    for n, rows in ((1, one), (2, two)):
         if any(isinstance(v, dict) for v in rows[0].values()):  # some task has the seeds for it
             tables.append("\n".join(table(rows, f"finalists confirmed ({confirm[0]}, {confirm[1]}, {n} seed"
-                                                 f"{'s' if n > 1 else ''})", lambda r: str(r["finalists"]))))
+                                                 f"{'s' if n > 1 else ''})", lambda r: str(r["finalists"]),
+                                           chosen if n == 2 else None)))
+    if chosen is not None:
+        tables.append(f"The rule's choice of finalists on the development split, confirmed on two seeds: "
+                      f"{chosen['finalists']} (at most {WORSE_BAR:.0%} worse, then the most answers kept, then the "
+                      "fewest).")
     return "\n\n".join(tables)
 
 

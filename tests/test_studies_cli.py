@@ -466,7 +466,34 @@ def test_the_confirmation_of_two_finalists_keeps_the_answer_the_first_stage_rank
     for kind in ("oracle", "partial", "random"):
         unit(kind, 3).write_text(unit(kind, 0).read_text().replace('"seed": 0', '"seed": 3'))
     two = confirmation.finalists_report(tmp_path, ("rankme", "500"), most=2).split("\n\n")[1]
-    assert "2 seeds" in two and "| 1 | 0 of 24; 0 of 24 |" in two and "| 2 | 0 of 24; 24 of 24 |" in two
+    assert "2 seeds" in two and "| 1 | 0 of 24; 0 of 24 |" in two and "| **2** | 0 of 24; 24 of 24 |" in two
+    assert "choice of finalists on the development split, confirmed on two seeds: 2 " in text_of(tmp_path)
+
+
+def text_of(folder: Path) -> str:
+    return confirmation.finalists_report(folder, ("rankme", "500"), most=2)
+
+
+def test_the_finalists_rule_keeps_the_single_pick_where_a_runner_up_that_loses_passes_its_confirmation(tmp_path):
+    """Beside the task whose runner-up is the oracle, a task whose runner-up loses kNN yet out-judges keep_all at
+    the confirmation: two finalists keep one more answer and make 24 of 48 picks worse, over the 10 % bar, so the
+    rule keeps confirming the pick alone; on three seeds nothing is chosen (the rule reads two-seed confirmations)."""
+    judges = {("alpha_req", "50"): {"partial": 3.0, "oracle": 2.0, "keep_all": 1.0},
+              ("rankme", "500"): {"oracle": 2.0, "keep_all": 1.0}}
+    write_fidelity_units(tmp_path, "gen00", {"keep_all": [0.59, 0.60, 0.61], "oracle": [0.66] * 3,
+                                             "partial": [0.58] * 3}, judges)
+    write_fidelity_units(tmp_path, "gen02", {"keep_all": [0.59, 0.60, 0.61], "partial": [0.58] * 3,
+                                             "random": [0.50] * 3},
+                         {("alpha_req", "50"): {"partial": 3.0, "random": 2.0, "keep_all": 1.0},
+                          ("rankme", "500"): {"random": 2.0, "keep_all": 1.0}})
+    assert confirmation.choose_finalists(tmp_path, ("rankme", "500"), most=2)[1] is None
+    for task in ("gen00", "gen02"):
+        for path in (tmp_path / task).glob("*_s0.json"):
+            path.with_name(path.name.replace("_s0", "_s3")).write_text(path.read_text().replace('"seed": 0', '"seed": 3'))
+    rows, chosen = confirmation.choose_finalists(tmp_path, ("rankme", "500"), most=2)
+    assert [r["development"] for r in rows] == [{"picks": 48, "worse": 0, "answers": 24, "found": 0},
+                                                {"picks": 48, "worse": 24, "answers": 24, "found": 24}]
+    assert chosen["finalists"] == 1 and "confirmed on two seeds: 1 " in text_of(tmp_path)
 
 
 @pytest.mark.parametrize("args,pattern", [([], "give --choose \\(part 1\\), or --searches"),
