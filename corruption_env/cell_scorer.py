@@ -36,6 +36,16 @@ def kept_fraction(keep_level: float) -> float:
     return float(np.clip(DEFAULT_KEEP + (1 - DEFAULT_KEEP) * keep_level, *KEEP_LEVELS))
 
 
+def top_cells(scores: np.ndarray, keep: float) -> np.ndarray:
+    """The action that keeps each image's top ``round(keep * cells)`` cells in an env without a keep budget: +1
+    kept, -1 dropped, from ``scores`` of shape (images, cells) (ties to the first cell)."""
+    kept = int(round(keep * scores.shape[1]))
+    order = np.argsort(-scores, axis=1, kind="stable")
+    action = -np.ones_like(scores, dtype=np.float32)
+    np.put_along_axis(action, order[:, :kept], 1.0, axis=1)
+    return action
+
+
 @register_corruptor("cell_scorer")
 class CellScorer(CellRule):
     """theta = [keep_level, temperature, the rule's 4 weights, the conv net's weights and biases, its ``CHANNELS``
@@ -90,9 +100,4 @@ class CellScorer(CellRule):
         if temperature > 0:
             rng = np.random.default_rng(zlib.crc32(np.ascontiguousarray(images).tobytes()))
             scores = scores + temperature * rng.gumbel(size=scores.shape)
-        cells = scores.shape[1]
-        kept = int(round(keep * cells))
-        order = np.argsort(-scores, axis=1, kind="stable")
-        action = -np.ones_like(scores, dtype=np.float32)
-        np.put_along_axis(action, order[:, :kept], 1.0, axis=1)
-        return action.reshape(-1)
+        return top_cells(scores, keep).reshape(-1)

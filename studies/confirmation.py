@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from judge_audit import split_of  # noqa: E402
+from judge_audit import FREE_LEVEL, split_of  # noqa: E402
 from search_check import check_task, read_runs  # noqa: E402
 
 from corruption_env.cli_options import ArgumentParser, UsageError, positive, usage_errors  # noqa: E402
@@ -72,7 +72,8 @@ def read_fidelity(folder: Path) -> dict[str, dict[str, dict[int, dict]]]:
         units: dict[str, dict[int, dict]] = {}
         for path in task_dir.glob("*.json"):
             unit = json.loads(path.read_text())
-            units.setdefault(unit["kind"], {})[unit["seed"]] = unit
+            if unit["kind"] not in FREE_LEVEL:  # the fidelity study's free-level part: not what this emulates
+                units.setdefault(unit["kind"], {})[unit["seed"]] = unit
         # the seeds every corruptor has finished (a study continued with another seed is read as it was until then)
         seeds = sorted(set.intersection(*(set(by) for by in units.values()))) if units else []
         complete = {k: {s: by[s] for s in seeds} for k, by in units.items()}

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from judge_audit import CORRUPTORS, JUDGES, make_act, split_of, task_overrides  # noqa: E402
+from judge_audit import CORRUPTORS, FREE_LEVEL, JUDGES, make_act, split_of, task_overrides  # noqa: E402
 
 from agents.search import DEFAULTS_BEFORE_FIDELITY  # noqa: E402
 from corruption_env.cli_options import ArgumentParser, UsageError, positive, usage_errors  # noqa: E402
@@ -73,10 +73,20 @@ def task_setup(task: str) -> tuple[Any, int, tuple[int, ...]]:
     return config, eval_steps, lengths
 
 
-def corruptors_of(config: Any) -> tuple[str, ...]:
+def corruptors_of(config: Any, free_level: bool = False) -> tuple[str, ...]:
+    """A task's corruptors; with ``free_level``, on a known-answer task, also those with their own keep level."""
     from corruption_env.known_answer import is_known_answer
 
-    return ANSWER_CORRUPTORS if is_known_answer(config.dataset_kwargs) else PLAIN_CORRUPTORS
+    if not is_known_answer(config.dataset_kwargs):
+        return PLAIN_CORRUPTORS
+    return (*ANSWER_CORRUPTORS, *FREE_LEVEL) if free_level else ANSWER_CORRUPTORS
+
+
+def task_units(task_dir: Path, free_level: bool = False) -> list[dict]:
+    """A task's finished units: of its corruptors at the keep budget (and keep_all), or with ``free_level`` those
+    with their own keep level too (the free-level part of the study, whose units share the folder)."""
+    units = [json.loads(p.read_text()) for p in sorted(task_dir.glob("*.json"))]
+    return [u for u in units if free_level or u["kind"] not in FREE_LEVEL]
 
 
 def fidelity_unit(task: str, kind: str, seed: int) -> dict[str, Any]:
@@ -90,8 +100,8 @@ def fidelity_unit(task: str, kind: str, seed: int) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     config, eval_steps, lengths = task_setup(task)
-    runs = WholeRun(config if kind != "keep_all" else config.without_budget(), eval_steps, "rankme",
-                    also_measure=JUDGES)
+    budgeted = kind != "keep_all" and kind not in FREE_LEVEL  # these keep their own share of the cells
+    runs = WholeRun(config if budgeted else config.without_budget(), eval_steps, "rankme", also_measure=JUDGES)
     result = runs.judge(make_act(kind, runs.env, CORRUPTOR_SEED), seed, also_at=lengths)
     options = dict(root=config.data_root, image_size=config.image_size, channels=3, **config.dataset_options())
     accuracy = encoder_accuracies(runs.env.learner, load_dataset(config.dataset, split="train", **options),
@@ -222,7 +232,8 @@ def task_scores(units: list[dict]) -> dict[str, Any] | None:
             "halving": halving, "cpu": cpu,
             "knn": knn, "keep_all_noise": noise, "oracle_minus_keep_all": margin, "spread": spread,
             "differ": bool(spread > 2 * noise), "split": split_of(task_name(units)),
-            "complete": len(seeds) >= 3 and set(kinds) in (set(ANSWER_CORRUPTORS), set(PLAIN_CORRUPTORS))}
+            "complete": len(seeds) >= 3 and set(kinds) in (set(ANSWER_CORRUPTORS), set(PLAIN_CORRUPTORS),
+                                                           {*ANSWER_CORRUPTORS, *FREE_LEVEL})}
 
 
 def halving_regret(tables: dict[int, Any], outcome: dict[int, np.ndarray], seeds: list[int], judge: str, first: str,
@@ -256,14 +267,17 @@ def task_name(units: list[dict]) -> str:
     return units[0]["task"]
 
 
-def fidelity_report(folder: Path) -> dict[str, Any]:
+def fidelity_report(folder: Path, free_level: bool = False) -> dict[str, Any]:
     """Every task's numbers, and per group of tasks (development, held out, named, real images) and judge, the mean
-    Spearman at each length with a bootstrap CI over tasks, beside the mean ceiling."""
+    Spearman at each length with a bootstrap CI over tasks, beside the mean ceiling. ``free_level``: with the
+    corruptors that keep their own share of the cells (on the tasks that have them)."""
     from benchmarking.confidence import bootstrap_ci
 
     tasks: dict[str, Any] = {}
     for task_dir in sorted(p for p in (folder / "units").glob("*") if p.is_dir()):
-        units = [json.loads(p.read_text()) for p in sorted(task_dir.glob("*.json"))]
+        units = task_units(task_dir, free_level)
+        if free_level and not any(u["kind"] in FREE_LEVEL for u in units):
+            continue
         scores = task_scores(units) if units else None
         if scores is not None:
             tasks[task_dir.name] = scores
@@ -442,13 +456,25 @@ def way_name(way: dict[str, Any]) -> str:
     return f"{way['judge']} after {' then '.join(map(str, way['rungs']))} updates"
 
 
-def report(folder: Path, header: str) -> str:
+FREE_LEVEL_RULE = (
+    "The free-level part: the study's corruptors of every known-answer task plus three that keep their own share of "
+    "the cells without the keep budget, as the cell scorer's free keep level can (" + ", ".join(
+        f"{kind}: {scores} scores, {keep:.0%} kept" for kind, (scores, keep) in FREE_LEVEL.items()) + "). Its rule, "
+    "written on 2026-12-07 before its units were run: the same as the study's (the lowest mean regret on the "
+    "development split, the cheapest within half of keep_all's seed sd); its choice is the search's judge and rungs "
+    "for a space with a free keep level.")
+
+
+def report(folder: Path, header: str, free_level: bool = False) -> str:
+    """Write the report (``fidelity.md`` and ``.json``; with ``free_level``, ``fidelity_free_level.*``) and return
+    its text."""
     if not (folder / "units").is_dir():
         raise UsageError(f"{folder} holds no fidelity units (no units/ folder): give the --out of a study")
-    result = fidelity_report(folder)
-    atomic_write_json(folder / "fidelity.json", result)
-    text = format_report(result, header)
-    atomic_write_text(folder / "fidelity.md", text)
+    result = fidelity_report(folder, free_level)
+    name = "fidelity_free_level" if free_level else "fidelity"
+    atomic_write_json(folder / f"{name}.json", result)
+    text = format_report(result, f"{header}\n\n{FREE_LEVEL_RULE}" if free_level else header)
+    atomic_write_text(folder / f"{name}.md", text)
     return text
 
 
@@ -464,6 +490,9 @@ def build_parser() -> ArgumentParser:
                         help="where the units and the report go (default: %(default)s)")
     parser.add_argument("--report", type=Path,
                         help="only rewrite the report from the units of this folder (default: run the study)")
+    parser.add_argument("--free-level", action="store_true",
+                        help="the free-level part: also the corruptors with their own keep level, on known-answer "
+                             "tasks; its report is fidelity_free_level.md (default: off)")
     return parser
 
 
@@ -471,7 +500,7 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.report:
-        print(report(args.report, f"Report of `{args.report}`."))
+        print(report(args.report, f"Report of `{args.report}`.", args.free_level))
         return 0
     tasks = [t for t in args.tasks.split(",") if t]
     if not tasks:
@@ -479,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs = []
     for task in tasks:  # checks every name before any run
         config, _, _ = task_setup(task)
-        jobs += [(task, kind, seed, str(args.out)) for seed in range(args.seeds) for kind in corruptors_of(config)]
+        jobs += [(task, kind, seed, str(args.out)) for seed in range(args.seeds)
+                 for kind in corruptors_of(config, args.free_level)]
     check_units(args.out, tasks)
     todo = [j for j in jobs if not unit_path(args.out, j[0], j[1], j[2]).exists()]
     print(f"{len(jobs)} runs, {len(jobs) - len(todo)} already done in {args.out}; running {len(todo)} on "
@@ -490,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{done}/{len(todo)}] {path} ({(time.time() - start) / 60:.0f} min)", flush=True)
     header = (f"`python studies/fidelity.py {' '.join(argv if argv is not None else sys.argv[1:])}`; the units in "
               f"`{args.out}/units`.")
-    print(report(args.out, header))
+    print(report(args.out, header, args.free_level))
     return 0
 
 

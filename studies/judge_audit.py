@@ -39,8 +39,12 @@ JUDGES = ("rankme", "lidar", "alpha_req", "heldout_loss", "alignment", "uniformi
 LABEL_FREE = JUDGES[:-1]
 CORRUPTORS = ("keep_all", "oracle", "random", "cowmask", "partial", "anti", "rule_a", "rule_b")
 PLAIN_CORRUPTORS = ("keep_all", "random", "cowmask", "rule_a", "rule_b", "rule_c", "rule_d")  # no planted pattern
+# corruptors with their own keep level, run without the keep budget (what the cell scorer's free keep level can
+# express): (the planted-pattern scores they rank cells by, the fraction kept). anti_k30 is the anti-answer a search
+# over the free keep level picked (the pattern kept, most of the rest dropped); oracle_k50 the answer with less kept.
+FREE_LEVEL = {"anti_k30": ("anti", 0.30), "oracle_k50": ("oracle", 0.50), "random_k30": ("random", 0.30)}
 # every corruptor's random stream is its first place here (new names go at the end: the others' streams stay)
-STREAMS = (*CORRUPTORS, *PLAIN_CORRUPTORS, "rule_e", "rule_f", "rule_g")
+STREAMS = (*CORRUPTORS, *PLAIN_CORRUPTORS, "rule_e", "rule_f", "rule_g", *FREE_LEVEL)
 NAMED = ("shortcut_fixed", "shortcut_random", "distractor_fixed", "distractor_random")
 
 
@@ -57,11 +61,14 @@ def task_overrides(name: str) -> dict[str, Any]:
 
 
 def planted_scores(env: Any, rng: np.random.Generator, kind: str) -> np.ndarray:
-    """Scores (B * g * g) for the env's next batch that make the keep budget drop: the pattern (``oracle``), half
-    of it (``partial``) or other cells while keeping the pattern (``anti``); ties broken at random."""
+    """Scores (B, g * g) for the env's next batch that make the keep budget drop: the pattern (``oracle``), half
+    of it (``partial``), other cells while keeping the pattern (``anti``), or cells at random (``random``); ties
+    broken at random."""
     cells = env.planted_cells.reshape(env.planted_cells.shape[0], -1)  # (B, g*g) bool
     scores = rng.uniform(0, 1, cells.shape)
-    if kind == "partial":
+    if kind == "oracle":
+        scores = scores - 10 * cells
+    elif kind == "partial":
         for row, mask in zip(scores, cells):
             planted = np.flatnonzero(mask)
             drop = rng.permutation(planted)[: len(planted) // 2]
@@ -69,13 +76,14 @@ def planted_scores(env: Any, rng: np.random.Generator, kind: str) -> np.ndarray:
             row[drop] -= 20
     elif kind == "anti":
         scores = scores + 10 * cells
-    return scores.astype(np.float32).reshape(-1)
+    return scores.astype(np.float32)
 
 
 def make_act(kind: str, env: Any, seed: int) -> Callable[[dict], np.ndarray]:
     """The act function of corruptor ``kind`` in ``env`` (deterministic given ``seed``)."""
     from agents import make_agent
     from agents.corruptor_evaluation import agent_act
+    from corruption_env.cell_scorer import top_cells
     from corruption_env.whole_run import make_corruptor
 
     if kind in ("keep_all", "oracle", "random", "cowmask"):
@@ -83,7 +91,10 @@ def make_act(kind: str, env: Any, seed: int) -> Callable[[dict], np.ndarray]:
         return agent_act(make_agent(kind, env, seed=seed, **options))
     rng = np.random.default_rng([seed, STREAMS.index(kind)])
     if kind in ("partial", "anti"):
-        return lambda obs: planted_scores(env, rng, kind)
+        return lambda obs: planted_scores(env, rng, kind).reshape(-1)
+    if kind in FREE_LEVEL:  # its own keep level: the env must have no keep budget
+        scores, keep = FREE_LEVEL[kind]
+        return lambda obs: top_cells(planted_scores(env, rng, scores), keep).reshape(-1)
     rule = make_corruptor("cell_rule", env.config)
     theta = rng.normal(0, 1, rule.dim)
     return lambda obs: rule.act(theta, obs)

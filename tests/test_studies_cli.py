@@ -512,3 +512,42 @@ def test_a_real_process_prints_one_line(tmp_path):
                             timeout=120, env=env)
     check_one_line(result.returncode, result.stderr, "--workers: must be > 0")
     assert not list(tmp_path.iterdir())
+
+
+def test_the_free_level_corruptors_keep_their_own_share_and_rank_cells_by_the_planted_pattern():
+    """In an env without a keep budget, anti_k30 keeps 30 % of each image's cells, the planted pattern first;
+    oracle_k50 half of them, the pattern never; random_k30 30 % wherever it falls."""
+    from corruption_env import CorruptionEnv, EnvConfig
+
+    env = CorruptionEnv(EnvConfig(image_size=16, scale=2, batch_size=4, mask_grid=4, episode_length=50,
+                                  decorruptor="bicubic", heldout_size=16, keep_budget=None, action_mode="scores",
+                                  dataset_kwargs={"train_size": 256, "test_size": 64, "shortcut": "random",
+                                                  "shortcut_bits": 4}))
+    obs, _ = env.reset(seed=0)
+    acts = {kind: judge_audit.make_act(kind, env, seed=0) for kind in judge_audit.FREE_LEVEL}
+    for kind, act in acts.items():
+        planted = env.planted_cells.reshape(4, 16)
+        action = act(obs)
+        kept = action.reshape(4, 16) > 0
+        share = judge_audit.FREE_LEVEL[kind][1]
+        assert (kept.sum(axis=1) == round(16 * share)).all(), kind
+        obs, _, _, _, info = env.step(action)
+        assert info["keep_planted"] == pytest.approx(kept[planted].mean())  # the env keeps what was scored above 0
+        if kind == "anti_k30":  # the pattern (4 bits, at most 5 cells here) kept whole
+            assert kept[planted].all() and planted.any()
+        if kind == "oracle_k50":
+            assert not kept[planted].any()
+
+
+def test_the_fidelity_report_reads_the_free_level_corruptors_only_in_its_own_part(tmp_path):
+    """Free-level units in a task's folder leave the study's report as it was and make their own."""
+    quality = {k: 0.60 + 0.01 * i for i, k in enumerate(fidelity.ANSWER_CORRUPTORS)}
+    judges = {j: (lambda q, knn, rng: 0.0) for j in fidelity.JUDGES}
+    fidelity_units(tmp_path, "shortcut_random", quality, judges)
+    before = fidelity.report(tmp_path, "header")
+    fidelity_units(tmp_path, "shortcut_random", {k: 0.5 for k in judge_audit.FREE_LEVEL}, judges)
+    assert fidelity.report(tmp_path, "header") == before
+    free = fidelity.fidelity_report(tmp_path, free_level=True)["tasks"]["shortcut_random"]
+    assert set(free["kinds"]) == {*fidelity.ANSWER_CORRUPTORS, *judge_audit.FREE_LEVEL} and free["complete"]
+    assert "anti_k30: anti scores, 30% kept" in fidelity.report(tmp_path, "header", free_level=True)
+    assert (tmp_path / "fidelity_free_level.md").exists()
