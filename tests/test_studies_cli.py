@@ -489,7 +489,8 @@ def test_the_finalists_rule_keeps_the_single_pick_where_a_runner_up_that_loses_p
     assert confirmation.choose_finalists(tmp_path, ("rankme", "500"), most=2)[1] is None
     for task in ("gen00", "gen02"):
         for path in (tmp_path / task).glob("*_s0.json"):
-            path.with_name(path.name.replace("_s0", "_s3")).write_text(path.read_text().replace('"seed": 0', '"seed": 3'))
+            fourth = path.read_text().replace('"seed": 0', '"seed": 3')
+            path.with_name(path.name.replace("_s0", "_s3")).write_text(fourth)
     rows, chosen = confirmation.choose_finalists(tmp_path, ("rankme", "500"), most=2)
     assert [r["development"] for r in rows] == [{"picks": 48, "worse": 0, "answers": 24, "found": 0},
                                                 {"picks": 48, "worse": 24, "answers": 24, "found": 24}]
