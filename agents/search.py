@@ -11,9 +11,9 @@ label-free augmentation search as SelfAugment (Reed et al. 2021) does it: a self
 whole training runs, a search proposes. With ``rungs`` > 1 a candidate is judged by successive halving (ASHA, Li et
 al. 2020): its run is read at geometric lengths and stopped at a rung where it falls below the top share of those
 judged there before it; only candidates that reach the last rung, judged on several run seeds, can be the pick.
-The pick is then **confirmed** at a length that predicts the outcome: it and keeping every cell are judged by runs of
-``confirm_updates`` on ``confirm_seeds`` run seeds the search did not use, paired, and the search keeps every cell
-unless the pick wins there (the best of many short-run judges beats keeping everything by selection alone, and
+The pick is then **confirmed** at a length that predicts the outcome: it (with the first stage's next best, up to
+``confirm_finalists``) and keeping every cell are judged by runs of ``confirm_updates`` on ``confirm_seeds`` run seeds
+the search did not use, paired, and the search keeps every cell unless the best of them wins there (the best of many short-run judges beats keeping everything by selection alone, and
 short runs' judges favour masking where the long run does not: ``studies/confirmation.py``).
 
 The search's state (the optimiser's, every candidate's result, the best so far) is part of the agent: it is
@@ -124,6 +124,10 @@ class WholeRunSearch(WholeRunAgent):
         (``studies/confirmation.py``: the fewest picks worse than keeping everything, then the most answers kept).
     :param confirm_judge: the confirmation's judge (a periodic statistic, higher is better).
     :param confirm_seeds: run seeds of the confirmation (none of them a seed the search used).
+    :param confirm_finalists: how many of the first stage's best (distinct candidates that out-judged keeping every
+        cell there, the pick first) go to the confirmation; the one with the highest mean judge there is the
+        search's answer if it beats keeping every cell (the first stage's pick is often a partial answer with the
+        answer next to it: ``studies/confirmation.py``'s finalists table).
     :param engine: ``ray`` (each candidate a Ray Tune trial; ``pip install -e ".[ray]"``) or ``local`` (in this
         process, one after the other).
     :param workers: Ray Tune trials at once (default: this machine's CPUs).
@@ -139,7 +143,7 @@ class WholeRunSearch(WholeRunAgent):
                  sigma0: float = 1.0, restart_factor: float = 2.0, patience: int = 3, lr_adapt: bool = False,
                  rungs: int = 2, reduction_factor: int = 2, final_seeds: int | None = None,
                  keep_all_candidate: bool = True, confirm_updates: int = 500, confirm_judge: str = "rankme",
-                 confirm_seeds: int = 2, engine: str = "ray", workers: int | None = None,
+                 confirm_seeds: int = 2, confirm_finalists: int = 1, engine: str = "ray", workers: int | None = None,
                  storage: str | None = None, tensorboard_log: str | None = None, verbose: int = 1) -> None:
         super().__init__(env, seed, corruptor, judge, run_updates, run_batch, tensorboard_log, verbose)
         if optimizer not in OPTIMISERS:
@@ -161,7 +165,8 @@ class WholeRunSearch(WholeRunAgent):
         self.keep_all: dict[str, Any] | None = None  # keeping every cell, judged as a candidate (once: one run seed)
         for name, value, low in (("rungs", rungs, 1), ("reduction_factor", reduction_factor, 2),
                                  ("final_seeds", 1 if final_seeds is None else final_seeds, 1),
-                                 ("confirm_updates", confirm_updates, 0), ("confirm_seeds", confirm_seeds, 1)):
+                                 ("confirm_updates", confirm_updates, 0), ("confirm_seeds", confirm_seeds, 1),
+                                 ("confirm_finalists", confirm_finalists, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         self.rungs, self.reduction_factor = rungs, reduction_factor
@@ -174,9 +179,10 @@ class WholeRunSearch(WholeRunAgent):
                                  final_seeds=[run_seed(seed, i) for i in range(self.final_seeds)])
         check_judge(confirm_judge)
         self.confirm_updates, self.confirm_judge, self.confirm_seeds = confirm_updates, confirm_judge, confirm_seeds
+        self.confirm_finalists = confirm_finalists
         self.confirm_settings = {**{k: self.settings[k] for k in ("run", "corruptor", "threads")},
                                  "updates": confirm_updates, "judge": confirm_judge}
-        self.confirmation: dict[str, Any] | None = None  # the pick confirmed: its theta and each seed's paired runs
+        self.confirmation: dict[str, Any] | None = None  # the finalists confirmed: their thetas, each seed's runs
         self.optimizer = make_optimiser(optimizer, self.corruptor.dim, self.corruptor.scale, population, seed,
                                         self.optimizer_options)
         self.n_steps = population * run_updates  # SB3's vocabulary for the CLIs: a "rollout" is one generation
@@ -273,40 +279,77 @@ class WholeRunSearch(WholeRunAgent):
         return (self.confirm_updates > 0 and self.keep_all is not None and self.best is not None
                 and np.isfinite(self.keep_all["judge"]) and self.best["judge"] > self.keep_all["judge"])
 
+    def finalists(self) -> list[dict[str, Any]]:
+        """What goes to the confirmation rung: the pick, then the next best distinct candidates that reached the
+        last rung and out-judged keeping every cell, up to ``confirm_finalists`` in all."""
+        rows = [self.best]
+        for row in sorted((r for r in self.history if self.reached_last_rung(r) and np.isfinite(r["judge"])),
+                          key=lambda r: -r["judge"]):
+            if len(rows) >= self.confirm_finalists or not row["judge"] > self.keep_all["judge"]:
+                break
+            if all(row["theta"] != r["theta"] for r in rows):
+                rows.append(row)
+        return rows
+
     def confirm(self) -> None:
-        """The confirmation rung (see ``confirm_updates``): the pick and keeping every cell, paired on each
-        confirmation seed not yet run for this pick. Each seed's runs are kept as they finish."""
+        """The confirmation rung (see ``confirm_updates``): the finalists and keeping every cell, paired on each
+        confirmation seed not yet run for them. Each seed's runs are kept as they finish."""
         if not self.confirms:
             return
-        if self.confirmation is None or self.confirmation["theta"] != self.best["theta"]:
-            self.confirmation = {"theta": self.best["theta"], "seeds": []}
+        thetas = [row["theta"] for row in self.finalists()]
+        if self.confirmation is None or self.confirmation["thetas"] != thetas:
+            self.confirmation = {"thetas": thetas, "seeds": []}
         for i in range(len(self.confirmation["seeds"]), self.confirm_seeds):
-            self.confirmation["seeds"].append(judge_confirmation(self.confirm_settings, np.asarray(self.best["theta"]),
+            self.confirmation["seeds"].append(judge_confirmation(self.confirm_settings, [np.asarray(t) for t in thetas],
                                                                  confirm_seed(self.seed, i)))
         if self.verbose:
             print(self.confirmed_line(), flush=True)
 
+    def confirmation_margins(self) -> list[float] | None:
+        """Each finalist's mean judge minus keeping every cell's at the confirmation rung, paired by seed (NaN if a
+        run diverged); None where there was none, or it is not finished (or was run for other finalists)."""
+        runs = (self.confirmation or {}).get("seeds", [])
+        if (not self.confirms or len(runs) < self.confirm_seeds
+                or self.confirmation["thetas"] != [row["theta"] for row in self.finalists()]):
+            return None
+        return [float(np.mean([r["finalists"][i]["judge"] - r["keep_all"]["judge"] for r in runs]))
+                for i in range(len(self.confirmation["thetas"]))]
+
+    def confirmation_margin(self) -> float | None:
+        """The best finalist's margin at the confirmation rung (:meth:`confirmation_margins`; NaN where none is
+        finite)."""
+        margins = self.confirmation_margins()
+        if margins is None:
+            return None
+        finite = [m for m in margins if np.isfinite(m)]
+        return max(finite) if finite else math.nan
+
     @property
     def confirmed(self) -> bool | None:
-        """Whether the pick won its confirmation (its mean judge above keeping every cell's, paired by seed; a
-        diverged run loses); None where it had none, or it is not finished."""
+        """Whether a finalist won the confirmation (its mean judge above keeping every cell's, paired by seed; a
+        diverged run loses); None where there was none, or it is not finished."""
         margin = self.confirmation_margin()
         return None if margin is None else bool(np.isfinite(margin) and margin > 0)
 
-    def confirmation_margin(self) -> float | None:
-        """The pick's mean judge minus keeping every cell's at the confirmation rung, paired by seed (NaN if a run
-        diverged); None where the pick had none, or it is not finished."""
-        runs = (self.confirmation or {}).get("seeds", [])
-        if (not self.confirms or len(runs) < self.confirm_seeds or self.confirmation["theta"] != self.best["theta"]):
-            return None
-        return float(np.mean([r["finalist"]["judge"] - r["keep_all"]["judge"] for r in runs]))
+    @property
+    def pick(self) -> dict[str, Any] | None:
+        """The candidate the search answers with (unless it keeps every cell): the finalist that won the
+        confirmation, else the first stage's best."""
+        margins = self.confirmation_margins() if self.confirmed else None
+        if not margins:
+            return self.best
+        return self.finalists()[int(np.nanargmax(margins))]
 
     def confirmed_line(self) -> str:
         margin = self.confirmation_margin()
         if margin is None:
             return "the pick had no confirmation"
+        rank = self.finalists().index(self.pick) + 1 if self.confirmed else None
+        which = ("the pick" if len(self.confirmation["thetas"]) == 1 else
+                 f"the best of {len(self.confirmation['thetas'])} finalists"
+                 + (f" (the first stage's #{rank})" if rank else ""))
         return (f"confirmation ({self.confirm_judge} after {self.confirm_updates} updates, {self.confirm_seeds} fresh "
-                f"run seeds): the pick {'beats' if self.confirmed else 'does not beat'} keeping every cell by "
+                f"run seeds): {which} {'beats' if self.confirmed else 'does not beat'} keeping every cell by "
                 f"{margin:+.4g}" + ("" if self.confirmed else ": its answer is to keep every cell"))
 
     def reached_last_rung(self, row: dict[str, Any]) -> bool:
@@ -374,8 +417,8 @@ class WholeRunSearch(WholeRunAgent):
         keeps everything)."""
         if not self.history or self.history[0].get("keep_planted") is None:
             return {}
-        confirming = sum(r[k]["cpu_seconds"] for r in (self.confirmation or {}).get("seeds", [])
-                         for k in ("finalist", "keep_all"))
+        confirming = sum(run["cpu_seconds"] for r in (self.confirmation or {}).get("seeds", [])
+                         for run in (*r["finalists"], r["keep_all"]))
         if self.keeps_everything:
             cpu = sum(row["cpu_seconds"] for row in self.history) + self.keep_all["cpu_seconds"] + confirming
             return {**self.answer_fields(None, 1.0, len(self.history) + 1, cpu), "best_judge": self.keep_all["judge"]}
@@ -386,7 +429,7 @@ class WholeRunSearch(WholeRunAgent):
                 best = row["judge"]
                 found = row["keep_planted"] <= ANSWER_KEEP
                 reached = (n, cpu) if found and reached is None else (reached if found else None)
-        return {**self.answer_fields(reached, self.best["keep_planted"], len(self.history), cpu),
+        return {**self.answer_fields(reached, self.pick["keep_planted"], len(self.history), cpu),
                 "best_judge": self.best["judge"]}
 
     def judges(self) -> dict[str, float]:
@@ -397,9 +440,11 @@ class WholeRunSearch(WholeRunAgent):
             out["keep_all_judge"] = self.keep_all["judge"]
         if self.confirmation_margin() is not None:
             out.update(confirmation_margin=self.confirmation_margin(), confirmed=float(self.confirmed))
+            if self.confirmed:  # which of the finalists won (1: the first stage's pick)
+                out["confirmed_finalist"] = float(self.finalists().index(self.pick) + 1)
         if self.best is not None:
             out.update({f"theta/{name}": float(value) for name, value in
-                        zip(self.corruptor.parameter_names(), self.best["theta"])})
+                        zip(self.corruptor.parameter_names(), self.pick["theta"])})
         return out
 
     def against_keep_all(self) -> str | None:
@@ -431,7 +476,7 @@ class WholeRunSearch(WholeRunAgent):
     def theta(self) -> np.ndarray:
         if self.best is None:
             raise RuntimeError("the search has not judged any candidate yet: call learn() first")
-        return np.asarray(self.best["theta"])
+        return np.asarray(self.pick["theta"])
 
     @property
     def keeps_everything(self) -> bool:
@@ -453,7 +498,7 @@ class WholeRunSearch(WholeRunAgent):
     STATE = ("history", "pending", "asked", "best", "keep_all", "confirmation", "num_timesteps", "n_steps")
     # what a search saved before an option existed ran with: one length (the defaults are now two rungs), no
     # confirmation
-    SAVED_WITHOUT = {"rungs": 1, "confirm_updates": 0}
+    SAVED_WITHOUT = {"rungs": 1, "confirm_updates": 0, "confirm_finalists": 1}
 
     def save(self, path: str | Path) -> None:
         state = {"options": self._options(), "optimizer": self.optimizer.state(),
@@ -467,7 +512,8 @@ class WholeRunSearch(WholeRunAgent):
                 "population": self.population, **self.optimizer_options, "rungs": self.rungs,
                 "reduction_factor": self.reduction_factor, "final_seeds": self.final_seeds,
                 "keep_all_candidate": self.keep_all_candidate, "confirm_updates": self.confirm_updates,
-                "confirm_judge": self.confirm_judge, "confirm_seeds": self.confirm_seeds, "engine": self.engine,
+                "confirm_judge": self.confirm_judge, "confirm_seeds": self.confirm_seeds,
+                "confirm_finalists": self.confirm_finalists, "engine": self.engine,
                 "workers": self.workers}
 
     @classmethod
@@ -481,6 +527,10 @@ class WholeRunSearch(WholeRunAgent):
             agent.optimizer = state["optimizer"]["class"].from_state(state["optimizer"])
         for key in cls.STATE:
             setattr(agent, key, state.get(key))  # keep_all: None in a search saved before it was a candidate
+        if agent.confirmation and "theta" in agent.confirmation:  # saved before finalists: its one finalist
+            agent.confirmation = {"thetas": [agent.confirmation["theta"]], "seeds": [
+                {"seed": r["seed"], "finalists": [r["finalist"]], "keep_all": r["keep_all"]}
+                for r in agent.confirmation["seeds"]]}
         return agent
 
 

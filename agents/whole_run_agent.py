@@ -115,14 +115,16 @@ def judge_keep_all(settings: dict[str, Any]) -> dict[str, Any]:
     return results[0].to_dict() if len(results) == 1 else over_seeds(results)
 
 
-def judge_confirmation(settings: dict[str, Any], theta: np.ndarray, seed: int) -> dict[str, Any]:
-    """The confirmation rung of a search on one run seed the search did not use: its finalist (``theta``) and
-    keeping every cell (as :func:`judge_keep_all`), each judged by one whole run of ``settings['updates']`` updates
-    by ``settings['judge']``, both on ``seed`` (paired: their judges differ by their masks alone)."""
+def judge_confirmation(settings: dict[str, Any], thetas: list[np.ndarray], seed: int) -> dict[str, Any]:
+    """The confirmation rung of a search on one run seed the search did not use: its finalists (``thetas``, best
+    first) and keeping every cell (as :func:`judge_keep_all`), each judged by one whole run of
+    ``settings['updates']`` updates by ``settings['judge']``, all on ``seed`` (paired: their judges differ by their
+    masks alone)."""
     torch.set_num_threads(settings["threads"])
     runs = whole_run(EnvConfig.from_dict(settings["run"]), settings["updates"], settings["judge"])
-    finalist = runs.judge_candidate(make_corruptor(settings["corruptor"], runs.config), np.asarray(theta), seed)
-    return {"seed": seed, "finalist": finalist.to_dict(), "keep_all": judge_keep_all({**settings, "final_seeds": [seed]})}
+    corruptor = make_corruptor(settings["corruptor"], runs.config)
+    finalists = [runs.judge_candidate(corruptor, np.asarray(theta), seed).to_dict() for theta in thetas]
+    return {"seed": seed, "finalists": finalists, "keep_all": judge_keep_all({**settings, "final_seeds": [seed]})}
 
 
 def settle_config(config: EnvConfig, given: set[str] | frozenset[str] = frozenset()) -> tuple[EnvConfig, str | None]:

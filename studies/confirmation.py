@@ -227,7 +227,7 @@ def confirm_unit(job: tuple[dict[str, str], dict[str, Any], dict[str, Any], str]
     config = EnvConfig.from_dict({**settings["env"], "num_threads": 1})
     given = {k: v for k, v in settings["agent_options"].items() if k not in ("engine", "verbose")}
     search = WholeRunSearch(SimpleNamespace(config=config), seed=int(row["seed"]), engine="local", verbose=0,
-                            **{**given, **options})
+                            **{**given, **options, "confirm_finalists": 1})  # runs.csv holds the pick alone
     search.best = {"theta": [float(row[f"theta/{n}"]) for n in search.corruptor.parameter_names()],
                    "judge": float(row["best_candidate_judge"])}
     search.keep_all = {"judge": float(row["keep_all_judge"]), "cpu_seconds": 0.0}

@@ -122,17 +122,18 @@ def test_on_real_runs_the_last_rung_is_judged_on_every_final_seed():
     assert len(runs) == 2 and not {r["seed"] for r in runs} & {*search.settings["final_seeds"]}
     for r in runs:
         assert r["keep_all"]["keep_fraction"] == 1.0 and r["keep_all"]["judge"] == 0.0
-        assert r["finalist"]["judge"] == pytest.approx(1 - r["finalist"]["keep_planted"]) and r["finalist"]["judge"] > 0
+        (finalist,) = r["finalists"]
+        assert finalist["judge"] == pytest.approx(1 - finalist["keep_planted"]) and finalist["judge"] > 0
     assert search.confirmed and not search.keeps_everything
 
 
 def fake_confirmation(margin, calls, interrupt_at=None):
     """The confirmation rung's paired runs, faked: the pick's judge is keeping everything's + ``margin``."""
-    def judge_confirmation(settings, theta, seed):
+    def judge_confirmation(settings, thetas, seed):
         calls.append((settings["updates"], settings["judge"], seed))
         if len(calls) == interrupt_at:
             raise KeyboardInterrupt
-        return {"seed": seed, "finalist": {"judge": 1.0 + margin, "cpu_seconds": 60.0},
+        return {"seed": seed, "finalists": [{"judge": 1.0 + margin, "cpu_seconds": 60.0} for _ in thetas],
                 "keep_all": {"judge": 1.0, "cpu_seconds": 60.0}}
     return judge_confirmation
 
@@ -182,12 +183,53 @@ def test_an_interrupted_confirmation_resumed_runs_only_the_seeds_left(monkeypatc
     assert resumed.confirmed
 
 
+def test_with_two_finalists_the_runner_up_that_wins_the_confirmation_is_the_answer(monkeypatch, tmp_path):
+    """The first stage's pick and its runner-up both out-judge keeping every cell; at the confirmation the runner-up
+    wins and the pick loses: the search answers with the runner-up (its theta, its planted keep, its parameters in
+    the records), where one finalist would have kept every cell. A search saved before finalists loads as one."""
+    def confirmation(settings, thetas, seed):  # the judge at the confirmation: the second parameter, not the first
+        return {"seed": seed, "finalists": [{"judge": float(t[1]), "cpu_seconds": 60.0} for t in thetas],
+                "keep_all": {"judge": 0.0, "cpu_seconds": 60.0}}
+    monkeypatch.setattr(search_module, "judge_confirmation", confirmation)
+    monkeypatch.setattr(search_module, "judge_keep_all", lambda settings: {"judge": -1.0, "cpu_seconds": 0.0})
+    env = CorruptionEnv(TINY)
+    searches = {}
+    for finalists in (1, 2):
+        search = WholeRunSearch(env, seed=0, **{**SEARCH, "judge": "planted_dropped", "confirm_finalists": finalists})
+        search.learn(SEARCH["population"] * SEARCH["run_updates"])
+        theta = lambda row: np.asarray(row["theta"])  # noqa: E731
+        first, second = sorted(search.history, key=lambda r: -r["judge"])[:2]
+        search.best, search.confirmation = first, None  # the pick: the first stage's best
+        first["theta"][1], second["theta"][1] = -1.0, 1.0  # the pick loses the confirmation, its runner-up wins
+        search.confirm()
+        searches[finalists] = search
+    one, two = searches[1], searches[2]
+    assert one.confirmed is False and one.keeps_everything
+    assert two.confirmed and not two.keeps_everything and two.confirmation_margins() == [-1.0, 1.0]
+    assert np.array_equal(two.theta(), theta(second)) and two.judges()["confirmed_finalist"] == 2.0
+    assert two.known_answer()["final_keep_planted"] == second["keep_planted"]
+    assert two.judges()["theta/" + two.corruptor.parameter_names()[1]] == 1.0
+    assert "the best of 2 finalists (the first stage's #2) beats keeping every cell by +1" in two.confirmed_line()
+    # a search saved before finalists (its confirmation held one theta and a "finalist" per seed) loads as one
+    one.save(tmp_path / "search.pkl")
+    import pickle
+    state = pickle.loads((tmp_path / "search.pkl").read_bytes())
+    state["confirmation"] = {"theta": state["confirmation"]["thetas"][0], "seeds": [
+        {"seed": r["seed"], "finalist": r["finalists"][0], "keep_all": r["keep_all"]}
+        for r in state["confirmation"]["seeds"]]}
+    del state["options"]["confirm_finalists"]
+    (tmp_path / "old.pkl").write_bytes(pickle.dumps(state))
+    old = WholeRunSearch.load(tmp_path / "old.pkl", env=env)
+    assert old.confirm_finalists == 1 and old.confirmation == one.confirmation and old.keeps_everything
+
+
 @pytest.mark.parametrize("options,message", [({"rungs": 0}, "rungs must be an integer >= 1"),
                                              ({"reduction_factor": 1}, "reduction_factor must be an integer >= 2"),
                                              ({"final_seeds": 0}, "final_seeds must be an integer >= 1"),
                                              ({"rungs": 2.5}, "rungs must be an integer >= 1"),
                                              ({"confirm_updates": -1}, "confirm_updates must be an integer >= 0"),
                                              ({"confirm_seeds": 0}, "confirm_seeds must be an integer >= 1"),
+                                             ({"confirm_finalists": 0}, "confirm_finalists must be an integer >= 1"),
                                              ({"confirm_judge": "nope"}, "nope")])
 def test_bad_halving_options_are_clear(options, message):
     with pytest.raises(ValueError, match=message):
