@@ -64,16 +64,19 @@ WORSE_BAR = 0.10  # the share of picks worse than keep_all − one sd the search
 
 # ------------------------------------------------------------------------------------------ part 1: the choice
 
-def read_fidelity(folder: Path) -> dict[str, dict[str, dict[int, dict]]]:
+def read_fidelity(folder: Path, free_level: bool = False) -> dict[str, dict[str, dict[int, dict]]]:
     """``{task: {corruptor: {seed: unit}}}`` on the seeds every corruptor of the task has finished (three or more,
-    keep_all among the corruptors)."""
+    keep_all among the corruptors). ``free_level``: the tasks of the study's free-level part, with its corruptors
+    (which keep their own share of the cells)."""
     tasks = {}
     for task_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
         units: dict[str, dict[int, dict]] = {}
         for path in task_dir.glob("*.json"):
             unit = json.loads(path.read_text())
-            if unit["kind"] not in FREE_LEVEL:  # the fidelity study's free-level part: not what this emulates
+            if free_level or unit["kind"] not in FREE_LEVEL:  # the study's free-level part: only when asked
                 units.setdefault(unit["kind"], {})[unit["seed"]] = unit
+        if free_level and not set(FREE_LEVEL) & set(units):
+            continue
         # the seeds every corruptor has finished (a study continued with another seed is read as it was until then)
         seeds = sorted(set.intersection(*(set(by) for by in units.values()))) if units else []
         complete = {k: {s: by[s] for s in seeds} for k, by in units.items()}
@@ -134,11 +137,14 @@ def tally(tasks: dict[str, dict[str, dict[int, dict]]], confirm: tuple[str, str]
     return row
 
 
-def choose(folder: Path = FIDELITY_UNITS) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The table of part 1 (one row per confirmation, None first) and the row the rule chooses."""
-    tasks = read_fidelity(folder)
+def choose(folder: Path = FIDELITY_UNITS, free_level: bool = False) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The table of part 1 (one row per confirmation, None first) and the row the rule chooses (``free_level``: on
+    the free-level part's tasks and corruptors, read as a measurement of the search as it is)."""
+    tasks = read_fidelity(folder, free_level)
     if not tasks:
-        raise UsageError(f"{folder} holds no finished fidelity units (python studies/fidelity.py --out ...)")
+        part = " of the free-level part" if free_level else ""
+        raise UsageError(f"{folder} holds no finished fidelity units{part} (python studies/fidelity.py --out ..."
+                         f"{' --free-level' if free_level else ''})")
     lengths = sorted({n for by in tasks.values() for n in by["keep_all"][0]["judges"]}, key=int)
     rows = [tally(tasks, confirm) for confirm in [None, *((j, n) for n in lengths for j in CONFIRM_JUDGES)]]
     development = [r for r in rows if r["confirm"] is not None and "development" in r
@@ -168,14 +174,14 @@ def choice_report(rows: list[dict[str, Any]], chosen: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def choose_finalists(folder: Path, confirm: tuple[str, str], most: int = 3
+def choose_finalists(folder: Path, confirm: tuple[str, str], most: int = 3, free_level: bool = False
                      ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """How many of the first stage's best the search confirms, by the rule written (2026-12-07) before the
     development tasks' fourth run seed was read: confirmed on two seeds as the search does it, on the development
     split, at most 10 % of picks worse than keep_all − sd, then the most answers kept, then the fewest finalists.
     The rows for 1..``most`` finalists and the chosen one (None where no development task has four seeds yet; the
     single pick where no row meets the bar)."""
-    rows = [tally(read_fidelity(folder), confirm, k, 2) for k in range(1, most + 1)]
+    rows = [tally(read_fidelity(folder, free_level), confirm, k, 2) for k in range(1, most + 1)]
     if "development" not in rows[0]:
         return rows, None
     passing = [r for r in rows if r["development"]["worse"] <= WORSE_BAR * r["development"]["picks"]]
@@ -183,15 +189,15 @@ def choose_finalists(folder: Path, confirm: tuple[str, str], most: int = 3
     return rows, chosen
 
 
-def finalists_report(folder: Path, confirm: tuple[str, str], most: int = 3) -> str:
+def finalists_report(folder: Path, confirm: tuple[str, str], most: int = 3, free_level: bool = False) -> str:
     """The chosen confirmation given the first stage's best 1..``most`` (those that out-judge keep_all on their
     seed), keeping the best of them at the confirmation if it beats keep_all there: is the answer often the
     first stage's runner-up? On one confirmation seed (measured, not chosen: the held-out split was read for it),
     and on two (as the search confirms) where tasks have a fourth run seed, with the rule's choice there
     (:func:`choose_finalists`)."""
     tables = []
-    one = [tally(read_fidelity(folder), confirm, k) for k in range(1, most + 1)]
-    two, chosen = choose_finalists(folder, confirm, most)
+    one = [tally(read_fidelity(folder, free_level), confirm, k) for k in range(1, most + 1)]
+    two, chosen = choose_finalists(folder, confirm, most, free_level)
     for n, rows in ((1, one), (2, two)):
         if any(isinstance(v, dict) for v in rows[0].values()):  # some task has the seeds for it
             tables.append("\n".join(table(rows, f"finalists confirmed ({confirm[0]}, {confirm[1]}, {n} seed"
@@ -292,6 +298,8 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="studies/confirmation.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--choose", action="store_true", help="part 1: the confirmation's choice, from the fidelity units (default: off)")
     parser.add_argument("--fidelity", type=Path, default=FIDELITY_UNITS, help="the fidelity units (default: the committed)")
+    parser.add_argument("--free-level", action="store_true",
+                        help="with --choose: also the search as it is on the fidelity study's free-level part (default: off)")
     parser.add_argument("--searches", type=Path, help="part 2: a benchmark folder of searches run without confirmation (default: none)")
     parser.add_argument("--out", type=Path, help="part 2's folder: units/, confirmation.md (default: none)")
     parser.add_argument("--report", action="store_true", help="part 2's report from the units there, without running (default: off)")
@@ -310,6 +318,14 @@ def main(argv: list[str] | None = None) -> int:
         rows, chosen = choose(args.fidelity)
         print(choice_report(rows, chosen))
         print(finalists_report(args.fidelity, chosen["confirm"]))
+        if args.free_level:  # the search as it is, on corruptors with their own keep level: measured, not chosen
+            rows, _ = choose(args.fidelity, free_level=True)
+            print("\nThe free-level part (the fidelity study's corruptors with their own keep level added), the "
+                  "search's default confirmation marked:\n")
+            print("\n".join(table(rows, "confirmation (judge, updates)", lambda r: "none" if r["confirm"] is None
+                                   else f"{r['confirm'][0]}, {r['confirm'][1]}",
+                                   next(r for r in rows if r["confirm"] == chosen["confirm"]))))
+            print("\n" + finalists_report(args.fidelity, chosen["confirm"], free_level=True))
     if args.searches is None:
         return 0
     if args.out is None:

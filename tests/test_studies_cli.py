@@ -552,3 +552,21 @@ def test_the_fidelity_report_reads_the_free_level_corruptors_only_in_its_own_par
     assert set(free["kinds"]) == {*fidelity.ANSWER_CORRUPTORS, *judge_audit.FREE_LEVEL} and free["complete"]
     assert "anti_k30: anti scores, 30% kept" in fidelity.report(tmp_path, "header", free_level=True)
     assert (tmp_path / "fidelity_free_level.md").exists()
+
+
+def test_the_confirmation_emulates_the_search_on_the_free_level_part_only_when_asked(tmp_path):
+    """The short judge ranks the anti-answer that keeps 30 % of the cells first (alpha-ReQ's masking bias) and it
+    loses kNN: the search without confirmation picks it on every ordering; RankMe after 500 rejects it. The
+    study's own emulation does not see the free-level corruptors."""
+    write_fidelity_units(tmp_path, "gen00", {"keep_all": [0.59, 0.60, 0.61], "oracle": [0.66] * 3,
+                                             "random": [0.55] * 3, "anti_k30": [0.40] * 3},
+                         {("alpha_req", "50"): {"anti_k30": 3.0, "oracle": 2.0, "keep_all": 1.0},
+                          ("rankme", "500"): {"oracle": 2.0, "keep_all": 1.0}})
+    assert set(confirmation.read_fidelity(tmp_path)["gen00"]) == {"keep_all", "oracle", "random"}
+    rows, _ = confirmation.choose(tmp_path, free_level=True)
+    by = {r["confirm"]: r["development"] for r in rows}
+    assert by[None] == {"picks": 6, "worse": 6, "answers": 6, "found": 0}
+    assert by[("rankme", "500")] == {"picks": 6, "worse": 0, "answers": 6, "found": 0}
+    (tmp_path / "gen00" / "anti_k30_s0.json").unlink()  # a task without all three seeds of it: not read
+    with pytest.raises(confirmation.UsageError, match="free-level part"):
+        confirmation.choose(tmp_path, free_level=True)
