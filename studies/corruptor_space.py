@@ -59,12 +59,13 @@ def search_unit(task: str, corruptor: str, seed: int, optimizer: str = "cmaes", 
                         optimizer=optimizer, **({} if confirm else {"confirm_updates": 0}))
     start = time.process_time()
     search.learn(SEARCH_BUDGET)
-    best, names = search.best, search.corruptor.parameter_names()
+    best, names = search.pick, search.corruptor.parameter_names()  # the answer: the confirmation's winner
     chosen = dict(zip(names, best["theta"]))
     return {"task": task, "corruptor": corruptor, "seed": seed, "runs": len(search.history),
             "search": {"judge": search.judge, "rungs": search.rung_updates, "budget": SEARCH_BUDGET,
-                       "confirm": [search.confirm_judge, search.confirm_updates, search.confirm_seeds]
-                       if search.confirm_updates else None, "optimizer": optimizer},
+                       "confirm": [search.confirm_judge, search.confirm_updates, search.confirm_seeds,
+                                   search.confirm_finalists] if search.confirm_updates else None,
+                       "optimizer": optimizer},
             "confirmed": search.confirmed, "confirmation_margin": search.confirmation_margin(),
             "keep_planted": best["keep_planted"], "keep_other": best["keep_other"],
             "keep_fraction": best["keep_fraction"], "judge": best["judge"],
@@ -89,7 +90,8 @@ def default_search(optimizer: str = "cmaes", confirm: bool = True) -> dict[str, 
     d = {k: p.default for k, p in inspect.signature(WholeRunSearch.__init__).parameters.items()}
     return {"judge": d["judge"], "rungs": rung_lengths(d["run_updates"], d["reduction_factor"], d["rungs"]),
             "budget": SEARCH_BUDGET, "optimizer": optimizer,
-            "confirm": [d["confirm_judge"], d["confirm_updates"], d["confirm_seeds"]] if confirm else None}
+            "confirm": [d["confirm_judge"], d["confirm_updates"], d["confirm_seeds"], d["confirm_finalists"]]
+            if confirm else None}
 
 
 def searched_with(unit: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +106,8 @@ def searched_with(unit: dict[str, Any]) -> dict[str, Any]:
 def search_name(search: dict[str, Any]) -> str:
     confirm = search.get("confirm")
     return (f"{search['judge']} after {' then '.join(map(str, search['rungs']))} updates, {search['budget']} in all"
-            + (f", confirmed by {confirm[0]} after {confirm[1]} updates on {confirm[2]} seeds" if confirm else "")
+            + (f", confirmed by {confirm[0]} after {confirm[1]} updates on {confirm[2]} seeds"
+               + (f", {confirm[3]} finalists" if len(confirm) > 3 else "") if confirm else "")
             + ("" if search.get("optimizer", "cmaes") == "cmaes" else f", {search['optimizer']}"))
 
 

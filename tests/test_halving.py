@@ -116,14 +116,15 @@ def test_on_real_runs_the_last_rung_is_judged_on_every_final_seed():
             assert row["updates_run"] == 2 and "seed_judges" not in row
     assert len(search.keep_all["seed_judges"]) == 2 and search.keep_all["keep_fraction"] == 1.0
     assert search.settings["final_seeds"][0] == search.settings["seed"] != search.settings["final_seeds"][1]
-    # the pick drops planted cells, keeping everything none: it goes to the confirmation, real paired runs on two
-    # seeds the search did not use, and wins there as the masks say
+    # the pick and its runner-up drop planted cells, keeping everything none: they go to the confirmation, real
+    # paired runs on two seeds the search did not use, and win there as the masks say
     runs = search.confirmation["seeds"]
     assert len(runs) == 2 and not {r["seed"] for r in runs} & {*search.settings["final_seeds"]}
     for r in runs:
         assert r["keep_all"]["keep_fraction"] == 1.0 and r["keep_all"]["judge"] == 0.0
-        (finalist,) = r["finalists"]
-        assert finalist["judge"] == pytest.approx(1 - finalist["keep_planted"]) and finalist["judge"] > 0
+        assert len(r["finalists"]) == 2  # the default: the pick and its runner-up, both above keeping everything
+        for finalist in r["finalists"]:
+            assert finalist["judge"] == pytest.approx(1 - finalist["keep_planted"]) and finalist["judge"] > 0
     assert search.confirmed and not search.keeps_everything
 
 

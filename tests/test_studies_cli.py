@@ -189,7 +189,7 @@ def test_the_corruptor_space_study_compares_optimisers_unit_by_unit(tmp_path, ca
     check_one_line(exit_code(corruptor_space.main, ["--tasks", "shortcut_random", "--seeds", "1", "--optimizers",
                                                     "sep_cmaes", "--out", str(tmp_path)]),
                    capsys.readouterr().err, "the search asked for is .* confirmed by rankme after 500 updates on 2 "
-                                            "seeds, sep_cmaes: give a new --out")
+                                            "seeds, 2 finalists, sep_cmaes: give a new --out")
 
 
 def fidelity_units(folder: Path, task: str, quality: dict[str, float], judges: dict, noise: float = 0.004,
