@@ -53,6 +53,8 @@ class CellScorer(CellRule):
     from keep level 1 on); the temperature is ``max(temperature, 0)`` (0: the top cells, deterministically). It
     needs the per-image ``scores`` action mode and no keep budget."""
 
+    keeps_own_level = True
+
     def __init__(self, config: EnvConfig) -> None:
         super().__init__(config)
         if config.keep_budget is not None:

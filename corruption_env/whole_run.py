@@ -43,10 +43,12 @@ class ParametricCorruptor:
 
     :param config: the EnvConfig of the envs it acts in (its grid and action mode).
     :cvar scale: the natural size of a parameter: searches start their spread there.
+    :cvar keeps_own_level: it chooses how many cells to keep itself (it runs in an env without a keep budget).
     """
 
     name: ClassVar[str] = ""
     scale: ClassVar[float] = 1.0
+    keeps_own_level: ClassVar[bool] = False
 
     def __init__(self, config: EnvConfig) -> None:
         self.grid = config.mask_grid

@@ -38,7 +38,6 @@ from corruption_env.files import atomic_write_json, atomic_write_text  # noqa: E
 
 TASKS = ("shortcut_random", "distractor_random")
 FOUND = 0.3  # planted keep at or below which a search counts as having found the answer (the bar)
-OWN_LEVEL = ("cell_scorer",)  # corruptors that choose how much to keep: run without a keep budget
 
 
 def search_unit(task: str, corruptor: str, seed: int, optimizer: str = "cmaes", confirm: bool = True
@@ -50,10 +49,11 @@ def search_unit(task: str, corruptor: str, seed: int, optimizer: str = "cmaes", 
     from agents import make_agent
     from benchmarking.sweep import SEARCH_BUDGET
     from corruption_env import CorruptionEnv, EnvConfig
+    from corruption_env.whole_run import CORRUPTORS
 
     torch.set_num_threads(1)
     config = EnvConfig(**{**task_overrides(task), "action_mode": "scores", "num_threads": 1})
-    if corruptor in OWN_LEVEL:
+    if CORRUPTORS[corruptor].keeps_own_level:  # it chooses how much to keep: no keep budget
         config = config.replace(keep_budget=None)
     search = make_agent("cmaes", CorruptionEnv(config), seed=seed, corruptor=corruptor, engine="local", verbose=0,
                         optimizer=optimizer, **({} if confirm else {"confirm_updates": 0}))
