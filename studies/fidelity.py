@@ -187,11 +187,12 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def task_scores(units: list[dict]) -> dict[str, Any] | None:
-    """One task's numbers, from the seeds on which every corruptor has finished (None: fewer than two such seeds)."""
+    """One task's numbers, from the seeds on which every corruptor has finished (None: fewer than two such seeds): a
+    seed under way, or corruptors added on some seeds only, leave the tables as they were."""
     by_seed: dict[int, dict[str, dict]] = {}
     for u in units:
         by_seed.setdefault(u["seed"], {})[u["kind"]] = u
-    kinds = sorted(set.intersection(*(set(v) for v in by_seed.values())))
+    kinds = sorted(set.union(*(set(v) for v in by_seed.values())))
     seeds = sorted(s for s, v in by_seed.items() if set(kinds) <= set(v) and not any(v[k]["diverged"] for k in kinds))
     if len(seeds) < 2 or len(kinds) < 3:
         return None

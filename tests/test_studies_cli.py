@@ -548,6 +548,13 @@ def test_the_fidelity_report_reads_the_free_level_corruptors_only_in_its_own_par
     before = fidelity.report(tmp_path, "header")
     fidelity_units(tmp_path, "shortcut_random", {k: 0.5 for k in judge_audit.FREE_LEVEL}, judges)
     assert fidelity.report(tmp_path, "header") == before
+    # a fourth seed under way (keep_all alone so far) leaves both parts as they were
+    free_before = fidelity.report(tmp_path, "header", free_level=True)
+    unit = fidelity.unit_path(tmp_path, "shortcut_random", "keep_all", 0)
+    fourth = fidelity.unit_path(tmp_path, "shortcut_random", "keep_all", 3)
+    fourth.write_text(unit.read_text().replace('"seed": 0', '"seed": 3'))
+    assert fidelity.report(tmp_path, "header") == before
+    assert fidelity.report(tmp_path, "header", free_level=True) == free_before
     free = fidelity.fidelity_report(tmp_path, free_level=True)["tasks"]["shortcut_random"]
     assert set(free["kinds"]) == {*fidelity.ANSWER_CORRUPTORS, *judge_audit.FREE_LEVEL} and free["complete"]
     assert "anti_k30: anti scores, 30% kept" in fidelity.report(tmp_path, "header", free_level=True)
