@@ -12,9 +12,10 @@ whole training runs, a search proposes. With ``rungs`` > 1 a candidate is judged
 al. 2020): its run is read at geometric lengths and stopped at a rung where it falls below the top share of those
 judged there before it; only candidates that reach the last rung, judged on several run seeds, can be the pick.
 The pick is then **confirmed** at a length that predicts the outcome: it (with the first stage's next best, up to
-``confirm_finalists``) and keeping every cell are judged by runs of ``confirm_updates`` on ``confirm_seeds`` run seeds
-the search did not use, paired, and the search keeps every cell unless the best of them wins there (the best of many short-run judges beats keeping everything by selection alone, and
-short runs' judges favour masking where the long run does not: ``studies/confirmation.py``).
+``confirm_finalists``) and keeping every cell are judged by runs of ``confirm_updates`` on ``confirm_seeds`` run
+seeds the search did not use, paired, and the search keeps every cell unless the best of them wins there (the best
+of many short-run judges beats keeping everything by selection alone, and short runs' judges favour masking where
+the long run does not: ``studies/confirmation.py``).
 
 The search's state (the optimiser's, every candidate's result, the best so far) is part of the agent: it is
 saved by ``save`` and by ``train_agent.py``'s checkpoints at generation boundaries, and the results of a
