@@ -144,14 +144,23 @@ def project_default(cls: type, name: str, default: Any) -> Any:
     return default
 
 
-def expected_value(default: Any, value: Any) -> str | None:
+def optional_annotation(annotation: Any) -> bool:
+    """Whether a parameter's annotation (a string under ``from __future__ import annotations``) lets it be None."""
+    return "None" in str(annotation) or "Optional" in str(annotation)
+
+
+def expected_value(default: Any, value: Any, optional: bool = False) -> str | None:
     """What an option with this default takes, if ``value`` cannot be it (text for a number: ``gamma:abc``);
-    None if it can. A float option also takes a callable (an SB3 schedule)."""
+    None if it can. A float option also takes a callable (an SB3 schedule); an ``optional`` one (annotated
+    ``... | None``) also None."""
+    if optional and value is None:
+        return None
     if isinstance(default, bool):
         return None if isinstance(value, bool) else "True or False"
     if isinstance(default, (int, float)):
         number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        return None if number or (isinstance(default, float) and callable(value)) else "a number"
+        return None if number or (isinstance(default, float) and callable(value)) else (
+            "a number or None" if optional else "a number")
     return None
 
 
@@ -178,7 +187,8 @@ def option_problems(cls: type, kwargs: dict[str, Any], callers_own: frozenset[st
     unknown = {u: next(iter(difflib.get_close_matches(u, valid, 1)), None)
                for u in sorted(set(kwargs) - set(valid) - (callers_own & set(options)))}
     bad = {k: (project_default(cls, k, options[k].default), e) for k, v in kwargs.items()
-           if k in options and (e := expected_value(options[k].default, v)) is not None}
+           if k in options and (e := expected_value(options[k].default, v, optional_annotation(options[k].annotation)))
+           is not None}
     return OptionProblems(unknown, bad, valid)
 
 

@@ -85,6 +85,14 @@ class CellScorer(CellRule):
             at += size
         return keep, max(float(theta[1]), 0.0), theta[2:2 + len(self.FEATURES)], net
 
+    def with_kept_fraction(self, theta: np.ndarray, fraction: float) -> np.ndarray:
+        low, high = KEEP_LEVELS
+        if not low <= fraction <= high:
+            raise ValueError(f"a cell_scorer keeps {low} to {high} of the cells, not {fraction!r}")
+        held = np.array(theta, copy=True)
+        held[0] = (fraction - DEFAULT_KEEP) / (1 - DEFAULT_KEEP)  # the inverse of kept_fraction
+        return held
+
     def net_features(self, images: np.ndarray, net: dict[str, torch.Tensor]) -> np.ndarray:
         """(B, g * g, CHANNELS) features of the conv net, pooled per cell, standardised over the batch's cells."""
         x = torch.from_numpy(images).float() / 255.0

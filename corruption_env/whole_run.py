@@ -69,6 +69,11 @@ class ParametricCorruptor:
         """The env's action for ``observation`` under parameters ``theta``."""
         raise NotImplementedError
 
+    def with_kept_fraction(self, theta: np.ndarray, fraction: float) -> np.ndarray | None:
+        """A copy of ``theta`` whose keep level keeps ``fraction`` of the cells; None for a corruptor without a keep
+        level among its parameters (a search can hold a searched keep level there: ``first_stage_keep``)."""
+        return None
+
     def check(self, theta: Any) -> np.ndarray:
         theta = np.asarray(theta, dtype=np.float32)
         if theta.shape != (self.dim,) or not np.isfinite(theta).all():

@@ -14,10 +14,12 @@ they took (the measured comparison a high-dimensional space's optimiser is chose
 ``--no-confirmation`` leaves out the search's confirmation rung (it judges the pick against keeping everything
 after the budget: it changes no candidate, so an optimiser comparison does not need its CPU).
 
-A corruptor that searches its own keep level (``cell_scorer``) runs without a keep budget; any other at the tasks'
-budget. Each (task, seed) search is written to ``OUT/units/`` as it finishes, with the search's judge, rungs and
-budget; a rerun skips the finished ones, and stops in one line, before any run, where they were searched otherwise
-than the default search is now (units from before the defaults changed: give a new ``--out``).
+A corruptor that searches its own keep level (``cell_scorer``) runs without a keep budget, its level held at the
+search's ``first_stage_keep`` through the first stage (the default: the confirmation chooses between it and keeping
+every cell); any other at the tasks' budget. Each (task, seed) search is written to ``OUT/units/`` as it finishes,
+with the search's judge, rungs and budget; a rerun skips the finished ones, and stops in one line, before any run,
+where they were searched otherwise than the default search is now (units from before the defaults changed: give a
+new ``--out``).
 """
 from __future__ import annotations
 
@@ -65,12 +67,15 @@ def search_unit(task: str, corruptor: str, seed: int, optimizer: str = "cmaes", 
             "search": {"judge": search.judge, "rungs": search.rung_updates, "budget": SEARCH_BUDGET,
                        "confirm": [search.confirm_judge, search.confirm_updates, search.confirm_seeds,
                                    search.confirm_finalists] if search.confirm_updates else None,
-                       "optimizer": optimizer},
+                       "optimizer": optimizer,
+                       "first_stage_keep": search.first_stage_keep if search.holds_level else None},
             "confirmed": search.confirmed, "confirmation_margin": search.confirmation_margin(),
             "keep_planted": best["keep_planted"], "keep_other": best["keep_other"],
             "keep_fraction": best["keep_fraction"], "judge": best["judge"],
             "keeps_everything": search.keeps_everything, "keep_all_judge": search.keep_all["judge"],
             "answer_runs": search.known_answer().get("answer_runs"),
+            "first_stage": {k: search.best[k] for k in ("keep_planted", "keep_other", "keep_fraction", "judge")},
+            "confirmation_margins": search.confirmation_margins(),
             "chosen": {k: chosen[k] for k in names[:6]}, "theta": [float(v) for v in best["theta"]],
             "cpu_minutes": (time.process_time() - start) / 60}
 
@@ -79,27 +84,29 @@ def unit_path(folder: Path, task: str, corruptor: str, seed: int, optimizer: str
     return folder / "units" / f"{task}_{corruptor}{'' if optimizer == 'cmaes' else '_' + optimizer}_s{seed}.json"
 
 
-def default_search(optimizer: str = "cmaes", confirm: bool = True) -> dict[str, Any]:
-    """The judge, rungs (updates), budget, confirmation and optimiser :func:`search_unit` searches with: the
-    search's defaults."""
+def default_search(optimizer: str = "cmaes", confirm: bool = True, corruptor: str = "cell_scorer") -> dict[str, Any]:
+    """The judge, rungs (updates), budget, confirmation, optimiser and first-stage keep level :func:`search_unit`
+    searches ``corruptor`` with: the search's defaults."""
     import inspect
 
     from agents.search import WholeRunSearch, rung_lengths
     from benchmarking.sweep import SEARCH_BUDGET
+    from corruption_env.whole_run import CORRUPTORS
 
     d = {k: p.default for k, p in inspect.signature(WholeRunSearch.__init__).parameters.items()}
     return {"judge": d["judge"], "rungs": rung_lengths(d["run_updates"], d["reduction_factor"], d["rungs"]),
             "budget": SEARCH_BUDGET, "optimizer": optimizer,
+            "first_stage_keep": d["first_stage_keep"] if CORRUPTORS[corruptor].keeps_own_level else None,
             "confirm": [d["confirm_judge"], d["confirm_updates"], d["confirm_seeds"], d["confirm_finalists"]]
             if confirm else None}
 
 
 def searched_with(unit: dict[str, Any]) -> dict[str, Any]:
-    """A unit's judge, rungs, budget, confirmation and optimiser; those written before units recorded them ran the
-    defaults of then (one length; no confirmation; CMA-ES)."""
+    """A unit's judge, rungs, budget, confirmation, optimiser and first-stage keep level; those written before units
+    recorded them ran the defaults of then (one length; no confirmation; CMA-ES; the keep level searched)."""
     from agents.search import DEFAULTS_BEFORE_FIDELITY as before
 
-    return {"confirm": None, "optimizer": "cmaes",
+    return {"confirm": None, "optimizer": "cmaes", "first_stage_keep": None,
             **unit.get("search", {"judge": before["judge"], "rungs": [before["run_updates"]], "budget": 48 * 50})}
 
 
@@ -108,7 +115,9 @@ def search_name(search: dict[str, Any]) -> str:
     return (f"{search['judge']} after {' then '.join(map(str, search['rungs']))} updates, {search['budget']} in all"
             + (f", confirmed by {confirm[0]} after {confirm[1]} updates on {confirm[2]} seeds"
                + (f", {confirm[3]} finalists" if len(confirm) > 3 else "") if confirm else "")
-            + ("" if search.get("optimizer", "cmaes") == "cmaes" else f", {search['optimizer']}"))
+            + ("" if search.get("optimizer", "cmaes") == "cmaes" else f", {search['optimizer']}")
+            + ("" if search.get("first_stage_keep") is None
+               else f", the keep level held at {search['first_stage_keep']} of the cells in the first stage"))
 
 
 def report(folder: Path) -> str:
@@ -188,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UsageError(f"--optimizers {args.optimizers!r}: choose from {', '.join(OPTIMISERS.names())}")
     todo = []
     for optimizer in optimizers:
-        now = default_search(optimizer, not args.no_confirmation)
+        now = default_search(optimizer, not args.no_confirmation, args.corruptor)
         for task in tasks:
             for seed in range(args.seeds):
                 path = unit_path(args.out, task, args.corruptor, seed, optimizer)

@@ -97,3 +97,33 @@ def test_a_search_over_it_runs_from_the_command_line(tmp_path, capsys):
     judges = search.judges()
     assert len(search.history) == 12 and json.dumps(judges)
     assert [k for k in judges if k.startswith("theta/")] == [f"theta/{n}" for n in search.corruptor.parameter_names()]
+
+
+@pytest.mark.parametrize("first_stage_keep", [0.75, 0.5, None])
+def test_a_search_holds_its_keep_level_through_the_first_stage_and_confirms_there(first_stage_keep):
+    """Short runs' judges favour keeping less: by default the first stage judges every candidate at one kept fraction
+    (the optimiser's own samples left as they were), and the finalists are confirmed at it; None searches it."""
+    from agents import make_agent
+
+    search = make_agent("cmaes", CorruptionEnv(CONFIG), seed=0, corruptor="cell_scorer", engine="local", verbose=0,
+                        population=4, run_updates=2, rungs=1, run_batch=8, confirm_updates=2, confirm_seeds=1,
+                        first_stage_keep=first_stage_keep)
+    search.learn(8)
+    kept_fractions = {row["keep_fraction"] for row in search.history}
+    levels = {row["theta"][0] for row in search.history}
+    if first_stage_keep is None:
+        assert len(levels) == 4 and len(kept_fractions) > 1  # searched with the rest
+    else:
+        assert kept_fractions == {first_stage_keep} and len(levels) == 1
+        assert len({float(t[0]) for t in search.optimizer.asked}) == 4  # the optimiser's samples untouched
+        for theta in (search.confirmation or {"thetas": []})["thetas"]:
+            assert search.corruptor.with_kept_fraction(theta, first_stage_keep).tolist() == theta
+    assert search._options()["first_stage_keep"] == first_stage_keep
+
+
+def test_a_held_keep_level_out_of_its_range_is_a_clear_error():
+    from agents import make_agent
+
+    for bad in (0.1, 1.5, "half", True):
+        with pytest.raises(ValueError, match="first_stage_keep|keeps 0.25 to 1.0"):
+            make_agent("cmaes", CorruptionEnv(CONFIG), corruptor="cell_scorer", engine="local", first_stage_keep=bad)

@@ -189,7 +189,21 @@ def test_the_corruptor_space_study_compares_optimisers_unit_by_unit(tmp_path, ca
     check_one_line(exit_code(corruptor_space.main, ["--tasks", "shortcut_random", "--seeds", "1", "--optimizers",
                                                     "sep_cmaes", "--out", str(tmp_path)]),
                    capsys.readouterr().err, "the search asked for is .* confirmed by rankme after 500 updates on 2 "
-                                            "seeds, 2 finalists, sep_cmaes: give a new --out")
+                                            "seeds, 2 finalists, sep_cmaes, the keep level held at 0.75 of the cells "
+                                            "in the first stage: give a new --out")
+
+
+def test_the_corruptor_space_study_refuses_units_whose_keep_level_was_searched_in_the_first_stage(tmp_path, capsys):
+    """A unit recorded before the first stage held the keep level (its search has no ``first_stage_keep``) was
+    searched otherwise: a continued study stops in one line."""
+    search = {k: v for k, v in corruptor_space.default_search().items() if k != "first_stage_keep"}
+    path = corruptor_space.unit_path(tmp_path, "shortcut_random", "cell_scorer", 0)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"task": "shortcut_random", "search": search}))
+    check_one_line(exit_code(corruptor_space.main, ["--tasks", "shortcut_random", "--seeds", "1", "--out",
+                                                    str(tmp_path)]),
+                   capsys.readouterr().err, "2 finalists, the search asked for is .* 2 finalists, the keep level held "
+                                            "at 0.75 of the cells in the first stage: give a new --out")
 
 
 def fidelity_units(folder: Path, task: str, quality: dict[str, float], judges: dict, noise: float = 0.004,
