@@ -120,6 +120,15 @@ def search_name(search: dict[str, Any]) -> str:
                else f", the keep level held at {search['first_stage_keep']} of the cells in the first stage"))
 
 
+def confirmation(unit: dict[str, Any]) -> str:
+    """What the confirmation made of a unit's pick: won (the answer is its winner), lost (the answer is to keep every
+    cell), or none."""
+    margin = unit.get("confirmation_margin")
+    if margin is None:
+        return "keeps every cell" if unit.get("keeps_everything") else "none"
+    return f"won by {margin:+.3g}" if unit.get("confirmed") else f"lost ({margin:+.3g}): keeps every cell"
+
+
 def report(folder: Path) -> str:
     units = [json.loads(p.read_text()) for p in sorted((folder / "units").glob("*.json"))]
     if not units:
@@ -131,14 +140,15 @@ def report(folder: Path) -> str:
              f"{'; '.join(sorted({search_name({**searched_with(u), 'optimizer': 'cmaes'}) for u in units}))}), "
              f"found = the best candidate keeps <= {FOUND} of the planted cells.", "",
              "| task | corruptor | optimiser | seed | planted keep | other keep | kept | found | keep level | "
-             "temperature | runs to keep <= 0.2 | CPU min |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "temperature | confirmation | runs to keep <= 0.2 | CPU min |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for u in sorted(units, key=lambda u: (u["task"], u["corruptor"], optimizer(u), u["seed"])):
         level, temp = (u["chosen"].get(k) for k in ("keep_level", "temperature"))
         fmt = lambda v: "" if v is None else f"{v:+.2f}"  # noqa: E731
         lines.append(f"| {u['task']} | {u['corruptor']} | {optimizer(u)} | {u['seed']} | {u['keep_planted']:.2f} | "
                      f"{u['keep_other']:.2f} | {u['keep_fraction']:.2f} | "
                      f"{'yes' if found(u) else 'no'} | {fmt(level)} | {fmt(temp)} | "
-                     f"{u['answer_runs'] or 'not reached'} | {u['cpu_minutes']:.1f} |")
+                     f"{confirmation(u)} | {u['answer_runs'] or 'not reached'} | {u['cpu_minutes']:.1f} |")
     lines.append("")
     for name in sorted({optimizer(u) for u in units}):
         mine = [u for u in units if optimizer(u) == name]

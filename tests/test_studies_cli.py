@@ -591,3 +591,11 @@ def test_the_confirmation_emulates_the_search_on_the_free_level_part_only_when_a
     (tmp_path / "gen00" / "anti_k30_s0.json").unlink()  # a task without all three seeds of it: not read
     with pytest.raises(confirmation.UsageError, match="free-level part"):
         confirmation.choose(tmp_path, free_level=True)
+
+
+def test_the_corruptor_space_report_says_what_the_confirmation_made_of_each_pick():
+    """A pick that lost its confirmation is not an answer found, and the row says the search keeps every cell."""
+    lost = {"confirmation_margin": -2.0, "confirmed": False, "keeps_everything": True}
+    assert corruptor_space.confirmation(lost) == "lost (-2): keeps every cell"
+    assert corruptor_space.confirmation({"confirmation_margin": 4.71, "confirmed": True}) == "won by +4.71"
+    assert corruptor_space.confirmation({}) == "none"
