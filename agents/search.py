@@ -196,10 +196,9 @@ class WholeRunSearch(WholeRunAgent):
                                              or not isinstance(first_stage_keep, (int, float))
                                              or not 0 < first_stage_keep <= 1):
             raise ValueError(f"first_stage_keep must be a kept fraction in (0, 1] or None, got {first_stage_keep!r}")
-        self.first_stage_keep = first_stage_keep
-        held = None if first_stage_keep is None else self.corruptor.with_kept_fraction(
-            np.zeros(self.corruptor.dim), first_stage_keep)  # checks the fraction; None: no keep level to hold
-        self.holds_level = held is not None
+        self.first_stage_keep = first_stage_keep  # with_kept_fraction checks it against the corruptor's range
+        self.holds_level = first_stage_keep is not None and self.corruptor.with_kept_fraction(
+            np.zeros(self.corruptor.dim), first_stage_keep) is not None
         self.confirm_settings = {**{k: self.settings[k] for k in ("run", "corruptor", "threads")},
                                  "updates": confirm_updates, "judge": confirm_judge}
         self.confirmation: dict[str, Any] | None = None  # the finalists confirmed: their thetas, each seed's runs
@@ -518,7 +517,7 @@ class WholeRunSearch(WholeRunAgent):
 
     STATE = ("history", "pending", "asked", "best", "keep_all", "confirmation", "num_timesteps", "n_steps")
     # what a search saved before an option existed ran with: one length (the defaults are now two rungs), no
-    # confirmation
+    # confirmation, one finalist, the keep level searched in the first stage
     SAVED_WITHOUT = {"rungs": 1, "confirm_updates": 0, "confirm_finalists": 1, "first_stage_keep": None}
 
     def save(self, path: str | Path) -> None:
