@@ -1,13 +1,14 @@
 """Are the named answers still found in a richer corruptor space, and by which optimiser? The default search (CMA-ES
 with its default judge and rungs, a budget of ``SEARCH_BUDGET`` SimCLR updates: the ``per_image`` preset's) over a
-parametric corruptor, on the random-placement shortcut and distractor, 3 seeds; per (task, seed) the best
-candidate's keep rate on the planted cells (<= 0.3: found) and on the other cells, its kept fraction and, for
-``cell_scorer``, its keep level and temperature. With ``--optimizers`` the same search by each optimiser
-(``agents.optimisers``) on the same seeds, and a line per optimiser: searches that found the answer and the runs
-they took (the measured comparison a high-dimensional space's optimiser is chosen by).
+parametric corruptor, on the random-placement shortcut and distractor, 3 seeds; per (task, seed) the best candidate's
+keep rate on the planted cells (<= 0.3: found) and on the other cells, its kept fraction and, for ``cell_scorer``, its
+keep level and temperature, and how many of the candidates at the first stage's last rung were answers (and the best
+one's rank there: a miss the first stage saw, or one it never saw). With ``--optimizers`` the same search by each
+optimiser (``agents.optimisers``) on the same seeds, and a line per optimiser: searches that found the answer and the
+runs they took (the measured comparison a high-dimensional space's optimiser is chosen by).
 
     python studies/corruptor_space.py --out docs/results/corruptor_space              # cell_scorer (resumes)
-    python studies/corruptor_space.py --report docs/results/corruptor_space           # its table again
+    python studies/corruptor_space.py --report docs/results/corruptor_space           # its table again (rewritten)
     python studies/corruptor_space.py --tasks shortcut_random --optimizers cmaes,sep_cmaes --no-confirmation \
         --workers 2 --out docs/results/optimisers                                     # the optimisers compared
 
@@ -75,9 +76,26 @@ def search_unit(task: str, corruptor: str, seed: int, optimizer: str = "cmaes", 
             "keeps_everything": search.keeps_everything, "keep_all_judge": search.keep_all["judge"],
             "answer_runs": search.known_answer().get("answer_runs"),
             "first_stage": {k: search.best[k] for k in ("keep_planted", "keep_other", "keep_fraction", "judge")},
-            "confirmation_margins": search.confirmation_margins(),
+            "confirmation_margins": search.confirmation_margins(), "last_rung": last_rung(search),
             "chosen": {k: chosen[k] for k in names[:6]}, "theta": [float(v) for v in best["theta"]],
             "cpu_minutes": (time.process_time() - start) / 60}
+
+
+def last_rung(search: Any) -> list[list[float]]:
+    """The candidates of a search that reached its last rung, best judged first: ``[judge, planted keep, other
+    keep]`` each (where a miss came from: answers the first stage saw but ranked low, or none it saw at all)."""
+    rows = sorted((r for r in search.history if search.reached_last_rung(r) and r.get("keep_planted") is not None),
+                  key=lambda r: -r["judge"])
+    return [[float(r["judge"]), float(r["keep_planted"]), float(r["keep_other"])] for r in rows]
+
+
+def answers_seen(unit: dict[str, Any]) -> str:
+    """How many of the candidates at the last rung kept <= ``FOUND`` of the planted cells, and the best one's rank
+    by the first stage's judge ("" for units written before units recorded it)."""
+    if "last_rung" not in unit:
+        return ""
+    ranks = [i + 1 for i, (_, planted, _) in enumerate(unit["last_rung"]) if planted <= FOUND]
+    return f"{len(ranks)} of {len(unit['last_rung'])}" + (f" (best #{ranks[0]})" if ranks else "")
 
 
 def unit_path(folder: Path, task: str, corruptor: str, seed: int, optimizer: str = "cmaes") -> Path:
@@ -140,15 +158,16 @@ def report(folder: Path) -> str:
              f"{'; '.join(sorted({search_name({**searched_with(u), 'optimizer': 'cmaes'}) for u in units}))}), "
              f"found = the best candidate keeps <= {FOUND} of the planted cells.", "",
              "| task | corruptor | optimiser | seed | planted keep | other keep | kept | found | keep level | "
-             "temperature | confirmation | runs to keep <= 0.2 | CPU min |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "temperature | confirmation | answers at the last rung | runs to keep <= 0.2 | CPU min |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for u in sorted(units, key=lambda u: (u["task"], u["corruptor"], optimizer(u), u["seed"])):
         level, temp = (u["chosen"].get(k) for k in ("keep_level", "temperature"))
         fmt = lambda v: "" if v is None else f"{v:+.2f}"  # noqa: E731
         lines.append(f"| {u['task']} | {u['corruptor']} | {optimizer(u)} | {u['seed']} | {u['keep_planted']:.2f} | "
                      f"{u['keep_other']:.2f} | {u['keep_fraction']:.2f} | "
                      f"{'yes' if found(u) else 'no'} | {fmt(level)} | {fmt(temp)} | "
-                     f"{confirmation(u)} | {u['answer_runs'] or 'not reached'} | {u['cpu_minutes']:.1f} |")
+                     f"{confirmation(u)} | {answers_seen(u)} | {u['answer_runs'] or 'not reached'} | "
+                     f"{u['cpu_minutes']:.1f} |")
     lines.append("")
     for name in sorted({optimizer(u) for u in units}):
         mine = [u for u in units if optimizer(u) == name]
@@ -189,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         if not args.report.is_dir():
             raise UsageError(f"--report {args.report}: no such folder")
-        print(report(args.report), end="")
+        text = report(args.report)
+        atomic_write_text(args.report / "report.md", text)
+        print(text, end="")
         return 0
     from corruption_env.whole_run import available_corruptors
 

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -599,3 +600,18 @@ def test_the_corruptor_space_report_says_what_the_confirmation_made_of_each_pick
     assert corruptor_space.confirmation(lost) == "lost (-2): keeps every cell"
     assert corruptor_space.confirmation({"confirmation_margin": 4.71, "confirmed": True}) == "won by +4.71"
     assert corruptor_space.confirmation({}) == "none"
+
+
+def test_the_corruptor_space_report_says_whether_the_first_stage_saw_an_answer():
+    """Where a miss comes from: the candidates at the last rung, best judged first, and how many of them (and which
+    rank) kept <= 0.3 of the planted cells; candidates stopped at a lower rung are not counted."""
+    rows = [{"judge": -0.98, "keep_planted": 0.16, "keep_other": 0.95, "rung": 1},
+            {"judge": -0.95, "keep_planted": 1.0, "keep_other": 0.67, "rung": 1},
+            {"judge": -0.90, "keep_planted": 0.1, "keep_other": 0.9, "rung": 0},
+            {"judge": -0.96, "keep_planted": 0.3, "keep_other": 0.9, "rung": 1}]
+    search = SimpleNamespace(history=rows, reached_last_rung=lambda r: r["rung"] == 1)
+    unit = {"last_rung": corruptor_space.last_rung(search)}
+    assert unit["last_rung"] == [[-0.95, 1.0, 0.67], [-0.96, 0.3, 0.9], [-0.98, 0.16, 0.95]]
+    assert corruptor_space.answers_seen(unit) == "2 of 3 (best #2)"
+    assert corruptor_space.answers_seen({"last_rung": unit["last_rung"][:1]}) == "0 of 1"
+    assert corruptor_space.answers_seen({}) == ""
