@@ -208,15 +208,17 @@ def test_the_corruptor_space_study_refuses_units_whose_keep_level_was_searched_i
 
 
 def fidelity_units(folder: Path, task: str, quality: dict[str, float], judges: dict, noise: float = 0.004,
-                   at_50: dict | None = None) -> None:
+                   at_50: dict | None = None, at_50_on: dict[int, dict] | None = None) -> None:
     """Units of a fake study: each corruptor's kNN is its ``quality`` plus seed noise; ``judges`` maps a judge to
-    ``f(quality, seed_outcome, rng) -> value``, read at every length (``at_50``: other functions after 50)."""
+    ``f(quality, seed_outcome, rng) -> value``, read at every length (``at_50``: other functions after 50;
+    ``at_50_on``: others again after 50 on the seeds it names)."""
     rng = np.random.default_rng(0)
     for seed in range(3):
         for kind, q in quality.items():
             knn = q + rng.normal(0, noise)
             values = {j: float(f(q, knn, rng)) for j, f in judges.items()}
-            early = {**values, **{j: float(f(q, knn, rng)) for j, f in (at_50 or {}).items()}}
+            early = {**values, **{j: float(f(q, knn, rng))
+                                  for j, f in {**(at_50 or {}), **(at_50_on or {}).get(seed, {})}.items()}}
             unit = {"task": task, "kind": kind, "seed": seed, "eval_steps": 500, "diverged": False, "knn": knn,
                     "linear": knn, "keep_planted": None, "judges": {"50": early, "200": values, "500": values},
                     "cpu_seconds_at": {"50": 10.0, "200": 40.0, "500": 100.0}}
@@ -272,6 +274,25 @@ def test_the_fidelity_report_simulates_successive_halving_on_the_units(tmp_path)
     # right after 50, backwards after 200: halving keeps the best quarter, then takes its worst (the 3rd best)
     assert late["first"] < 0.01 < late["halving"] < 0.03 < 0.08 < late["last"]
     assert "Successive halving as the search runs it" in fidelity.report(tmp_path, "header")
+
+
+def test_the_fidelity_report_measures_the_first_rung_on_two_run_seeds(tmp_path):
+    """A judge that reads the corruptors backwards after 50 updates on one run seed (0) and right on the others, and
+    right after 200 on all: judged on seed 0 alone, the first rung keeps the worst quarter and halving picks from it;
+    judged on two seeds (their mean), the bias is outweighed and halving picks the best. The report's section says so
+    for the chosen rungs."""
+    quality = {k: 0.60 + 0.01 * i for i, k in enumerate(fidelity.ANSWER_CORRUPTORS)}
+    judges = {j: (lambda q, knn, rng: 0.0) for j in fidelity.JUDGES}
+    judges["lidar"] = lambda q, knn, rng: 100 * q
+    fidelity_units(tmp_path, "shortcut_random", quality, judges, noise=0.001,
+                   at_50_on={0: {"lidar": lambda q, knn, rng: -q}})
+    result = fidelity.fidelity_report(tmp_path)
+    r = result["tasks"]["shortcut_random"]["halving"]["lidar"]["50>200"]
+    assert r["halving_two_seeds"] == r["first_two_seeds"] == 0.0
+    assert r["halving"] > 0.02 and r["first"] > 0.02  # the two orderings (of six) with seed 0 first pick wrong
+    section = "\n".join(fidelity.two_seed_first_rung({**result, "chosen": {"judge": "lidar", "rungs": [50, 200]}}))
+    assert "## The first rung on two run seeds (lidar after 50 then 200 updates)" in section
+    assert f"| named (1) | {r['halving']:.3f} | 0.000 | {r['first']:.3f} | 0.000 | 28 / 35 |" in section
 
 
 def test_the_search_s_judge_and_rungs_are_chosen_on_the_development_split_by_the_declared_rule(tmp_path):
