@@ -459,8 +459,8 @@ def two_seed_first_rung(report: dict[str, Any]) -> list[str]:
         return []
     pair = ">".join(map(str, chosen["rungs"]))
     lines = ["", f"## The first rung on two run seeds ({way_name(chosen)})", "",
-             "Every candidate of a search is judged at the first rung on one run seed, the same for all: one seed's bias "
-             "there is every candidate's. The same halving with the first rung judged on both seeds (their mean), "
+             "Every candidate of a search is judged at the first rung on one run seed, the same for all: one seed's "
+             "bias there is every candidate's. The same halving with the first rung judged on both seeds (their mean), "
              "and the first length alone on one or two: mean regret in kNN and CPU s per candidate. Measured after "
              "the choice, so not among the ways its rule chooses from.", "",
              "| tasks | halving | halving, first rung on 2 seeds | first length alone | first length alone on 2 seeds "
