@@ -187,6 +187,7 @@ def test_the_corruptor_space_study_compares_optimisers_unit_by_unit(tmp_path, ca
     text = corruptor_space.report(tmp_path)
     assert "- cmaes: found in 1 of 1 (task, seed) searches; planted keep <= 0.2 reached in 1, after 12 runs" in text
     assert "- sep_cmaes: found in 1 of 2 (task, seed) searches; planted keep <= 0.2 reached in 1, after 30 runs" in text
+    assert corruptor_space.main(["--report", str(tmp_path)]) == 0 and (tmp_path / "report.md").read_text() == text
     check_one_line(exit_code(corruptor_space.main, ["--tasks", "shortcut_random", "--seeds", "1", "--optimizers",
                                                     "sep_cmaes", "--out", str(tmp_path)]),
                    capsys.readouterr().err, "the search asked for is .* confirmed by rankme after 500 updates on 2 "
