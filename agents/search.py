@@ -303,13 +303,18 @@ class WholeRunSearch(WholeRunAgent):
         """What goes to the confirmation rung: the pick, then the next best distinct candidates that reached the
         last rung and out-judged keeping every cell, up to ``confirm_finalists`` in all."""
         rows = [self.best]
-        for row in sorted((r for r in self.history if self.reached_last_rung(r) and np.isfinite(r["judge"])),
-                          key=lambda r: -r["judge"]):
+        for row in self.ranked():
             if len(rows) >= self.confirm_finalists or not row["judge"] > self.keep_all["judge"]:
                 break
             if all(row["theta"] != r["theta"] for r in rows):
                 rows.append(row)
         return rows
+
+    def ranked(self) -> list[dict[str, Any]]:
+        """The candidates judged that reached the last rung (those that can be the pick), best judge first; a
+        diverged run's (NaN) left out."""
+        return sorted((r for r in self.history if self.reached_last_rung(r) and np.isfinite(r["judge"])),
+                      key=lambda r: -r["judge"])
 
     def confirm(self) -> None:
         """The confirmation rung (see ``confirm_updates``): the finalists and keeping every cell, paired on each

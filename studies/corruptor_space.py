@@ -84,9 +84,8 @@ def search_unit(task: str, corruptor: str, seed: int, optimizer: str = "cmaes", 
 def last_rung(search: Any) -> list[list[float]]:
     """The candidates of a search that reached its last rung, best judged first: ``[judge, planted keep, other
     keep]`` each (where a miss came from: answers the first stage saw but ranked low, or none it saw at all)."""
-    rows = sorted((r for r in search.history if search.reached_last_rung(r) and r.get("keep_planted") is not None),
-                  key=lambda r: -r["judge"])
-    return [[float(r["judge"]), float(r["keep_planted"]), float(r["keep_other"])] for r in rows]
+    return [[float(r["judge"]), float(r["keep_planted"]), float(r["keep_other"])] for r in search.ranked()
+            if r.get("keep_planted") is not None]
 
 
 def answers_seen(unit: dict[str, Any]) -> str:

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -626,12 +625,17 @@ def test_the_corruptor_space_report_says_what_the_confirmation_made_of_each_pick
 
 def test_the_corruptor_space_report_says_whether_the_first_stage_saw_an_answer():
     """Where a miss comes from: the candidates at the last rung, best judged first, and how many of them (and which
-    rank) kept <= 0.3 of the planted cells; candidates stopped at a lower rung are not counted."""
+    rank) kept <= 0.3 of the planted cells; candidates stopped at a lower rung, or whose run diverged, are not
+    counted (the search's own ranking, the one its finalists come from)."""
+    from agents.search import WholeRunSearch
+
     rows = [{"judge": -0.98, "keep_planted": 0.16, "keep_other": 0.95, "rung": 1},
             {"judge": -0.95, "keep_planted": 1.0, "keep_other": 0.67, "rung": 1},
             {"judge": -0.90, "keep_planted": 0.1, "keep_other": 0.9, "rung": 0},
             {"judge": -0.96, "keep_planted": 0.3, "keep_other": 0.9, "rung": 1}]
-    search = SimpleNamespace(history=rows, reached_last_rung=lambda r: r["rung"] == 1)
+    rows.append({"judge": float("nan"), "keep_planted": 0.0, "keep_other": 1.0, "rung": 1})  # diverged: left out
+    search = WholeRunSearch.__new__(WholeRunSearch)
+    search.history, search.rungs = rows, 2
     unit = {"last_rung": corruptor_space.last_rung(search)}
     assert unit["last_rung"] == [[-0.95, 1.0, 0.67], [-0.96, 0.3, 0.9], [-0.98, 0.16, 0.95]]
     assert corruptor_space.answers_seen(unit) == "2 of 3 (best #2)"
