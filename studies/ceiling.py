@@ -9,13 +9,18 @@ the ceiling's choice per seed (kept fraction, keep level, temperature, planted k
 cell's, the confirmation) and the verdict against the target: the ceiling >= keep_all + ``--target`` and >= simclr_aug +
 ``--target`` kNN with the CIs of both paired differences above 0.
 
-    python studies/ceiling.py docs/results/fashion_ceiling --beside docs/results/fashion_mnist/plain \\
-        docs/results/fashion_mnist/known_answer --out docs/results/fashion_ceiling/ceiling.md
+The report names the lengths each search judged its candidates at (its rungs, from the folder's run_settings.json):
+the ceiling is only as good as its judge's length predicts the evaluation's (``studies/fidelity.py``).
+
+    python studies/ceiling.py docs/results/fashion_ceiling_200 --beside docs/results/fashion_mnist/plain \\
+        docs/results/fashion_mnist/known_answer --out docs/results/fashion_ceiling_200/ceiling.md
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+
+import json
 
 import numpy as np
 
@@ -23,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_check import number, read_runs  # noqa: E402
 
+from agents.search import rung_lengths  # noqa: E402
 from benchmarking.confidence import bootstrap_ci, format_ci  # noqa: E402
 from corruption_env.cell_scorer import kept_fraction  # noqa: E402
 from corruption_env.cli_options import ArgumentParser, UsageError, usage_errors  # noqa: E402
@@ -87,6 +93,19 @@ def task_report(task: str, ceiling: Path, rows: list[dict[str, str]], target: fl
     return lines + ["", f"**Target** (the ceiling >= each + {target} kNN, CI above 0): " + "; ".join(verdict) + "."]
 
 
+def judged_at(ceiling: Path) -> str:
+    """The judge and the run lengths (updates, its rungs) the folder's searches judged their candidates at."""
+    path = ceiling / "run_settings.json"
+    settings = json.loads(path.read_text()) if path.is_file() else {}
+    ways = set()
+    for s in settings.values():
+        if s.get("kind") == "agent" and s.get("name") == CEILING:
+            o = {**s.get("agent_defaults", {}), **s.get("agent_options", {})}
+            lengths = rung_lengths(o["run_updates"], o.get("reduction_factor", 2), o.get("rungs", 1))
+            ways.add(f"{o['judge']} after {' then '.join(map(str, lengths))} updates")
+    return "; ".join(sorted(ways)) if ways else "a judge and lengths not recorded (no run_settings.json)"
+
+
 def report(ceiling: Path, beside: list[Path], target: float) -> str:
     runs = [r for folder in (ceiling, *beside) for r in read_runs([folder])]  # keep_all may be in several
     tasks = list(dict.fromkeys(r["task"] for r in runs if Path(r["folder"]) == ceiling))
@@ -94,7 +113,8 @@ def report(ceiling: Path, beside: list[Path], target: float) -> str:
         raise UsageError(f"{ceiling} has no finished run: run python benchmark.py --preset fashion_ceiling --out "
                          f"{ceiling}")
     lines = ["# The label-judged ceiling", "", f"`python studies/ceiling.py {ceiling} "
-             + (f"--beside {' '.join(map(str, beside))}" if beside else "") + "`", ""]
+             + (f"--beside {' '.join(map(str, beside))}" if beside else "") + "`", "",
+             f"Each candidate judged by {judged_at(ceiling)}.", ""]
     for task in tasks:
         lines += task_report(task, ceiling, [r for r in runs if r["task"] == task], target) + [""]
     return "\n".join(lines)

@@ -440,7 +440,12 @@ def test_the_ceiling_report_pairs_by_seed_across_folders_and_judges_the_target(t
     other = write(tmp_path / "plain", [
         *({"name": "simclr_aug", "seed": s, "knn": k} for s, k in enumerate([0.837, 0.836, 0.8355])),
         *({"name": "keep_all", "seed": s, "knn": k} for s, k in enumerate([0.8357, 0.832, 0.8353]))])
+    assert "judged by a judge and lengths not recorded" in ceiling.report(ceil, [other], 0.01)
+    (ceil / "run_settings.json").write_text(json.dumps({f"fm/agent/cmaes_labels/-/s{s}": {
+        "kind": "agent", "name": "cmaes_labels", "agent_defaults": {"judge": "probe_accuracy", "run_updates": 50},
+        "agent_options": {"run_updates": 25, "rungs": 4}} for s in range(3)}))
     text = ceiling.report(ceil, [other], 0.01)
+    assert "judged by probe_accuracy after 25 then 50 then 100 then 200 updates." in text  # what its judge saw
     assert "| keep_all (plain) | 3 |" in text and "| keep_all | 3 |" in text
     assert "| **label-judged ceiling (cell scorer)** | 3 | 0.8517 " in text
     assert "| 0 | 0.50 | - | +0.30 |" in text  # keep level -1 keeps half the cells
