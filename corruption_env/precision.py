@@ -40,6 +40,21 @@ def cpu_bf16_flags() -> tuple[str, ...]:
     return tuple(f for f in ("amx_bf16", "avx512_bf16") if f in flags)
 
 
+def cpu_name() -> str:
+    """The CPU's model name and its widest bf16 unit, for the record of where a figure was measured (a KVM guest's
+    model name can be generic: the unit tells the kinds of this project's machines apart)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        import platform
+
+        return platform.processor() or "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "CPU")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    unit = "AMX-BF16" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "no bf16 unit"
+    return f"{name} ({unit})"
+
+
 def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
     """``auto`` -> ``bf16`` or ``fp32`` for ``device``; ``bf16``/``fp32`` are returned as given.
 

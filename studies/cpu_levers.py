@@ -23,6 +23,7 @@ import numpy as np
 
 from corruption_env.cli_options import ArgumentParser, positive, usage_errors
 from corruption_env.files import atomic_write_text
+from corruption_env.precision import cpu_name
 
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 # name: (torch threads, environment variables)
@@ -157,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         done = subprocess.run([sys.executable, __file__, "--stages-only"], env={**os.environ, **base},
                               capture_output=True, text=True, check=True)
         stages[kind] = json.loads(done.stdout.strip().splitlines()[-1])
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU") if Path("/proc/cpuinfo").is_file() else "unknown CPU"
+    cpu = cpu_name()
     lines = ["# Process-level levers of an environment step", "",
              f"`python studies/cpu_levers.py {' '.join(argv if argv is not None else sys.argv[1:])}` on {cpu}, "
              f"{os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d')}. ms per `env.step` (CPU preset, median of three "

@@ -26,6 +26,7 @@ import torch
 from benchmarking.sweep import TASKS
 from corruption_env import EnvConfig
 from corruption_env.files import atomic_write_json, atomic_write_text
+from corruption_env.precision import cpu_name
 from corruption_env.whole_run import WholeRun
 
 
@@ -147,13 +148,6 @@ def report(rows: list[dict], lengths: list[int]) -> str:
                 means = [np.mean([r["judge"][str(u)] for r in picked]) for u in lengths]
                 lines.append(f"| {task} | {batch} | {name} | " + " | ".join(f"{m:.2f}" for m in means) + " |")
     return "\n".join(lines) + "\n"
-
-
-def cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown"
 
 
 if __name__ == "__main__":

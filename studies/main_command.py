@@ -33,10 +33,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_levers import AVX2  # noqa: E402
-from setup_curves import cpu_name  # noqa: E402
 
 from corruption_env.cli_options import ArgumentParser, UsageError, parse_key_values, usage_errors  # noqa: E402
 from corruption_env.files import atomic_write_json, atomic_write_text  # noqa: E402
+from corruption_env.precision import cpu_name  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = {"native": {}, "avx2": AVX2}

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,15 +31,8 @@ from agents.search import WholeRunSearch
 from benchmarking.sweep import TASKS
 from corruption_env import CorruptionEnv, EnvConfig
 from corruption_env.cli_options import ArgumentParser, UsageError, positive, usage_errors
+from corruption_env.precision import cpu_name
 from corruption_env.simclr import nt_xent
-
-
-def cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def timed(fn, repeats: int = 3) -> float:

@@ -35,7 +35,7 @@ from corruption_env.data import load_dataset
 from corruption_env.evaluation import EncoderRun, encoder_accuracies, pixel_accuracies, train_encoder
 from corruption_env.files import atomic_write_json, atomic_write_text
 from corruption_env.images import to_unit
-from corruption_env.precision import autocast
+from corruption_env.precision import autocast, cpu_name
 from corruption_env.simclr import _MEAN, _STD, SimCLRLearner
 from corruption_env.views import ViewMaker, build_decorruptor, simclr_augmentation
 
@@ -137,18 +137,6 @@ def supervised_encoder(views: ViewMaker, learner: SimCLRLearner, train, test, st
         optimizer.step()
         run.losses.append(float(loss))
     return run
-
-
-def cpu_name() -> str:
-    """The CPU's model name and its widest bf16 unit (a KVM guest's model name can be generic)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown CPU"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "CPU")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    unit = "AMX-BF16" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else "no bf16 unit"
-    return f"{name} ({unit})"
 
 
 def _mean_std(values: list[float]) -> str:

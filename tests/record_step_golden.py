@@ -168,6 +168,8 @@ def main() -> None:
     if args.spread:
         spread, where = measure_spread(json.loads(GOLDEN.read_text()))
         import torch
+
+        from corruption_env.precision import cpu_name
         TOLERANCE.write_text(json.dumps({"cpu": cpu_name(), "torch": torch.__version__,
                                          "kernel_choices": KERNEL_CHOICES, "spread": spread, "where": where},
                                         indent=1, sort_keys=True) + "\n")
@@ -179,14 +181,6 @@ def main() -> None:
     golden = all_rollouts()
     GOLDEN.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
     print(f"recorded {len(golden)} rollouts in {GOLDEN}")
-
-
-def cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        import platform
-        return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":
