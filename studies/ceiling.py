@@ -17,10 +17,9 @@ the ceiling is only as good as its judge's length predicts the evaluation's (``s
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
-
-import json
 
 import numpy as np
 

@@ -129,7 +129,7 @@ def test_a_presets_env_options_reach_every_row_and_the_command_line_overrides_th
     assert {s.name for s in specs} == {"cmaes_labels", "keep_all"}
     assert all(sweep.settings(s)["env"]["keep_budget"] is None for s in specs)
     assert all(sweep.settings(s)["agent_options"]["corruptor"] == "cell_scorer" for s in specs if s.kind == "agent")
-    from agents.search import rung_lengths  # judged at the length the fidelity study found to order Fashion-MNIST
+    from agents.search import rung_lengths  # judged where labels order the shortcut task's corruptors
 
     options = [sweep.settings(s)["agent_options"] for s in specs if s.kind == "agent"]
     assert {rung_lengths(o["run_updates"], 2, o["rungs"])[-1] for o in options} == {200}
